@@ -1,0 +1,83 @@
+"""The gateway's app factory: routes, resources in cleanup_ctx, sessions closed on shutdown."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import AsyncIterator
+
+import orjson
+from aiohttp import web
+
+from gateway.keys import BACKGROUND, GATEWAY_ID, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.kbclient import KbClient
+from gateway.presence import PresenceReporter
+from gateway.registry import SessionRegistry
+from gateway.stream import StreamSet
+from gateway.ws import ws_experience
+from shared.config import Settings
+from shared.natsconn import nats_cleanup_ctx
+from shared.schemas.errors import CloseCode
+
+log = logging.getLogger(__name__)
+
+
+async def health(request: web.Request) -> web.Response:
+    """GET /health: NATS status and session counts; degraded (still serving) without JetStream."""
+    link = request.app[NATS]
+    status = link.status()
+    body = {"status": "healthy" if status["jetstream"] else "degraded", "service": "gateway",
+            "gateway_id": request.app[GATEWAY_ID], "nats": status, "sessions": request.app[REGISTRY].counts()}
+    return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+
+def add_routes(app: web.Application) -> None:
+    """Every gateway route, in one place."""
+    app.router.add_get("/ws/experience", ws_experience)
+    app.router.add_get("/health", health)
+
+
+async def _kb_ctx(app: web.Application) -> AsyncIterator[None]:
+    kb = KbClient(app[SETTINGS])
+    app[KB] = kb
+    yield
+    await kb.close()
+
+
+async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    app[REGISTRY] = SessionRegistry()
+    app[STREAMS] = StreamSet(app[NATS], settings)
+    app[PRESENCE] = PresenceReporter(app[KB], app[GATEWAY_ID], settings.presence_renew_s)
+    tasks = [asyncio.create_task(app[STREAMS].sweep_forever(), name="stream-sweeper"),
+             asyncio.create_task(app[PRESENCE].run(), name="presence-reporter")]
+    app[BACKGROUND] = tasks
+    yield
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(app[PRESENCE].flush(), timeout=2.0)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def close_all_sessions(app: web.Application) -> None:
+    """on_shutdown: every session is told 1001 so clients reconnect elsewhere."""
+    sessions = list(app[REGISTRY].sessions.values())
+    if sessions:
+        log.info("closing %d sessions for shutdown", len(sessions))
+    await asyncio.gather(*(s.shutdown(CloseCode.GOING_AWAY, "server shutting down") for s in sessions),
+                         return_exceptions=True)
+
+
+def create_app(settings: Settings, gateway_id: str | None = None) -> web.Application:
+    """Build the gateway application; nothing connects until the app starts."""
+    app = web.Application(client_max_size=settings.max_frame_bytes)
+    app[SETTINGS] = settings
+    app[GATEWAY_ID] = gateway_id or f"gw{uuid.uuid4().hex[:6]}"
+    app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}"))
+    app.cleanup_ctx.append(_kb_ctx)
+    app.cleanup_ctx.append(_sessions_ctx)
+    app.on_shutdown.append(close_all_sessions)
+    add_routes(app)
+    return app

@@ -1,0 +1,86 @@
+"""The gateway's one pooled HTTP client for kb, with timeouts and the service key."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+EXPERIENCES_TTL_S = 30.0
+
+
+class KbUnavailable(Exception):
+    """kb did not answer in time, refused the connection or failed on its side (5xx)."""
+
+
+class KbRejected(Exception):
+    """kb answered with a client error (4xx): the request itself was wrong."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(body.get("message", f"kb answered {status}"))
+        self.status = status
+        self.body = body
+
+
+class KbClient:
+    """Calls kb's HTTP API on behalf of authenticated users."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.base = settings.kb_url.rstrip("/")
+        timeout = aiohttp.ClientTimeout(total=settings.kb_timeout_s, connect=min(2.0, settings.kb_timeout_s))
+        self.http = aiohttp.ClientSession(
+            timeout=timeout, headers={"X-API-Key": settings.kb_api_key},
+            connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
+            json_serialize=lambda obj: orjson.dumps(obj).decode())
+        self._experiences: set[str] | None = None
+        self._experiences_at = 0.0
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        try:
+            async with self.http.request(method, self.base + path, json=body) as resp:
+                data = orjson.loads(await resp.read())
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+            raise KbUnavailable(f"kb {method} {path.split('/')[1]}: {type(exc).__name__}") from exc
+        if status >= 500:
+            raise KbUnavailable(f"kb answered {status}")
+        if status >= 400:
+            raise KbRejected(status, data if isinstance(data, dict) else {})
+        return data
+
+    async def act(self, experience: str, user_id: str, args: dict[str, Any], trace_id: str) -> dict[str, Any]:
+        """POST an action; returns {success, message, snapshot_version, changes}."""
+        body = {**args, "user_id": user_id, "trace_id": trace_id}
+        return await self._call("POST", f"/experiences/{experience}/actions", body)
+
+    async def state(self, experience: str, user_id: str) -> dict[str, Any]:
+        """The player's area_of_interest frame."""
+        return await self._call("GET", f"/experiences/{experience}/players/{user_id}/state")
+
+    async def presence(self, update: dict[str, Any]) -> dict[str, Any]:
+        """Report joined/left/dropped/alive sessions."""
+        return await self._call("POST", "/presence", update)
+
+    async def health(self) -> dict[str, Any]:
+        return await self._call("GET", "/health")
+
+    async def experiences(self) -> set[str] | None:
+        """Experiences kb serves (cached for a while); None if kb cannot be asked right now."""
+        now = time.monotonic()
+        if self._experiences is not None and now - self._experiences_at < EXPERIENCES_TTL_S:
+            return self._experiences
+        try:
+            found = set((await self.health()).get("experiences", {}))
+        except (KbUnavailable, KbRejected):
+            return self._experiences
+        self._experiences, self._experiences_at = found, now
+        return found

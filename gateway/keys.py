@@ -1,0 +1,22 @@
+"""Every piece of gateway app state, as typed AppKeys."""
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateway.kbclient import KbClient
+from gateway.presence import PresenceReporter
+from gateway.registry import SessionRegistry
+from gateway.stream import StreamSet
+from shared.config import Settings
+from shared.natsconn import NatsLink
+
+SETTINGS = web.AppKey("settings", Settings)
+NATS = web.AppKey("nats", NatsLink)
+KB = web.AppKey("kb", KbClient)
+REGISTRY = web.AppKey("registry", SessionRegistry)
+STREAMS = web.AppKey("streams", StreamSet)
+PRESENCE = web.AppKey("presence", PresenceReporter)
+GATEWAY_ID = web.AppKey("gateway_id", str)
+BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])

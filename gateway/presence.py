@@ -1,0 +1,69 @@
+"""Reports this gateway's sessions to kb: joins and leaves at once, everything alive periodically."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from gateway.kbclient import KbClient, KbRejected, KbUnavailable
+
+log = logging.getLogger(__name__)
+
+
+class PresenceReporter:
+    """Batches presence changes for kb; what cannot be sent yet waits (kb restarts lose nothing)."""
+
+    def __init__(self, kb: KbClient, gateway_id: str, renew_s: float) -> None:
+        self.kb = kb
+        self.gateway_id = gateway_id
+        self.renew_s = renew_s
+        self.live: dict[str, dict[str, str]] = {}
+        self._pending: dict[str, list[dict[str, str]]] = {"join": [], "leave": [], "drop": []}
+        self._wake = asyncio.Event()
+
+    def join(self, session_id: str, user_id: str, experience: str) -> None:
+        entry = {"session_id": session_id, "user_id": user_id, "experience": experience}
+        self.live[session_id] = entry
+        self._queue("join", entry)
+
+    def leave(self, session_id: str, clean: bool) -> None:
+        """A clean close leaves at once; anything else starts kb's grace period."""
+        entry = self.live.pop(session_id, None)
+        if entry is not None:
+            self._queue("leave" if clean else "drop", entry)
+
+    def _queue(self, kind: str, entry: dict[str, str]) -> None:
+        self._pending[kind].append(entry)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Send queued changes as they come, and renew every live session each renew_s."""
+        loop = asyncio.get_running_loop()
+        next_renew = loop.time() + self.renew_s
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_renew - loop.time()))
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            renew = loop.time() >= next_renew
+            if renew:
+                next_renew = loop.time() + self.renew_s
+            await self.flush(renew)
+
+    async def flush(self, renew: bool = False) -> None:
+        """Send what is pending (plus every live session when renewing); keep it if kb is away."""
+        batch, self._pending = self._pending, {"join": [], "leave": [], "drop": []}
+        update: dict[str, Any] = {"gateway_id": self.gateway_id, **batch}
+        if renew:
+            update["alive"] = list(self.live.values())
+        if not any(update[k] for k in ("join", "leave", "drop")) and not update.get("alive"):
+            return
+        try:
+            await self.kb.presence(update)
+        except (KbUnavailable, KbRejected) as exc:
+            log.warning("presence report failed (%s); will retry", exc)
+            for kind in batch:
+                self._pending[kind] = batch[kind] + self._pending[kind]
+            await asyncio.sleep(0.5)
+            self._wake.set()

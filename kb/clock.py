@@ -1,0 +1,75 @@
+"""The world clock: ticks every experience, in exactly one kb process (a JetStream KV lease)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from kb.worlds import WorldService
+from shared.natsconn import NatsLink
+from shared.subjects import CLOCK_LEASE_BUCKET
+
+log = logging.getLogger(__name__)
+LEASE_KEY = "world-clock"
+
+
+class ClockLease:
+    """Holds the `world-clock` key of a KV bucket whose entries expire after `ttl_s`.
+
+    Whoever created the key owns the clock while it keeps updating it (compare-and-set on the
+    revision). A crashed owner stops updating; its entry expires and another kb can create it.
+    """
+
+    def __init__(self, link: NatsLink, ttl_s: float) -> None:
+        self.link = link
+        self.ttl_s = ttl_s
+        self.owner = uuid.uuid4().hex
+        self.revision: int | None = None
+        self._kv: KeyValue | None = None
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            assert self.link.js is not None
+            try:
+                self._kv = await self.link.js.key_value(CLOCK_LEASE_BUCKET)
+            except NotFoundError:
+                self._kv = await self.link.js.create_key_value(bucket=CLOCK_LEASE_BUCKET, ttl=self.ttl_s, history=1)
+        return self._kv
+
+    async def hold(self) -> bool:
+        """Acquire or renew the lease; False if another process holds it or NATS is away."""
+        if not self.link.jetstream_ok:
+            self.revision = None
+            return False
+        try:
+            kv = await self._bucket()
+            if self.revision is None:
+                self.revision = await kv.create(LEASE_KEY, self.owner.encode())
+                log.info("world clock lease acquired by %s", self.owner[:8])
+            else:
+                self.revision = await kv.update(LEASE_KEY, self.owner.encode(), last=self.revision)
+            return True
+        except KeyWrongLastSequenceError:
+            self.revision = None
+            return False
+        except Exception as exc:  # noqa: BLE001 - no lease this round; try next tick
+            log.debug("clock lease unavailable: %s", type(exc).__name__)
+            self.revision = None
+            self._kv = None
+            return False
+
+
+async def run_clock(worlds: dict[str, WorldService], lease: ClockLease, tick_s: float) -> None:
+    """Every tick_s: if this process holds the lease, advance every world by one tick."""
+    while True:
+        await asyncio.sleep(tick_s)
+        if not await lease.hold():
+            continue
+        for world in worlds.values():
+            try:
+                await world.tick()
+            except Exception:  # noqa: BLE001 - one bad tick must not stop the clock
+                log.exception("world tick failed for %s", world.experience)

@@ -1,0 +1,130 @@
+"""kb's HTTP handlers: the API the gateway calls (service key required) and /health."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+from marshmallow import Schema, ValidationError
+
+from kb.keys import NATS, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
+from kb.worlds import WorldService
+from shared.auth import same_secret
+from shared.schemas.kbapi import ActionRequestSchema, PresenceUpdateSchema
+from shared.schemas.messages import ACTIONS
+
+log = logging.getLogger(__name__)
+_ACTION = ActionRequestSchema()
+_PRESENCE = PresenceUpdateSchema()
+MAX_BODY = 64 * 1024
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    """A JSON response encoded with orjson."""
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def problem(status: int, error: str, message: str, details: Any = None) -> web.Response:
+    """A JSON error body: {"error", "message", "details"?}."""
+    body: dict[str, Any] = {"error": error, "message": message}
+    if details is not None:
+        body["details"] = details
+    return json_response(body, status)
+
+
+@web.middleware
+async def service_key_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every route but /health needs the gateway's X-API-Key."""
+    if request.path != "/health" and not same_secret(request.headers.get("X-API-Key"),
+                                                    request.app[SETTINGS].kb_api_key):
+        return problem(401, "unauthorized", "missing or wrong X-API-Key")
+    return await handler(request)
+
+
+async def _load_body(request: web.Request, schema: Schema) -> dict[str, Any] | web.Response:
+    """Parse and validate a JSON body; a Response is returned for the client's mistakes."""
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return problem(413, "too_large", f"body over {MAX_BODY} bytes")
+    raw = await request.read()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return problem(400, "invalid_json", f"body is not valid JSON: {exc}")
+    if not isinstance(data, dict):
+        return problem(422, "invalid_message", "body must be a JSON object")
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        return problem(422, "invalid_message", "body does not match its schema", exc.messages)
+
+
+def _world(request: web.Request) -> WorldService | web.Response:
+    experience = request.match_info["experience"]
+    world = request.app[WORLDS].get(experience)
+    if world is None:
+        return problem(404, "unknown_experience", f"no experience called {experience[:64]!r}")
+    return world
+
+
+async def post_action(request: web.Request) -> web.Response:
+    """POST /experiences/{experience}/actions: apply one action for the user the gateway names."""
+    world = _world(request)
+    if isinstance(world, web.Response):
+        return world
+    body = await _load_body(request, _ACTION)
+    if isinstance(body, web.Response):
+        return body
+    if body["action"] not in ACTIONS:
+        return problem(422, "unknown_action", f"unknown action {body['action'][:64]!r}",
+                       {"action": [f"must be one of {', '.join(ACTIONS)}"]})
+    user_id, trace_id = body.pop("user_id"), body.pop("trace_id")
+    result = await world.act(user_id, body, trace_id)
+    return json_response(result)
+
+
+async def get_player_state(request: web.Request) -> web.Response:
+    """GET /experiences/{experience}/players/{user_id}/state: the player's area_of_interest."""
+    world = _world(request)
+    if isinstance(world, web.Response):
+        return world
+    return json_response(world.view(request.match_info["user_id"]))
+
+
+async def post_presence(request: web.Request) -> web.Response:
+    """POST /presence: a gateway reports sessions that joined, left, dropped or are still alive."""
+    body = await _load_body(request, _PRESENCE)
+    if isinstance(body, web.Response):
+        return body
+    book, worlds, now = request.app[PRESENCE], request.app[WORLDS], time.monotonic()
+    gateway = body["gateway_id"]
+    changes = []
+    for s in body["join"]:
+        changes += book.join(s["session_id"], s["user_id"], s["experience"], gateway, now)
+    for s in body["alive"]:
+        changes += book.alive(s["session_id"], s["user_id"], s["experience"], gateway, now)
+    for s in body["leave"]:
+        changes += book.leave(s["session_id"])
+    for s in body["drop"]:
+        changes += book.drop(s["session_id"], now)
+    for experience in {c.experience for c in changes}:
+        if experience in worlds:
+            await worlds[experience].announce([c for c in changes if c.experience == experience])
+    return json_response({"present": {e: sorted(book.present_users(e)) for e in
+                                      {s["experience"] for k in ("join", "alive") for s in body[k]}}})
+
+
+async def health(request: web.Request) -> web.Response:
+    """GET /health: healthy when NATS and JetStream are up; degraded (still serving) otherwise."""
+    link = request.app[NATS]
+    nats_status = link.status()
+    return json_response({
+        "status": "healthy" if nats_status["jetstream"] else "degraded",
+        "service": "kb",
+        "nats": nats_status,
+        "outbox": {"pending": await request.app[STORE].outbox_depth(),
+                   "published": request.app[PUBLISHER].published,
+                   "republished": request.app[PUBLISHER].republished},
+        "experiences": {e: w.world["version"] for e, w in request.app[WORLDS].items()},
+    })

@@ -1,0 +1,1 @@
+"""The functional core: world content, the state model and pure rules."""

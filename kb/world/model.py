@@ -1,0 +1,112 @@
+"""The world state as plain JSON-able dicts, and read-only views of it."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Iterator
+
+from kb.world.content import Content
+
+World = dict[str, Any]
+
+
+def initial_world(content: Content) -> World:
+    """The world at version 0: content placed where the data files put it."""
+    areas = {
+        area_id: {
+            "id": area_id,
+            "name": area["name"],
+            "description": area["description"],
+            "exits": list(area.get("exits", [])),
+            "spots": {
+                spot_id: {"id": spot_id, "name": spot["name"], "description": spot.get("description", ""),
+                          "items": []}
+                for spot_id, spot in area.get("spots", {}).items()
+            },
+        }
+        for area_id, area in content.areas.items()
+    }
+    for inst in content.instances:
+        item = content.make_item(inst["instance_id"], inst["template_id"])
+        areas[inst["area_id"]]["spots"][inst["spot_id"]]["items"].append(item)
+    npcs = {
+        npc_id: {"id": npc_id, "name": npc["name"], "description": npc["description"], "area_id": npc["area_id"]}
+        for npc_id, npc in content.npcs.items()
+    }
+    environment = {key: values[0] for key, values in content.environment.items() if values}
+    return {
+        "experience": content.experience,
+        "version": 0,
+        "zone": dict(content.zone),
+        "areas": areas,
+        "npcs": npcs,
+        "players": {},
+        "environment": environment,
+        "respawns": [],
+        "clock": {"tick": 0, "spawned": 0},
+    }
+
+
+def player_state(world: World, content: Content, user_id: str) -> dict[str, Any]:
+    """A player's position and inventory; a newcomer stands at the start with empty hands."""
+    found = world["players"].get(user_id)
+    if found is not None:
+        return found
+    return {"current_location": content.zone["id"], "current_area": content.start_area, "inventory": []}
+
+
+def area_of_interest(world: World, content: Content, user_id: str) -> dict[str, Any]:
+    """What one player may know of the world right now (the `area_of_interest` frame body)."""
+    return {
+        "type": "area_of_interest",
+        "snapshot_version": world["version"],
+        "zone": world["zone"],
+        "areas": world["areas"],
+        "player": player_state(world, content, user_id),
+        "npcs": world["npcs"],
+        "environment": world["environment"],
+    }
+
+
+def iter_area_items(area: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(spot_id, item) for every item lying in an area."""
+    for spot_id, spot in area["spots"].items():
+        for item in spot["items"]:
+            yield spot_id, item
+
+
+def matches(item: dict[str, Any], wanted: str) -> bool:
+    """True if `wanted` names this item by instance id, template id or name."""
+    norm = wanted.strip().lower().replace("_", " ")
+    return wanted == item["instance_id"] or norm in (
+        item["semantic_name"].lower(), item["template_id"].replace("_", " ").lower())
+
+
+def find_in_area(area: dict[str, Any], wanted: str) -> tuple[str, dict[str, Any]] | None:
+    """The first (spot_id, item) in the area that `wanted` names, exact ids first."""
+    items = list(iter_area_items(area))
+    exact = next(((s, i) for s, i in items if i["instance_id"] == wanted), None)
+    return exact or next(((s, i) for s, i in items if matches(i, wanted)), None)
+
+
+def find_in_inventory(player: dict[str, Any], wanted: str) -> dict[str, Any] | None:
+    """The first item in the inventory that `wanted` names, exact ids first."""
+    inv = player["inventory"]
+    return next((i for i in inv if i["instance_id"] == wanted), None) or next(
+        (i for i in inv if matches(i, wanted)), None)
+
+
+def edit(world: World, *keys: str) -> World:
+    """A new world sharing untouched parts with the old; the named top-level parts are deep-copied."""
+    new = dict(world)
+    for key in keys:
+        new[key] = copy.deepcopy(world[key])
+    return new
+
+
+def edit_player(world: World, content: Content, user_id: str) -> tuple[World, dict[str, Any]]:
+    """A new world whose `players` map holds a private, editable copy of one player."""
+    new = dict(world)
+    new["players"] = dict(world["players"])
+    player = copy.deepcopy(player_state(world, content, user_id))
+    new["players"][user_id] = player
+    return new, player

@@ -1,0 +1,1 @@
+"""The contract kb and gateway share: config, schemas, NATS subjects, auth."""

@@ -1,0 +1,98 @@
+"""JWT issue/verify helpers (PyJWT) with the algorithm pinned by config."""
+from __future__ import annotations
+
+import argparse
+import hmac
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from shared.config import Settings
+from shared.subjects import BadSubjectToken, check_token
+
+
+class TokenError(Exception):
+    """A token that is missing, malformed, expired or otherwise not acceptable."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """The verified caller: user id from `sub`, and when the token stops being valid."""
+
+    user_id: str
+    expires_at: float
+
+
+def issue_token(settings: Settings, user_id: str, ttl_s: float = 24 * 3600.0) -> str:
+    """Sign a token for user_id with the configured secret (dev and tests only)."""
+    now = int(time.time())
+    claims = {"sub": user_id, "iat": now, "nbf": now, "exp": now + int(ttl_s)}
+    if settings.jwt_audience:
+        claims["aud"] = settings.jwt_audience
+    if settings.jwt_issuer:
+        claims["iss"] = settings.jwt_issuer
+    return jwt.encode(claims, settings.jwt_secret, algorithm=settings.jwt_algorithm)
+
+
+def verify_token(settings: Settings, token: str | None) -> Identity:
+    """Verify signature, exp/nbf (with leeway) and optional aud/iss; return the identity."""
+    if not token:
+        raise TokenError("missing token")
+    options = {"require": ["sub", "exp"], "verify_aud": bool(settings.jwt_audience)}
+    try:
+        claims = jwt.decode(
+            token,
+            settings.jwt_secret,
+            algorithms=[settings.jwt_algorithm],
+            audience=settings.jwt_audience or None,
+            issuer=settings.jwt_issuer or None,
+            leeway=settings.jwt_leeway_s,
+            options=options,
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenError("token expired") from exc
+    except jwt.PyJWTError as exc:
+        raise TokenError(f"invalid token: {type(exc).__name__}") from exc
+    sub = claims.get("sub")
+    if not isinstance(sub, str):
+        raise TokenError("invalid token: sub must be a string")
+    try:
+        check_token(sub)
+    except BadSubjectToken as exc:
+        raise TokenError("invalid token: unusable user id") from exc
+    return Identity(user_id=sub, expires_at=float(claims["exp"]))
+
+
+def bearer_token(header_value: str | None) -> str | None:
+    """Extract the token from an `Authorization: Bearer <jwt>` header value."""
+    if not header_value:
+        return None
+    scheme, _, value = header_value.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def same_secret(given: str | None, expected: str) -> bool:
+    """Constant-time comparison of a presented service key with the configured one."""
+    if not given:
+        return False
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print a dev token: `python -m shared.auth <user_id> [--ttl SECONDS]`."""
+    parser = argparse.ArgumentParser(description="Print a dev JWT for a user id")
+    parser.add_argument("user_id")
+    parser.add_argument("--ttl", type=float, default=24 * 3600.0, help="lifetime in seconds")
+    args = parser.parse_args(argv)
+    try:
+        check_token(args.user_id)
+    except BadSubjectToken:
+        parser.error("user id may use letters, digits and _-@:+= only (1-128 chars)")
+    print(issue_token(Settings.from_env(), args.user_id, args.ttl))
+
+
+if __name__ == "__main__":
+    main()

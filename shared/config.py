@@ -1,0 +1,92 @@
+"""Frozen settings read once from environment variables, with safe dev defaults."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+DEV_JWT_SECRET = "dev-secret-change-me-0123456789abcdef"
+DEV_KB_API_KEY = "dev-kb-key"
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    """Split a comma-separated list, dropping blanks."""
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of both services; one instance per process, never mutated."""
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    stream_name: str = "WORLD_UPDATES"
+    stream_max_age_s: float = 24 * 3600.0
+    stream_replicas: int = 1
+    stream_duplicate_window_s: float = 20 * 60.0
+
+    kb_host: str = "127.0.0.1"
+    kb_port: int = 8001
+    kb_url: str = "http://127.0.0.1:8001"
+    kb_api_key: str = DEV_KB_API_KEY
+    kb_db_path: str = ".run/kb.sqlite3"
+    kb_data_dir: str = ""
+    kb_outbox_keep_s: float = 15 * 60.0
+    kb_timeout_s: float = 5.0
+    kb_clock_tick_s: float = 0.0
+
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+
+    jwt_secret: str = DEV_JWT_SECRET
+    jwt_algorithm: str = "HS256"
+    jwt_audience: str = ""
+    jwt_issuer: str = ""
+    jwt_leeway_s: float = 10.0
+
+    allowed_experiences: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    session_outbox_size: int = 256
+    session_max_actions: int = 4
+    max_frame_bytes: int = 64 * 1024
+    msg_rate_per_s: float = 20.0
+    msg_burst: int = 40
+    max_sessions_per_user: int = 8
+    sub_pending_msgs: int = 4096
+    sub_pending_bytes: int = 8 * 1024 * 1024
+    stream_heartbeat_s: float = 5.0
+    heartbeat_s: float = 20.0
+    presence_grace_s: float = 60.0
+    presence_renew_s: float = 15.0
+    sse_keepalive_s: float = 15.0
+    shutdown_timeout_s: float = 10.0
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Build settings from GAIA_* variables (e.g. GAIA_NATS_URL), then apply overrides."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get("GAIA_" + f.name.upper())
+            if raw is None:
+                continue
+            values[f.name] = _convert(f.name, f.type, raw)
+        settings = cls(**values)
+        return replace(settings, **overrides) if overrides else settings
+
+
+def _convert(name: str, type_name: Any, raw: str) -> Any:
+    """Turn one environment string into the field's type, with a clear error."""
+    kind = str(type_name)
+    try:
+        if kind.startswith("tuple"):
+            return _csv(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as exc:
+        raise ValueError(f"GAIA_{name.upper()}={raw!r} is not a valid {kind}") from exc
+    return raw

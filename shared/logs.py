@@ -1,0 +1,44 @@
+"""Logging setup shared by both services (plain or JSON lines), tokens never included."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+import orjson
+
+_TOKEN_RE = re.compile(r"(token=|Bearer\s+)[A-Za-z0-9._\-]+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Replace anything that looks like a token in a query string or header with ***."""
+    return _TOKEN_RE.sub(r"\1***", text)
+
+
+class RedactingFormatter(logging.Formatter):
+    """Plain text lines with tokens redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, tokens redacted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        body = {"ts": record.created, "level": record.levelname, "logger": record.name,
+                "message": redact(record.getMessage())}
+        if record.exc_info:
+            body["exc"] = redact(self.formatException(record.exc_info))
+        return orjson.dumps(body).decode()
+
+
+def setup_logging() -> None:
+    """Configure the root logger from GAIA_LOG_LEVEL and GAIA_LOG_FORMAT (text|json)."""
+    handler = logging.StreamHandler()
+    if os.environ.get("GAIA_LOG_FORMAT", "text") == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=os.environ.get("GAIA_LOG_LEVEL", "INFO").upper(), handlers=[handler], force=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,169 @@
+"""One owned NATS connection per process: connects in the background, ensures the stream."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator, Awaitable, Callable
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js.errors import BadRequestError
+from aiohttp import web
+
+from shared.config import Settings
+from shared.subjects import STREAM_SUBJECTS
+
+log = logging.getLogger(__name__)
+Listener = Callable[[], Awaitable[None]]
+
+
+def stream_config(settings: Settings) -> js_api.StreamConfig:
+    """The WORLD_UPDATES stream as this deployment wants it."""
+    return js_api.StreamConfig(
+        name=settings.stream_name,
+        subjects=list(STREAM_SUBJECTS),
+        storage=js_api.StorageType.FILE,
+        retention=js_api.RetentionPolicy.LIMITS,
+        max_age=settings.stream_max_age_s,
+        duplicate_window=settings.stream_duplicate_window_s,
+        num_replicas=settings.stream_replicas,
+        allow_direct=True,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
+    """Create WORLD_UPDATES, or bring an existing one to our config (idempotent)."""
+    config = stream_config(settings)
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.update_stream(config)
+
+
+class NatsLink:
+    """Owns the process's NATS connection and tells listeners when it (re)connects."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.settings = settings
+        self.name = name
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.jetstream_ok = False
+        self.reconnects = 0
+        self._listeners: list[Listener] = []
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        """True while the client holds a live connection to a server."""
+        return self.nc is not None and self.nc.is_connected
+
+    def status(self) -> dict[str, bool]:
+        """The `nats` block of /health."""
+        return {"connected": self.connected, "jetstream": self.connected and self.jetstream_ok}
+
+    def on_connect(self, listener: Listener) -> None:
+        """Call listener after every successful connect and reconnect."""
+        self._listeners.append(listener)
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until connected with the stream ensured; False on timeout."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def start(self) -> None:
+        """Begin connecting in the background; the service serves meanwhile (degraded)."""
+        self._task = asyncio.create_task(self._connect_until_up(), name=f"nats-connect-{self.name}")
+
+    async def _connect_until_up(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                self.nc = await nats.connect(
+                    servers=self.settings.nats_url.split(","),
+                    name=self.name,
+                    connect_timeout=2,
+                    allow_reconnect=True,
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    ping_interval=5,
+                    max_outstanding_pings=3,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    error_cb=self._on_error,
+                )
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure means "retry later"
+                log.warning("nats connect to %s failed (%s); retrying in %.1fs",
+                            self.settings.nats_url, type(exc).__name__, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.js = self.nc.jetstream(timeout=5)
+        log.info("nats connected: %s", self.nc.connected_url.netloc if self.nc.connected_url else "?")
+        await self._after_connect()
+
+    async def _after_connect(self) -> None:
+        """Ensure the stream (retrying while JetStream warms up), then notify listeners."""
+        assert self.js is not None
+        delay = 0.1
+        while self.connected:
+            try:
+                await ensure_stream(self.js, self.settings)
+                self.jetstream_ok = True
+                break
+            except Exception as exc:  # noqa: BLE001 - JetStream may still be recovering
+                log.warning("ensure stream failed (%s: %s); retrying", type(exc).__name__, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        if not self.jetstream_ok:
+            return
+        self._ready.set()
+        for listener in list(self._listeners):
+            try:
+                await listener()
+            except Exception:  # noqa: BLE001 - one listener must not stop the others
+                log.exception("nats connect listener failed")
+
+    async def _on_disconnected(self) -> None:
+        self.jetstream_ok = False
+        log.warning("nats disconnected")
+
+    async def _on_reconnected(self) -> None:
+        self.reconnects += 1
+        log.info("nats reconnected (%d)", self.reconnects)
+        asyncio.create_task(self._after_connect(), name=f"nats-after-reconnect-{self.name}")
+
+    async def _on_error(self, exc: Exception) -> None:
+        log.debug("nats error: %s: %s", type(exc).__name__, exc)
+
+    async def close(self) -> None:
+        """Stop connecting; drain the connection if there is one."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self.nc is not None and not self.nc.is_closed:
+            try:
+                await asyncio.wait_for(self.nc.drain(), timeout=self.settings.shutdown_timeout_s / 2)
+            except Exception:  # noqa: BLE001 - closing anyway
+                await self.nc.close()
+
+
+def nats_cleanup_ctx(
+    settings_key: web.AppKey[Settings], link_key: web.AppKey[NatsLink], name: str
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx generator that owns a NatsLink stored under link_key."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        link = NatsLink(app[settings_key], name)
+        app[link_key] = link
+        link.start()
+        yield
+        await link.close()
+
+    return ctx

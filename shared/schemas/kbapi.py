@@ -1,0 +1,52 @@
+"""kb's HTTP API bodies (gateway -> kb): actions, presence and their answers."""
+from __future__ import annotations
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+from shared.schemas.events import ChangeSchema
+from shared.schemas.messages import ActionArgsSchema
+
+_ID = validate.Length(min=1, max=128)
+
+
+class ActionRequestSchema(ActionArgsSchema):
+    """POST /experiences/{exp}/actions: the gateway acts for the user it authenticated."""
+
+    user_id = fields.String(required=True, validate=_ID)
+    trace_id = fields.String(load_default="", validate=validate.Length(max=128))
+
+
+class ActionResultSchema(Schema):
+    """The outcome of one action as kb committed it (or refused it)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    success = fields.Boolean(required=True)
+    message = fields.String(required=True)
+    snapshot_version = fields.Integer(required=True)
+    changes = fields.List(fields.Nested(ChangeSchema), required=True)
+
+
+class PresenceSessionSchema(Schema):
+    """One live session as a gateway reports it."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    session_id = fields.String(required=True, validate=_ID)
+    user_id = fields.String(required=True, validate=_ID)
+    experience = fields.String(required=True, validate=_ID)
+
+
+class PresenceUpdateSchema(Schema):
+    """POST /presence: sessions that joined, left (clean or dropped) or are still alive."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    gateway_id = fields.String(required=True, validate=_ID)
+    join = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)
+    leave = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)
+    drop = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)
+    alive = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)

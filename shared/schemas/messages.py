@@ -1,0 +1,198 @@
+"""Client <-> gateway WebSocket messages: one schema per `type`, and registries keyed on it."""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+
+from shared.schemas.errors import ErrorCode, ProtocolError
+from shared.schemas.events import ItemSchema, PresenceEventSchema, WorldUpdateEventSchema
+
+ACTIONS = ("collect_item", "drop_item", "go", "examine", "inventory", "give_item", "talk", "use_item")
+# What each action cannot do without; checked at the edge so kb never sees half an action.
+ACTION_REQUIRES: dict[str, tuple[str, ...]] = {
+    "collect_item": ("instance_id",),
+    "drop_item": ("instance_id",),
+    "go": ("destination",),
+    "examine": (),
+    "inventory": (),
+    "give_item": ("instance_id",),
+    "talk": ("npc_id",),
+    "use_item": ("instance_id",),
+}
+MAX_SEQ = 2**63 - 1
+_ID = validate.Length(min=1, max=128)
+_TEXT = validate.Length(max=2000)
+
+
+def _check_client_id(value: Any) -> None:
+    """A client-chosen id is a short string or an integer, echoed back untouched."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)) or len(str(value)) > 128:
+        raise ValidationError("must be a string or integer of at most 128 characters")
+
+
+class _Message(Schema):
+    """Base for every frame: unknown fields are ignored so clients may add their own."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True)
+
+
+class ActionArgsSchema(Schema):
+    """The arguments an action may carry (shared by the WebSocket and kb's HTTP API)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    action = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    instance_id = fields.String(validate=_ID)
+    destination = fields.String(validate=_ID)
+    npc_id = fields.String(validate=_ID)
+    target_user_id = fields.String(validate=_ID)
+    message = fields.String(validate=_TEXT)
+
+    @validates_schema
+    def _check_required_args(self, data: dict[str, Any], **_: Any) -> None:
+        """Each known action names the arguments it needs."""
+        needs = ACTION_REQUIRES.get(data.get("action", ""), ())
+        missing = {name: ["Missing data for required field."] for name in needs if name not in data}
+        if missing:
+            raise ValidationError(missing)
+
+
+class ActionMessageSchema(ActionArgsSchema):
+    """`action`: do something in the world; answered by `action_response` with the same id."""
+
+    type = fields.String(required=True)
+    id = fields.Raw(required=True, validate=lambda v: _check_client_id(v))
+
+
+class GetStateMessageSchema(_Message):
+    """`get_state`: ask for a fresh `area_of_interest`."""
+
+
+class PingMessageSchema(_Message):
+    """`ping`: answered by `pong` echoing the timestamp."""
+
+    timestamp = fields.Raw(load_default=None)
+
+
+class ResumeMessageSchema(_Message):
+    """`resume`: replay what was missed after `last_seq` inside one socket."""
+
+    last_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=MAX_SEQ))
+
+
+CLIENT_MESSAGES: dict[str, Schema] = {
+    "action": ActionMessageSchema(),
+    "get_state": GetStateMessageSchema(),
+    "ping": PingMessageSchema(),
+    "resume": ResumeMessageSchema(),
+}
+
+
+class PlayerViewSchema(Schema):
+    """Where the player is and what they carry."""
+
+    current_location = fields.String(required=True)
+    current_area = fields.String(required=True)
+    inventory = fields.List(fields.Nested(ItemSchema), required=True)
+
+
+class ConnectedSchema(_Message):
+    connection_id = fields.String(required=True)
+    user_id = fields.String(required=True)
+    experience = fields.String(required=True)
+    timestamp = fields.Integer(required=True)
+
+
+class AreaOfInterestSchema(_Message):
+    """The player's whole view of the zone at one world version."""
+
+    snapshot_version = fields.Integer(required=True)
+    zone = fields.Dict(required=True)
+    areas = fields.Dict(required=True)
+    player = fields.Nested(PlayerViewSchema, required=True)
+    npcs = fields.Dict(load_default=dict)
+    environment = fields.Dict(load_default=dict)
+
+
+class ActionResponseSchema(_Message):
+    id = fields.Raw(required=True)
+    action = fields.String(required=True)
+    success = fields.Boolean(required=True)
+    message = fields.String(required=True)
+    snapshot_version = fields.Integer(allow_none=True)
+
+
+class ResumedSchema(_Message):
+    from_seq = fields.Integer(required=True)
+    to_seq = fields.Integer(required=True)
+    replayed = fields.Integer(required=True)
+
+
+class ResyncRequiredSchema(_Message):
+    reason = fields.String(required=True)
+
+
+class PongSchema(_Message):
+    timestamp = fields.Raw(allow_none=True)
+
+
+class ErrorSchema(_Message):
+    code = fields.String(required=True)
+    message = fields.String(required=True)
+    id = fields.Raw(allow_none=True)
+    details = fields.Raw(allow_none=True)
+
+
+SERVER_MESSAGES: dict[str, Schema] = {
+    "connected": ConnectedSchema(),
+    "area_of_interest": AreaOfInterestSchema(),
+    "world_update": WorldUpdateEventSchema(),
+    "action_response": ActionResponseSchema(),
+    "presence": PresenceEventSchema(),
+    "resumed": ResumedSchema(),
+    "resync_required": ResyncRequiredSchema(),
+    "pong": PongSchema(),
+    "error": ErrorSchema(),
+}
+
+
+def parse_client_message(raw: str | bytes) -> dict[str, Any]:
+    """Decode and validate one client frame; raise ProtocolError with the right code."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(ErrorCode.INVALID_JSON, f"frame is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a frame must be a JSON object",
+                            details={"_schema": ["Invalid input type."]})
+    msg_type = data.get("type")
+    msg_id = data.get("id") if isinstance(data.get("id"), (str, int)) else None
+    schema = CLIENT_MESSAGES.get(msg_type) if isinstance(msg_type, str) else None
+    if schema is None:
+        raise ProtocolError(ErrorCode.UNKNOWN_MESSAGE_TYPE, f"unknown message type: {str(msg_type)[:64]!r}",
+                            msg_id=msg_id)
+    try:
+        message = schema.load(data)
+    except ValidationError as exc:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "message does not match its schema",
+                            msg_id=msg_id, details=exc.messages) from exc
+    if msg_type == "action" and message["action"] not in ACTIONS:
+        raise ProtocolError(ErrorCode.UNKNOWN_ACTION, f"unknown action: {message['action'][:64]!r}",
+                            msg_id=msg_id)
+    return message
+
+
+def error_frame(code: str, message: str, msg_id: Any = None, details: Any = None) -> dict[str, Any]:
+    """Build an `error` frame; id and details only when present."""
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if msg_id is not None:
+        frame["id"] = msg_id
+    if details is not None:
+        frame["details"] = details
+    return frame

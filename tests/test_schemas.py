@@ -1,0 +1,87 @@
+"""The shared contract: schemas accept what PROTOCOL.md shows and reject what it forbids."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from marshmallow import ValidationError
+
+from shared.schemas.errors import ErrorCode, ProtocolError
+from shared.schemas.events import WorldUpdateEventSchema, validate_stream_event
+from shared.schemas.messages import SERVER_MESSAGES, parse_client_message
+
+EVENT = {
+    "type": "world_update", "version": "0.4", "experience": "wylding-woods", "user_id": "u1", "actor_id": "u1",
+    "base_version": 41, "snapshot_version": 42, "timestamp": 1764000000123,
+    "changes": [
+        {"operation": "remove", "area_id": "main_room", "spot_id": "shelf_1", "instance_id": "dream_bottle_1"},
+        {"operation": "add", "area_id": None, "path": "player.inventory", "instance_id": "dream_bottle_1",
+         "template_id": "dream_bottle", "item": {"instance_id": "dream_bottle_1", "template_id": "dream_bottle",
+                                                  "type": "collectible", "semantic_name": "dream bottle",
+                                                  "description": "...", "visible": True, "state": {}}}],
+    "metadata": {"source": "kb", "trace_id": "t"},
+}
+
+
+def test_protocol_example_event_round_trips() -> None:
+    schema = WorldUpdateEventSchema()
+    loaded = schema.load(copy.deepcopy(EVENT))
+    assert schema.dump(loaded) == EVENT
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda e: e.update(version="0.3"), "version"),
+    (lambda e: e.update(snapshot_version=44), "snapshot_version"),
+    (lambda e: e.update(base_version="41"), "base_version"),
+    (lambda e: e["changes"][0].update(operation="teleport"), "changes"),
+    (lambda e: e["changes"][0].pop("instance_id"), "changes"),
+    (lambda e: e.pop("user_id"), "user_id"),
+    (lambda e: e.update(timestamp=-1), "timestamp"),
+])
+def test_invalid_events_are_rejected_naming_the_field(mutate, field) -> None:
+    event = copy.deepcopy(EVENT)
+    mutate(event)
+    with pytest.raises(ValidationError) as err:
+        validate_stream_event(event)
+    assert field in err.value.messages
+
+
+def test_unknown_stream_event_type_is_rejected() -> None:
+    with pytest.raises(ValidationError):
+        validate_stream_event({"type": "surprise"})
+
+
+@pytest.mark.parametrize("raw, code", [
+    (b"{not json", ErrorCode.INVALID_JSON),
+    (b"[1, 2]", ErrorCode.INVALID_MESSAGE),
+    (b'{"type": "dance"}', ErrorCode.UNKNOWN_MESSAGE_TYPE),
+    (b'{"no": "type"}', ErrorCode.UNKNOWN_MESSAGE_TYPE),
+    (b'{"type": "action", "id": 1, "action": "fly"}', ErrorCode.UNKNOWN_ACTION),
+    (b'{"type": "action", "id": 1, "action": "collect_item"}', ErrorCode.INVALID_MESSAGE),
+    (b'{"type": "action", "action": "inventory"}', ErrorCode.INVALID_MESSAGE),
+    (b'{"type": "action", "id": true, "action": "inventory"}', ErrorCode.INVALID_MESSAGE),
+    (b'{"type": "resume", "last_seq": -1}', ErrorCode.INVALID_MESSAGE),
+    (b'{"type": "resume", "last_seq": "7"}', ErrorCode.INVALID_MESSAGE),
+])
+def test_bad_client_frames_map_to_protocol_error_codes(raw: bytes, code: str) -> None:
+    with pytest.raises(ProtocolError) as err:
+        parse_client_message(raw)
+    assert err.value.code == code
+
+
+def test_schema_errors_carry_field_messages_and_echo_the_id() -> None:
+    with pytest.raises(ProtocolError) as err:
+        parse_client_message(b'{"type": "action", "id": "x1", "action": "go"}')
+    assert err.value.msg_id == "x1"
+    assert err.value.details == {"destination": ["Missing data for required field."]}
+
+
+def test_valid_client_frames_load() -> None:
+    assert parse_client_message(b'{"type":"ping","timestamp":5}') == {"type": "ping", "timestamp": 5}
+    action = parse_client_message(b'{"type":"action","id":7,"action":"talk","npc_id":"louisa","extra":1}')
+    assert action == {"type": "action", "id": 7, "action": "talk", "npc_id": "louisa"}
+
+
+def test_every_server_message_type_of_the_protocol_has_a_schema() -> None:
+    assert set(SERVER_MESSAGES) == {"connected", "area_of_interest", "world_update", "action_response", "presence",
+                                    "resumed", "resync_required", "pong", "error"}
