@@ -280,11 +280,16 @@ class Session:
         self._closer = asyncio.create_task(self._close_ws(code, reason))
 
     async def _close_ws(self, code: int, reason: str) -> None:
+        """Send the close frame if the socket will take it; otherwise drop the connection."""
+        closed = False
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), timeout=2.0)
-        except (asyncio.TimeoutError, ConnectionResetError, RuntimeError):
-            # The client reads nothing, so not even our close frame gets through: drop the connection.
-            if self._transport is not None:
+            closed = True
+        except Exception as exc:  # noqa: BLE001 - whatever stopped the close, the connection must go
+            log.info("[%s] close %d did not complete (%s)", self.conn_id, code, type(exc).__name__)
+        finally:
+            # A client that reads nothing never takes our close frame: abort so the reader ends.
+            if not closed and self._transport is not None:
                 self._transport.abort()
 
     async def shutdown(self, code: int, reason: str) -> None:
