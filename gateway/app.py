@@ -15,6 +15,8 @@ from gateway.kbclient import KbClient
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
 from gateway.stream import StreamSet
+from gateway.sse import chat_unified
+from gateway.sse_stream import sse_experience
 from gateway.ws import ws_experience
 from shared.config import Settings
 from shared.natsconn import nats_cleanup_ctx
@@ -35,6 +37,8 @@ async def health(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Every gateway route, in one place."""
     app.router.add_get("/ws/experience", ws_experience)
+    app.router.add_post("/chat/unified", chat_unified)
+    app.router.add_get("/sse/experience", sse_experience)
     app.router.add_get("/health", health)
 
 

@@ -3,20 +3,23 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
-class SessionOutbox:
+class SessionOutbox(Generic[T]):
     """FIFO of encoded frames with a hard bound; a full outbox means the client is too slow."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._frames: deque[bytes] = deque()
+        self._frames: deque[T] = deque()
         self._ready = asyncio.Event()
 
     def __len__(self) -> int:
         return len(self._frames)
 
-    def put(self, frame: bytes) -> bool:
+    def put(self, frame: T) -> bool:
         """Queue a frame; False (and nothing queued) when the bound is reached."""
         if len(self._frames) >= self.limit:
             return False
@@ -24,7 +27,7 @@ class SessionOutbox:
         self._ready.set()
         return True
 
-    async def take(self) -> deque[bytes]:
+    async def take(self) -> deque[T]:
         """Wait for frames, then return all of them (so the writer can send them back to back)."""
         await self._ready.wait()
         self._ready.clear()

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from gateway.gate import SnapshotGate
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
 from gateway.limits import TokenBucket
 from gateway.outbox import SessionOutbox
@@ -55,14 +56,14 @@ class Session:
         self.user_id = user_id
         self.experience = experience
         self.conn_id = conn_id
-        self.outbox = SessionOutbox(deps.settings.session_outbox_size)
+        self.outbox: SessionOutbox[bytes] = SessionOutbox(deps.settings.session_outbox_size)
         self.stream = UserStream(deps.link, deps.settings, user_id, experience, conn_id, self)
         self.limiter = TokenBucket(deps.settings.msg_rate_per_s, deps.settings.msg_burst)
-        self.last_snapshot: int | None = None
         self.server_close: int | None = None
+        self.gate: SnapshotGate[bytes] = SnapshotGate(
+            deps.kb, experience, user_id, conn_id, self.outbox.limit, emit_event=self._push, emit_frame=self.send,
+            on_overflow=lambda: self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer"))
         self._strikes = 0
-        self._holds = 0
-        self._held: list[bytes] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._actions = 0
         self._writer: asyncio.Task[None] | None = None
@@ -79,58 +80,16 @@ class Session:
 
     def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None:
         """A stream event: queued, or held while a snapshot is being fetched."""
-        if event["type"] == "world_update":
-            self.last_snapshot = event["snapshot_version"]
-        if self._holds:
-            if len(self._held) >= self.outbox.limit:
-                self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
-                return
-            self._held.append(frame)
-        else:
-            self._push(frame)
+        self.gate.event(frame, event)
 
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
         """Replay reached the stream's end as of the resume: say so, then make sure we are not stale."""
         self.send({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq, "replayed": replayed})
-        self._spawn(self._refresh_if_stale())
+        self._spawn(self.gate.refresh_if_stale())
 
     def on_cursor_lost(self) -> None:
         """The stream restarted without a cursor: only a fresh snapshot makes the client whole."""
-        self._spawn(self.send_view())
-
-    async def send_view(self) -> None:
-        """Send area_of_interest, holding stream events so none can slip in before it and be lost."""
-        self._holds += 1
-        try:
-            view = await self.deps.kb.state(self.experience, self.user_id)
-            self.last_snapshot = view["snapshot_version"]
-            self.send(view)
-        except KbUnavailable:
-            self.send(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
-        finally:
-            self._release()
-
-    async def _refresh_if_stale(self) -> None:
-        """After a resume: if the replayed chain ends before the world's version, send a snapshot."""
-        self._holds += 1
-        try:
-            view = await self.deps.kb.state(self.experience, self.user_id)
-            if view["snapshot_version"] != self.last_snapshot:
-                log.info("[%s] resume ended at v%s, world at v%s: fresh snapshot", self.conn_id,
-                         self.last_snapshot, view["snapshot_version"])
-                self.last_snapshot = view["snapshot_version"]
-                self.send(view)
-        except KbUnavailable:
-            self.send(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        self._holds -= 1
-        if self._holds == 0 and self._held:
-            held, self._held = self._held, []
-            for frame in held:
-                self._push(frame)
+        self._spawn(self.gate.send_view())
 
     async def _write_loop(self) -> None:
         """The only writer: sends everything waiting, back to back."""
@@ -158,18 +117,15 @@ class Session:
 
     async def _start_stream(self, last_seq: int | None) -> None:
         """Fresh: subscribe, then snapshot. Resume: replay from the cursor, or resync if it is gone."""
-        if last_seq is None:
-            self._holds += 1
-            try:
-                await self._open_stream(None)
-            finally:
-                self._release()
-            await self.send_view()
+        if last_seq is not None:
+            await self._resume(last_seq)
             return
-        result = await self._open_stream(last_seq)
-        if result == "too_old":
-            self.send({"type": "resync_required", "reason": "last_seq is older than the stream retains"})
-            await self.send_view()
+        self.gate.hold()
+        try:
+            await self._open_stream(None)
+        finally:
+            self.gate.release()
+        await self.gate.send_view()
 
     async def _open_stream(self, last_seq: int | None) -> str:
         try:
@@ -216,7 +172,7 @@ class Session:
         if kind == "ping":
             self.send({"type": "pong", "timestamp": message.get("timestamp")})
         elif kind == "get_state":
-            self._spawn(self.send_view())
+            self._spawn(self.gate.send_view())
         elif kind == "resume":
             self._spawn(self._resume(message["last_seq"]))
         elif kind == "action":
@@ -245,15 +201,15 @@ class Session:
             self._actions -= 1
 
     async def _resume(self, last_seq: int) -> None:
-        """In-socket resume: restart the stream from the client's cursor."""
-        self._holds += 1
+        """Restart the stream from the client's cursor (on connect, or a `resume` message)."""
+        self.gate.hold()
         try:
             result = await self._open_stream(last_seq)
         finally:
-            self._release()
+            self.gate.release()
         if result == "too_old":
             self.send({"type": "resync_required", "reason": "last_seq is older than the stream retains"})
-            await self.send_view()
+            await self.gate.send_view()
 
     def _spawn(self, coro: Any) -> None:
         """Run a request concurrently so a slow kb never blocks pings or events."""

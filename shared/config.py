@@ -51,6 +51,7 @@ class Settings:
     msg_rate_per_s: float = 20.0
     msg_burst: int = 40
     max_sessions_per_user: int = 8
+    max_sse_per_user: int = 4
     sub_pending_msgs: int = 4096
     sub_pending_bytes: int = 8 * 1024 * 1024
     stream_heartbeat_s: float = 5.0

@@ -38,10 +38,13 @@ def _norm(text: str) -> str:
     return text.strip().lower().replace("_", " ")
 
 
+ANYONE = "anyone"
+
+
 def _npc_here(content: Content, world: World, area_id: str, wanted: str) -> dict[str, Any] | None:
-    """The NPC in this area that `wanted` names by id or name."""
+    """The NPC in this area that `wanted` names by id or name (`anyone`: the first one here)."""
     for npc in world["npcs"].values():
-        if npc["area_id"] == area_id and _norm(wanted) in (_norm(npc["id"]), _norm(npc["name"])):
+        if npc["area_id"] == area_id and (_norm(wanted) in (_norm(npc["id"]), _norm(npc["name"])) or wanted == ANYONE):
             return npc
     return None
 
@@ -211,6 +214,8 @@ def talk(content: Content, world: World, user_id: str, args: dict[str, Any], now
     """Talk to an NPC in the area; the answer comes from the NPC's dialogue templates."""
     area_id = player_state(world, content, user_id)["current_area"]
     npc = _npc_here(content, world, area_id, args["npc_id"])
+    if npc is None and args["npc_id"] == ANYONE:
+        return Outcome(True, "Nobody here answers, but the bottles on the shelves seem to listen.")
     if npc is None:
         return fail(f"There is no {_norm(args['npc_id'])} here to talk to.")
     dialogue = content.npcs[npc["id"]]["dialogue"]

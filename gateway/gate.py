@@ -1,0 +1,80 @@
+"""Keeps snapshots and stream events in a safe order for one client, whatever its transport."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Generic, TypeVar
+
+from gateway.kbclient import KbClient, KbUnavailable
+from shared.schemas.errors import ErrorCode
+from shared.schemas.messages import error_frame
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SnapshotGate(Generic[T]):
+    """Events that arrive while an area_of_interest is being fetched wait and follow it.
+
+    A snapshot fetched while an event is in flight could be older than that event; a client that
+    got the event first and the snapshot second would roll back and never see the change again.
+    Holding events from the moment the fetch starts until the snapshot is queued rules that out.
+    """
+
+    def __init__(self, kb: KbClient, experience: str, user_id: str, label: str, limit: int,
+                 emit_event: Callable[[T], None], emit_frame: Callable[[dict[str, Any]], None],
+                 on_overflow: Callable[[], None]) -> None:
+        self.kb = kb
+        self.experience = experience
+        self.user_id = user_id
+        self.label = label
+        self.limit = limit
+        self.emit_event = emit_event
+        self.emit_frame = emit_frame
+        self.on_overflow = on_overflow
+        self.last_snapshot: int | None = None
+        self._holds = 0
+        self._held: list[T] = []
+
+    def event(self, item: T, event: dict[str, Any]) -> None:
+        """A stream event: passed on now, or held behind a snapshot being fetched."""
+        if event["type"] == "world_update":
+            self.last_snapshot = event["snapshot_version"]
+        if not self._holds:
+            self.emit_event(item)
+        elif len(self._held) >= self.limit:
+            self.on_overflow()
+        else:
+            self._held.append(item)
+
+    def hold(self) -> None:
+        self._holds += 1
+
+    def release(self) -> None:
+        self._holds -= 1
+        if self._holds == 0 and self._held:
+            held, self._held = self._held, []
+            for item in held:
+                self.emit_event(item)
+
+    async def send_view(self) -> None:
+        """Fetch and queue area_of_interest with events held meanwhile."""
+        await self._snapshot(always=True)
+
+    async def refresh_if_stale(self) -> None:
+        """After a resume: a snapshot only if the replayed chain stops short of the world's version."""
+        await self._snapshot(always=False)
+
+    async def _snapshot(self, always: bool) -> None:
+        self.hold()
+        try:
+            view = await self.kb.state(self.experience, self.user_id)
+            if always or view["snapshot_version"] != self.last_snapshot:
+                if not always:
+                    log.info("[%s] resume ended at v%s, world at v%s: fresh snapshot", self.label,
+                             self.last_snapshot, view["snapshot_version"])
+                self.last_snapshot = view["snapshot_version"]
+                self.emit_frame(view)
+        except KbUnavailable:
+            self.emit_frame(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
+        finally:
+            self.release()

@@ -1,0 +1,146 @@
+"""GET /sse/experience: a persistent EventSource stream, resumable with Last-Event-ID."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from typing import Any
+
+import orjson
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+
+from gateway.gate import SnapshotGate
+from gateway.keys import GATEWAY_ID, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.outbox import SessionOutbox
+from gateway.sse import authenticate, check_experience, json_error, sse_count
+from gateway.stream import UserStream
+from gateway.ws import parse_cursor
+
+log = logging.getLogger(__name__)
+Item = tuple[str | None, bytes]
+
+
+class SseSession:
+    """One EventSource client: the same stream, cursor and snapshot rules as a WebSocket session."""
+
+    transport = "sse"
+
+    def __init__(self, request: web.Request, user_id: str, experience: str) -> None:
+        app = request.app
+        self.request = request
+        self.settings = app[SETTINGS]
+        self.user_id = user_id
+        self.experience = experience
+        self.conn_id = f"{app[GATEWAY_ID]}-sse-{uuid.uuid4().hex[:10]}"
+        self.outbox: SessionOutbox[Item] = SessionOutbox(self.settings.session_outbox_size)
+        self.stream = UserStream(app[NATS], self.settings, user_id, experience, self.conn_id, self)
+        self.gate: SnapshotGate[Item] = SnapshotGate(
+            app[KB], experience, user_id, self.conn_id, self.outbox.limit, emit_event=self._put,
+            emit_frame=lambda frame: self._put((None, orjson.dumps(frame))), on_overflow=self._overflow)
+        self.resp: EventSourceResponse | None = None
+        self.overflowed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def _put(self, item: Item) -> None:
+        if not self.overflowed and not self.outbox.put(item):
+            self._overflow()
+
+    def _overflow(self) -> None:
+        log.warning("[%s] slow SSE consumer: closing the stream", self.conn_id)
+        self.overflowed = True
+        if self.resp is not None:
+            self.resp.stop_streaming()
+
+    def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None:
+        self.gate.event((str(seq), frame), event)
+
+    def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
+        self._put((None, orjson.dumps({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq,
+                                       "replayed": replayed})))
+        self._spawn(self.gate.refresh_if_stale())
+
+    def on_cursor_lost(self) -> None:
+        self._spawn(self.gate.send_view())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        if self.resp is not None:
+            self.resp.stop_streaming()
+
+    async def run(self, cursor: int | None) -> EventSourceResponse:
+        """Stream until the client goes, the server stops, or the client falls too far behind."""
+        app = self.request.app
+        app[REGISTRY].add(self)
+        app[STREAMS].add(self.stream)
+        try:
+            async with sse_response(self.request, ping_interval=self.settings.sse_keepalive_s) as resp:
+                self.resp = resp
+                await self._open(cursor)
+                app[PRESENCE].join(self.conn_id, self.user_id, self.experience)
+                writer = asyncio.create_task(self._write(resp))
+                await resp.wait()
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
+        except ConnectionResetError:
+            pass
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            app[STREAMS].discard(self.stream)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.stream.close())
+            app[REGISTRY].remove(self)
+            app[PRESENCE].leave(self.conn_id, clean=False)  # EventSource has no clean close: grace applies
+            log.info("[%s] SSE stream closed (user=%s)", self.conn_id, self.user_id)
+        assert self.resp is not None
+        return self.resp
+
+    async def _open(self, cursor: int | None) -> None:
+        self.gate.hold()
+        try:
+            result = await self.stream.open(cursor)
+        except Exception as exc:  # noqa: BLE001 - the stream set reopens it when NATS is back
+            log.warning("[%s] stream open failed (%s); will retry", self.conn_id, type(exc).__name__)
+            self.stream.cursor = cursor
+            return
+        finally:
+            self.gate.release()
+        if result.kind == "too_old":
+            self._put((None, orjson.dumps({"type": "resync_required",
+                                           "reason": "Last-Event-ID is older than the stream retains"})))
+            await self.gate.send_view()
+        elif result.kind == "replay" and result.pending == 0 and cursor is not None:
+            self.on_replayed(cursor + 1, cursor, 0)
+
+    async def _write(self, resp: EventSourceResponse) -> None:
+        """The only writer: `id: <seq>` on stream events, so Last-Event-ID is the resume cursor."""
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            while True:
+                for event_id, data in await self.outbox.take():
+                    await resp.send(data.decode(), id=event_id)
+
+
+async def sse_experience(request: web.Request) -> web.StreamResponse:
+    """GET /sse/experience?experience=<id>: world_update and presence events with `id: <seq>`."""
+    identity = authenticate(request, allow_query=True)
+    if isinstance(identity, web.Response):
+        return identity
+    experience = request.query.get("experience", "")
+    if not experience:
+        return json_error(400, "invalid_message", "the experience query parameter is required")
+    refused = await check_experience(request, experience)
+    if refused is not None:
+        return refused
+    if sse_count(request, identity.user_id) >= request.app[SETTINGS].max_sse_per_user:
+        return json_error(429, "too_many_streams", "too many SSE streams for this user")
+    try:
+        cursor = parse_cursor(request.headers.get("Last-Event-ID") or request.query.get("last_event_id"))
+    except ValueError:
+        return json_error(400, "invalid_message", "Last-Event-ID must be a non-negative integer")
+    return await SseSession(request, identity.user_id, experience).run(cursor)
