@@ -46,6 +46,13 @@ class SnapshotGate(Generic[T]):
         else:
             self._held.append(item)
 
+    def in_order(self, item: T) -> None:
+        """A frame that must stay in line with stream events (e.g. `resumed`)."""
+        if self._holds:
+            self._held.append(item)
+        else:
+            self.emit_event(item)
+
     def hold(self) -> None:
         self._holds += 1
 

@@ -84,7 +84,8 @@ class Session:
 
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
         """Replay reached the stream's end as of the resume: say so, then make sure we are not stale."""
-        self.send({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq, "replayed": replayed})
+        self.gate.in_order(orjson.dumps({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq,
+                                         "replayed": replayed}))
         self._spawn(self.gate.refresh_if_stale())
 
     def on_cursor_lost(self) -> None:
@@ -134,9 +135,8 @@ class Session:
             log.warning("[%s] stream open failed (%s); will retry", self.conn_id, type(exc).__name__)
             self.stream.cursor = last_seq
             return "offline"
-        if result.kind == "replay" and result.pending == 0:
-            self.on_replayed(last_seq + 1, last_seq, 0)  # type: ignore[operator]
-        log.info("[%s] stream %s from %s (pending %d)", self.conn_id, result.kind, result.cursor, result.pending)
+        log.info("[%s] stream %s from %s (replay until %d)", self.conn_id, result.kind, result.cursor,
+                 result.replay_until)
         return result.kind
 
     async def _read_loop(self) -> bool:

@@ -57,8 +57,8 @@ class SseSession:
         self.gate.event((str(seq), frame), event)
 
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
-        self._put((None, orjson.dumps({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq,
-                                       "replayed": replayed})))
+        self.gate.in_order((None, orjson.dumps({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq,
+                                                "replayed": replayed})))
         self._spawn(self.gate.refresh_if_stale())
 
     def on_cursor_lost(self) -> None:
@@ -115,8 +115,6 @@ class SseSession:
             self._put((None, orjson.dumps({"type": "resync_required",
                                            "reason": "Last-Event-ID is older than the stream retains"})))
             await self.gate.send_view()
-        elif result.kind == "replay" and result.pending == 0 and cursor is not None:
-            self.on_replayed(cursor + 1, cursor, 0)
 
     async def _write(self, resp: EventSourceResponse) -> None:
         """The only writer: `id: <seq>` on stream events, so Last-Event-ID is the resume cursor."""

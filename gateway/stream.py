@@ -19,6 +19,7 @@ from marshmallow import ValidationError
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import api as js_api
+from nats.js.errors import NotFoundError
 
 from shared.config import Settings
 from shared.natsconn import NatsLink
@@ -40,11 +41,11 @@ class StreamSink(Protocol):
 
 @dataclass(frozen=True)
 class OpenResult:
-    """How a stream started: `live`, `replay` (with a count to wait for), `too_old` or `offline`."""
+    """How a stream started: `live`, `replay` (up to a target sequence), `too_old` or `offline`."""
 
     kind: str
     cursor: int | None = None
-    pending: int = 0
+    replay_until: int = 0
 
 
 def with_seq(seq: int, payload: bytes) -> bytes:
@@ -71,7 +72,7 @@ class UserStream:
         self._deliver: str = ""
         self._generation = 0
         self._next_cseq = 1
-        self._replay: tuple[int, int, int] | None = None  # (from_seq, remaining, replayed)
+        self._replay: tuple[int, int, int] | None = None  # (from_seq, until_seq, replayed so far)
         self._closed = False
         self._lock = asyncio.Lock()
 
@@ -81,25 +82,44 @@ class UserStream:
         return self._sub is not None
 
     async def open(self, after_seq: int | None) -> OpenResult:
-        """Start at the stream's end (after_seq None) or right after a client's cursor."""
+        """Start at the stream's end (after_seq None) or right after a client's cursor.
+
+        On a resume the replay target is the subject's last sequence, read before the consumer
+        exists, so the hand-over from replay to live is exact however fast messages arrive.
+        The sink hears `on_replayed` once the target is reached (at once if nothing was missed).
+        """
         async with self._lock:
-            if not self.link.jetstream_ok or self.link.js is None:
+            js = self.link.js
+            if not self.link.jetstream_ok or js is None:
                 return OpenResult("offline")
             if after_seq is None:
-                info = await self._subscribe(None)
-                self.cursor = info.delivered.stream_seq if info.delivered else 0
-                return OpenResult("live", self.cursor)
-            state = (await self.link.js.stream_info(self.settings.stream_name)).state
+                return OpenResult("live", await self._subscribe_at_end())
+            state = (await js.stream_info(self.settings.stream_name)).state
             if after_seq + 1 < state.first_seq or after_seq > state.last_seq:
-                info = await self._subscribe(None)
-                self.cursor = info.delivered.stream_seq if info.delivered else 0
-                return OpenResult("too_old", self.cursor)
+                return OpenResult("too_old", await self._subscribe_at_end())
+            until = await self._last_seq_of_subject()
             self.cursor = after_seq
-            info = await self._subscribe(after_seq + 1)
-            pending = info.num_pending or 0
-            if pending:
-                self._replay = (after_seq + 1, pending, 0)
-            return OpenResult("replay", after_seq, pending)
+            if until > after_seq:
+                self._replay = (after_seq + 1, until, 0)
+            await self._subscribe(after_seq + 1)
+            if until <= after_seq:
+                self.sink.on_replayed(after_seq + 1, after_seq, 0)
+            return OpenResult("replay", after_seq, until)
+
+    async def _subscribe_at_end(self) -> int:
+        """Subscribe for new messages only; the cursor becomes the stream's last sequence."""
+        info = await self._subscribe(None)
+        self.cursor = info.delivered.stream_seq if info.delivered else 0
+        return self.cursor
+
+    async def _last_seq_of_subject(self) -> int:
+        """Stream sequence of the newest message on this user's subject (0 if none)."""
+        assert self.link.js is not None
+        try:
+            msg = await self.link.js.get_last_msg(self.settings.stream_name, self.subject, direct=True)
+        except NotFoundError:
+            return 0
+        return msg.seq or 0
 
     async def reopen(self) -> None:
         """Recreate the consumer from the cursor (after a reconnect, gap or silence)."""
@@ -107,8 +127,7 @@ class UserStream:
             if self._closed or not self.link.jetstream_ok:
                 return
             if self.cursor is None:
-                info = await self._subscribe(None)
-                self.cursor = info.delivered.stream_seq if info.delivered else 0
+                await self._subscribe_at_end()
                 self.sink.on_cursor_lost()
                 return
             await self._subscribe(self.cursor + 1)
@@ -193,8 +212,9 @@ class UserStream:
         if self.cursor is not None and seq <= self.cursor:
             return
         self.cursor = seq
-        self._forward(seq, msg.data)
-        self._count_replay(seq)
+        forwarded = self._forward(seq, msg.data)
+        if self._replay is not None:
+            self._count_replay(seq, forwarded)
 
     def _on_status(self, msg: Msg) -> None:
         """Idle heartbeats say which consumer sequence the server last sent: a lost tail shows here."""
@@ -205,26 +225,25 @@ class UserStream:
             self._generation += 1
             self.schedule_reopen()
 
-    def _forward(self, seq: int, payload: bytes) -> None:
+    def _forward(self, seq: int, payload: bytes) -> bool:
         """Validate and pass on events of this stream's experience; others only move the cursor."""
         try:
             event = validate_stream_event(orjson.loads(payload))
         except (orjson.JSONDecodeError, ValidationError) as exc:
             log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
-            return
+            return False
         if event["experience"] != self.experience:
-            return
+            return False
         self.delivered += 1
         self.sink.on_event(seq, with_seq(seq, payload), event)
+        return True
 
-    def _count_replay(self, seq: int) -> None:
-        if self._replay is None:
-            return
-        start, remaining, replayed = self._replay
-        remaining -= 1
-        replayed += 1
-        if remaining > 0:
-            self._replay = (start, remaining, replayed)
+    def _count_replay(self, seq: int, forwarded: bool) -> None:
+        assert self._replay is not None
+        start, until, replayed = self._replay
+        replayed += int(forwarded)
+        if seq < until:
+            self._replay = (start, until, replayed)
             return
         self._replay = None
         self.sink.on_replayed(start, seq, replayed)
