@@ -20,13 +20,14 @@ class SnapshotGate(Generic[T]):
     Holding events from the moment the fetch starts until the snapshot is queued rules that out.
     """
 
-    def __init__(self, kb: KbClient, experience: str, user_id: str, label: str, limit: int,
+    def __init__(self, kb: KbClient, experience: str, user_id: str, label: str, gateway_id: str, limit: int,
                  emit_event: Callable[[T], None], emit_frame: Callable[[dict[str, Any]], None],
                  on_overflow: Callable[[], None]) -> None:
         self.kb = kb
         self.experience = experience
         self.user_id = user_id
         self.label = label
+        self.gateway_id = gateway_id
         self.limit = limit
         self.emit_event = emit_event
         self.emit_frame = emit_frame
@@ -74,7 +75,7 @@ class SnapshotGate(Generic[T]):
     async def _snapshot(self, always: bool) -> None:
         self.hold()
         try:
-            view = await self.kb.state(self.experience, self.user_id)
+            view = await self.kb.state(self.experience, self.user_id, self.label, self.gateway_id)
             if always or view["snapshot_version"] != self.last_snapshot:
                 if not always:
                     log.info("[%s] resume ended at v%s, world at v%s: fresh snapshot", self.label,

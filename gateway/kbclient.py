@@ -62,9 +62,13 @@ class KbClient:
         body = {**args, "user_id": user_id, "trace_id": trace_id}
         return await self._call("POST", f"/experiences/{experience}/actions", body)
 
-    async def state(self, experience: str, user_id: str) -> dict[str, Any]:
-        """The player's area_of_interest frame."""
-        return await self._call("GET", f"/experiences/{experience}/players/{user_id}/state")
+    async def state(self, experience: str, user_id: str, session_id: str | None = None,
+                    gateway_id: str | None = None) -> dict[str, Any]:
+        """The player's area_of_interest frame; with a session id kb also marks it present."""
+        path = f"/experiences/{experience}/players/{user_id}/state"
+        if session_id:
+            path += f"?session_id={session_id}&gateway_id={gateway_id or ''}"
+        return await self._call("GET", path)
 
     async def presence(self, update: dict[str, Any]) -> dict[str, Any]:
         """Report joined/left/dropped/alive sessions."""

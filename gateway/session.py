@@ -61,7 +61,8 @@ class Session:
         self.limiter = TokenBucket(deps.settings.msg_rate_per_s, deps.settings.msg_burst)
         self.server_close: int | None = None
         self.gate: SnapshotGate[bytes] = SnapshotGate(
-            deps.kb, experience, user_id, conn_id, self.outbox.limit, emit_event=self._push, emit_frame=self.send,
+            deps.kb, experience, user_id, conn_id, deps.presence.gateway_id, self.outbox.limit,
+            emit_event=self._push, emit_frame=self.send,
             on_overflow=lambda: self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer"))
         self._strikes = 0
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -37,7 +37,7 @@ class SseSession:
         self.outbox: SessionOutbox[Item] = SessionOutbox(self.settings.session_outbox_size)
         self.stream = UserStream(app[NATS], self.settings, user_id, experience, self.conn_id, self)
         self.gate: SnapshotGate[Item] = SnapshotGate(
-            app[KB], experience, user_id, self.conn_id, self.outbox.limit, emit_event=self._put,
+            app[KB], experience, user_id, self.conn_id, app[GATEWAY_ID], self.outbox.limit, emit_event=self._put,
             emit_frame=lambda frame: self._put((None, orjson.dumps(frame))), on_overflow=self._overflow)
         self.resp: EventSourceResponse | None = None
         self.overflowed = False

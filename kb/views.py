@@ -85,11 +85,20 @@ async def post_action(request: web.Request) -> web.Response:
 
 
 async def get_player_state(request: web.Request) -> web.Response:
-    """GET /experiences/{experience}/players/{user_id}/state: the player's area_of_interest."""
+    """GET /experiences/{experience}/players/{user_id}/state[?session_id=&gateway_id=]: area_of_interest.
+
+    With a session id the session also becomes present, atomically with the snapshot.
+    """
     world = _world(request)
     if isinstance(world, web.Response):
         return world
-    return json_response(world.view(request.match_info["user_id"]))
+    user_id = request.match_info["user_id"]
+    session_id, gateway_id = request.query.get("session_id"), request.query.get("gateway_id", "unknown")
+    if not session_id:
+        return json_response(world.view(user_id))
+    if len(session_id) > 128 or len(gateway_id) > 128:
+        return problem(422, "invalid_message", "session_id and gateway_id are at most 128 characters")
+    return json_response(await world.join_and_view(user_id, session_id, gateway_id, time.monotonic()))
 
 
 async def post_presence(request: web.Request) -> web.Response:

@@ -46,6 +46,18 @@ class WorldService:
         """The player's area_of_interest at the current version."""
         return area_of_interest(self.world, self.content, user_id)
 
+    async def join_and_view(self, user_id: str, session_id: str, gateway_id: str, now: float) -> dict[str, Any]:
+        """Register a session and take its snapshot between two commits.
+
+        Under the write lock no commit is half-done, so every change after this snapshot is
+        addressed to the new player too: their version chain starts here without a hole.
+        """
+        async with self._lock:
+            changes = self.presence.join(session_id, user_id, self.experience, gateway_id, now)
+            view = self.view(user_id)
+        await self.announce(changes)
+        return view
+
     async def act(self, user_id: str, args: dict[str, Any], trace_id: str = "") -> dict[str, Any]:
         """Apply one player action; commit and publish it if it changed the world."""
         outcome = await self._commit(lambda world, now: apply_action(self.content, world, user_id, args, now),

@@ -147,11 +147,16 @@ class NatsLink:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self.nc is not None and not self.nc.is_closed:
+        if self.nc is None or self.nc.is_closed:
+            return
+        try:
+            await asyncio.wait_for(self.nc.drain(), timeout=self.settings.shutdown_timeout_s / 2)
+        except Exception as exc:  # noqa: BLE001 - cannot drain (e.g. mid-reconnect): close without it
+            log.info("nats drain skipped (%s); closing", type(exc).__name__)
             try:
-                await asyncio.wait_for(self.nc.drain(), timeout=self.settings.shutdown_timeout_s / 2)
-            except Exception:  # noqa: BLE001 - closing anyway
                 await self.nc.close()
+            except Exception:  # noqa: BLE001 - the connection is gone either way
+                pass
 
 
 def nats_cleanup_ctx(

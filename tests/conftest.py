@@ -99,3 +99,13 @@ async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not reached within {timeout}s")
         await asyncio.sleep(interval)
+
+
+async def outbox_drained(kb_server: TestServer) -> None:
+    """Wait until kb has published every committed event (so a resume sees all of them as missed)."""
+    from kb.keys import STORE
+    store = kb_server.app[STORE]
+
+    async def empty() -> bool:
+        return await store.outbox_depth() == 0
+    await eventually(empty)

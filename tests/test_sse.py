@@ -7,8 +7,7 @@ import aiohttp
 
 from harness.sse import read_events
 from kb.keys import PRESENCE as KB_PRESENCE
-from kb.keys import STORE as KB_STORE
-from tests.conftest import EXPERIENCE, eventually
+from tests.conftest import EXPERIENCE, eventually, outbox_drained
 
 
 async def chat(http, gateway_server, token, message: str) -> list:
@@ -112,7 +111,7 @@ async def test_persistent_stream_resumes_with_last_event_id_exactly(gateway_serv
             assert first.json()["type"] == "world_update" and first.id == str(first.json()["seq"])
         for place in ("counter", "main_room", "back_room"):
             await act(place)  # while the client is away
-        await eventually(lambda: _outbox_empty(kb_server))  # all three are in the stream before we resume
+        await outbox_drained(kb_server)  # all three are in the stream before we resume
         async with http.get(url, headers={**auth, "Last-Event-ID": first.id}) as resp:
             events = read_events(resp)
             got = [await asyncio.wait_for(events.__anext__(), 5) for _ in range(4)]
@@ -122,10 +121,6 @@ async def test_persistent_stream_resumes_with_last_event_id_exactly(gateway_serv
     assert int(got[0].id) > int(first.id)
     assert got[3].json() == {"type": "resumed", "from_seq": int(first.id) + 1, "to_seq": int(got[2].id),
                              "replayed": 3} and got[3].id is None
-
-
-async def _outbox_empty(kb_server) -> bool:
-    return await kb_server.app[KB_STORE].outbox_depth() == 0
 
 
 async def _some(nats_server, prefix: str) -> bool:
