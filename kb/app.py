@@ -45,6 +45,7 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     publisher = OutboxPublisher(app[STORE], app[NATS], settings)
     presence = PresenceBook(grace_s=settings.presence_grace_s, stale_s=settings.presence_renew_s * 3)
+    presence.restore(await app[STORE].load_presence())
     data_dir = Path(settings.kb_data_dir) if settings.kb_data_dir else None
     worlds = {}
     for experience in available_experiences(data_dir):
@@ -60,7 +61,8 @@ async def _sweep_presence(app: web.Application) -> None:
     """End sessions whose grace ran out and tell the others they left."""
     while True:
         await asyncio.sleep(PRESENCE_SWEEP_S)
-        changes = app[PRESENCE].expire(time.monotonic())
+        changes = app[PRESENCE].expire(time.time())
+        await app[STORE].save_presence(*app[PRESENCE].take_changes())
         for experience, world in app[WORLDS].items():
             mine = [c for c in changes if c.experience == experience]
             if mine:

@@ -26,11 +26,30 @@ class PresenceChange:
 
 @dataclass
 class PresenceBook:
-    """Sessions by id; a user is present while any of their sessions is live or inside its grace."""
+    """Sessions by id; a user is present while any of their sessions is live or inside its grace.
+
+    Times are wall-clock seconds so the book survives a kb restart (it is persisted by the
+    caller: `dirty` and `gone` name what changed since the last `take_changes`).
+    """
 
     grace_s: float
     stale_s: float
     sessions: dict[str, SessionEntry] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    gone: set[str] = field(default_factory=set)
+
+    def take_changes(self) -> tuple[list[tuple[str, str, str, str, float, float | None]], list[str]]:
+        """Rows to upsert and session ids to delete since the last call."""
+        upserts = [(sid, e.user_id, e.experience, e.gateway_id, e.seen_at, e.dropped_at)
+                   for sid in self.dirty if (e := self.sessions.get(sid)) is not None]
+        deletes = [sid for sid in self.gone if sid not in self.sessions]
+        self.dirty, self.gone = set(), set()
+        return upserts, deletes
+
+    def restore(self, rows: list[tuple[str, str, str, str, float, float | None]]) -> None:
+        """Load persisted sessions (after a restart)."""
+        for sid, user_id, experience, gateway_id, seen_at, dropped_at in rows:
+            self.sessions[sid] = SessionEntry(user_id, experience, gateway_id, seen_at, dropped_at)
 
     def present_users(self, experience: str) -> set[str]:
         """Users who receive events of this experience (live sessions and those in grace)."""
@@ -49,12 +68,14 @@ class PresenceBook:
         """A session opened (or a gateway re-announced it)."""
         before = self._snapshot()
         self.sessions[session_id] = SessionEntry(user_id, experience, gateway_id, now)
+        self.dirty.add(session_id)
         return self._diff(before)
 
     def leave(self, session_id: str) -> list[PresenceChange]:
         """A clean close: the session goes at once."""
         before = self._snapshot()
         self.sessions.pop(session_id, None)
+        self.gone.add(session_id)
         return self._diff(before)
 
     def drop(self, session_id: str, now: float) -> list[PresenceChange]:
@@ -62,6 +83,7 @@ class PresenceBook:
         entry = self.sessions.get(session_id)
         if entry is not None and entry.dropped_at is None:
             entry.dropped_at = now
+            self.dirty.add(session_id)
         return []
 
     def alive(self, session_id: str, user_id: str, experience: str, gateway_id: str, now: float) -> list[PresenceChange]:
@@ -70,6 +92,7 @@ class PresenceBook:
         if entry is None or entry.dropped_at is not None:
             return self.join(session_id, user_id, experience, gateway_id, now)
         entry.seen_at = now
+        self.dirty.add(session_id)
         return []
 
     def expire(self, now: float) -> list[PresenceChange]:
@@ -80,6 +103,8 @@ class PresenceBook:
             silent = entry.dropped_at is None and now - entry.seen_at >= self.stale_s
             if graced_out:
                 del self.sessions[sid]
+                self.gone.add(sid)
             elif silent:
                 entry.dropped_at = now  # its gateway went quiet: treat as a dropped phone
+                self.dirty.add(sid)
         return self._diff(before)

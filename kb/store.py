@@ -29,6 +29,14 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_unpublished ON outbox (id) WHERE published_ms IS NULL;
 CREATE INDEX IF NOT EXISTS outbox_published ON outbox (published_ms);
+CREATE TABLE IF NOT EXISTS presence (
+    session_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    experience TEXT NOT NULL,
+    gateway_id TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    dropped_at REAL
+);
 """
 
 
@@ -164,3 +172,25 @@ class Store:
         """How many events wait to be published."""
         return await self._run(lambda: self.db.execute(
             "SELECT COUNT(*) FROM outbox WHERE published_ms IS NULL").fetchone()[0])
+
+    async def load_presence(self) -> list[tuple[str, str, str, str, float, float | None]]:
+        """Every persisted session: (session_id, user_id, experience, gateway_id, seen_at, dropped_at)."""
+        return await self._run(lambda: self.db.execute(
+            "SELECT session_id, user_id, experience, gateway_id, seen_at, dropped_at FROM presence").fetchall())
+
+    async def save_presence(self, upserts: list[tuple[str, str, str, str, float, float | None]],
+                            deletes: list[str]) -> None:
+        """Write presence changes through, so a restarted kb still knows who is present."""
+        await self._run(self._save_presence, upserts, deletes)
+
+    def _save_presence(self, upserts: list[tuple[str, str, str, str, float, float | None]],
+                       deletes: list[str]) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR REPLACE INTO presence VALUES (?, ?, ?, ?, ?, ?)", upserts)
+            db.executemany("DELETE FROM presence WHERE session_id = ?", [(sid,) for sid in deletes])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")

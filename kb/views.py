@@ -98,7 +98,9 @@ async def get_player_state(request: web.Request) -> web.Response:
         return json_response(world.view(user_id))
     if len(session_id) > 128 or len(gateway_id) > 128:
         return problem(422, "invalid_message", "session_id and gateway_id are at most 128 characters")
-    return json_response(await world.join_and_view(user_id, session_id, gateway_id, time.monotonic()))
+    view = await world.join_and_view(user_id, session_id, gateway_id, time.time())
+    await request.app[STORE].save_presence(*request.app[PRESENCE].take_changes())
+    return json_response(view)
 
 
 async def post_presence(request: web.Request) -> web.Response:
@@ -106,7 +108,7 @@ async def post_presence(request: web.Request) -> web.Response:
     body = await _load_body(request, _PRESENCE)
     if isinstance(body, web.Response):
         return body
-    book, worlds, now = request.app[PRESENCE], request.app[WORLDS], time.monotonic()
+    book, worlds, now = request.app[PRESENCE], request.app[WORLDS], time.time()
     gateway = body["gateway_id"]
     changes = []
     for s in body["join"]:
@@ -117,6 +119,7 @@ async def post_presence(request: web.Request) -> web.Response:
         changes += book.leave(s["session_id"])
     for s in body["drop"]:
         changes += book.drop(s["session_id"], now)
+    await request.app[STORE].save_presence(*book.take_changes())
     for experience in {c.experience for c in changes}:
         if experience in worlds:
             await worlds[experience].announce([c for c in changes if c.experience == experience])
