@@ -91,8 +91,21 @@ class GaiaClient:
                 continue
             self._on_frame(orjson.loads(msg.data))
         self.close_code = self._ws.close_code
+        self._fail_pending(ConnectionError(f"socket closed ({self.close_code})"))
         async with self._arrived:
             self._arrived.notify_all()
+
+    def _fail_pending(self, exc: Exception) -> None:
+        """Actions still waiting for an answer will never get one on this socket."""
+        answers, self._answers = self._answers, {}
+        for future in answers.values():
+            if not future.done():
+                future.set_exception(exc)
+
+    @property
+    def is_open(self) -> bool:
+        """True while the socket is up and being read."""
+        return self._ws is not None and not self._ws.closed and self._reader is not None and not self._reader.done()
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
         frame_type = frame.get("type", "?")
@@ -146,8 +159,11 @@ class GaiaClient:
         msg_id = f"a{next(self._ids)}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._answers[msg_id] = future
-        await self.send({"type": "action", "id": msg_id, "action": action, **args})
-        return await asyncio.wait_for(future, timeout)
+        try:
+            await self.send({"type": "action", "id": msg_id, "action": action, **args})
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self._answers.pop(msg_id, None)
 
     async def get_state(self, timeout: float = 10.0) -> dict[str, Any]:
         """Ask for a fresh area_of_interest and wait for it."""
@@ -188,6 +204,7 @@ class GaiaClient:
             self._reader.cancel()
             await asyncio.gather(self._reader, return_exceptions=True)
             self._reader = None
+        self._fail_pending(ConnectionError("socket dropped"))
 
     async def wait_closed(self, timeout: float = 10.0) -> int | None:
         """Wait until the server closes the socket; returns the close code."""

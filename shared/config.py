@@ -52,8 +52,8 @@ class Settings:
     msg_burst: int = 40
     max_sessions_per_user: int = 8
     max_sse_per_user: int = 4
-    sub_pending_msgs: int = 4096
-    sub_pending_bytes: int = 8 * 1024 * 1024
+    sub_pending_msgs: int = 1024
+    sub_pending_bytes: int = 1024 * 1024
     stream_heartbeat_s: float = 5.0
     heartbeat_s: float = 20.0
     presence_grace_s: float = 60.0
