@@ -57,7 +57,8 @@ class Session:
         self.experience = experience
         self.conn_id = conn_id
         self.outbox: SessionOutbox[bytes] = SessionOutbox(deps.settings.session_outbox_size)
-        self.stream = UserStream(deps.link, deps.settings, user_id, experience, conn_id, self)
+        self.stream = UserStream(deps.link, deps.settings, user_id, experience, conn_id, self,
+                                 deps.streams.validator)
         self.limiter = TokenBucket(deps.settings.msg_rate_per_s, deps.settings.msg_burst)
         self.server_close: int | None = None
         self.gate: SnapshotGate[bytes] = SnapshotGate(

@@ -14,7 +14,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from marshmallow import ValidationError
 
 from gateway.intents import parse_intent
-from gateway.keys import GATEWAY_ID, KB, NATS, REGISTRY, SETTINGS
+from gateway.keys import GATEWAY_ID, KB, NATS, REGISTRY, SETTINGS, STREAMS
 from gateway.kbclient import KbRejected, KbUnavailable
 from gateway.stream import UserStream
 from shared.auth import Identity, TokenError, bearer_token, verify_token
@@ -94,7 +94,8 @@ class ChatStream:
         self.body = body
         self.conn_id = f"{app[GATEWAY_ID]}-chat-{uuid.uuid4().hex[:10]}"
         self.events = ChatEvents(self.settings.session_outbox_size)
-        self.stream = UserStream(app[NATS], self.settings, self.user_id, self.experience, self.conn_id, self.events)
+        self.stream = UserStream(app[NATS], self.settings, self.user_id, self.experience, self.conn_id, self.events,
+                                 app[STREAMS].validator)
         self.resp: EventSourceResponse | None = None
         self.started = time.perf_counter()
         self.first_chunk_at: float | None = None

@@ -35,7 +35,8 @@ class SseSession:
         self.experience = experience
         self.conn_id = f"{app[GATEWAY_ID]}-sse-{uuid.uuid4().hex[:10]}"
         self.outbox: SessionOutbox[Item] = SessionOutbox(self.settings.session_outbox_size)
-        self.stream = UserStream(app[NATS], self.settings, user_id, experience, self.conn_id, self)
+        self.stream = UserStream(app[NATS], self.settings, user_id, experience, self.conn_id, self,
+                                 app[STREAMS].validator)
         self.gate: SnapshotGate[Item] = SnapshotGate(
             app[KB], experience, user_id, self.conn_id, app[GATEWAY_ID], self.outbox.limit, emit_event=self._put,
             emit_frame=lambda frame: self._put((None, orjson.dumps(frame))), on_overflow=self._overflow)

@@ -22,8 +22,8 @@ from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
 from shared.config import Settings
+from gateway.validation import EventValidator
 from shared.natsconn import NatsLink
-from shared.schemas.events import validate_stream_event
 from shared.subjects import user_updates
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class UserStream:
     """One user's event stream for one experience, resumable from any stream sequence."""
 
     def __init__(self, link: NatsLink, settings: Settings, user_id: str, experience: str, label: str,
-                 sink: StreamSink) -> None:
+                 sink: StreamSink, validator: EventValidator) -> None:
         self.link = link
         self.settings = settings
         self.user_id = user_id
@@ -65,6 +65,7 @@ class UserStream:
         self.subject = user_updates(user_id)
         self.label = label
         self.sink = sink
+        self.validator = validator
         self.cursor: int | None = None
         self.delivered = 0
         self.last_activity = time.monotonic()
@@ -228,7 +229,7 @@ class UserStream:
     def _forward(self, seq: int, payload: bytes) -> bool:
         """Validate and pass on events of this stream's experience; others only move the cursor."""
         try:
-            event = validate_stream_event(orjson.loads(payload))
+            event = self.validator.check(payload, self.user_id)
         except (orjson.JSONDecodeError, ValidationError) as exc:
             log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
             return False
@@ -256,6 +257,7 @@ class StreamSet:
         self.link = link
         self.settings = settings
         self.streams: set[UserStream] = set()
+        self.validator = EventValidator()
         link.on_connect(self.reopen_all)
 
     def add(self, stream: UserStream) -> None:

@@ -8,7 +8,7 @@ import time
 import aiohttp
 import nats
 
-from harness.chaos import subject_seqs
+from harness.verify import subject_seqs
 from harness.client import GaiaClient
 from harness.procs import NatsServer, ServiceProcess, free_port, service_env, wait_healthy
 from shared.auth import issue_token

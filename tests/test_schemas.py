@@ -85,3 +85,18 @@ def test_valid_client_frames_load() -> None:
 def test_every_server_message_type_of_the_protocol_has_a_schema() -> None:
     assert set(SERVER_MESSAGES) == {"connected", "area_of_interest", "world_update", "action_response", "presence",
                                     "resumed", "resync_required", "pong", "error"}
+
+
+def test_gateway_validates_each_content_once_and_only_for_its_addressee() -> None:
+    import orjson
+
+    from gateway.validation import EventValidator
+    validator = EventValidator()
+    for user in ("u1", "u2", "u3"):
+        event = {**EVENT, "user_id": user}
+        assert validator.check(orjson.dumps(event), user)["snapshot_version"] == 42
+    assert (validator.validated, validator.reused) == (1, 2)
+    with pytest.raises(ValidationError):
+        validator.check(orjson.dumps({**EVENT, "user_id": "u1"}), "u2")  # someone else's event
+    with pytest.raises(ValidationError):
+        validator.check(orjson.dumps({**EVENT, "user_id": "u4", "version": "0.3"}), "u4")

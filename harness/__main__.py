@@ -1,0 +1,58 @@
+"""`gaia-harness` (or `python -m harness`): scenario, chaos and bench commands."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from harness.chaos import run_chaos, write_report
+from harness.scenario import ExternalTarget, run_scenario
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gaia-harness", description="Multiplayer test harness for GAIA")
+    sub = parser.add_subparsers(dest="command", required=True)
+    scenario = sub.add_parser("scenario", help="N random players; exit 1 on any divergence or loss")
+    scenario.add_argument("--players", type=int, default=8)
+    scenario.add_argument("--duration", type=float, default=20.0, help="seconds of play")
+    scenario.add_argument("--seed", type=int, default=1)
+    scenario.add_argument("--tick", type=float, default=1.0, help="world clock tick of the system it starts")
+    scenario.add_argument("--gateway", help="target a running gateway (with --kb and --nats) instead of starting one")
+    scenario.add_argument("--kb", default="http://127.0.0.1:8001")
+    scenario.add_argument("--nats", default="nats://127.0.0.1:4222")
+    chaos = sub.add_parser("chaos", help="players while nats-server, kb and gateway are SIGKILLed and restarted")
+    chaos.add_argument("--players", type=int, default=4)
+    chaos.add_argument("--duration", type=float, default=30.0)
+    chaos.add_argument("--seed", type=int, default=7)
+    chaos.add_argument("--fault-every", type=float, default=4.0)
+    chaos.add_argument("--write", action="store_true", help="update docs/reliability.md with the figures")
+    bench = sub.add_parser("bench", help="latency, fan-out throughput vs nats-server's WebSocket, capacity")
+    bench.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    bench.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    if args.command == "scenario":
+        target = ExternalTarget(args.gateway, args.kb, args.nats) if args.gateway else None
+        report, others, world = asyncio.run(run_scenario(args.players, args.duration, args.seed, target, args.tick))
+        print("\n".join(report.lines()))
+        print(f"changes by other players seen {others}; autonomous world changes seen {world}")
+        ok = report.ok and (args.players < 2 or others > 0)
+        print("OK" if ok else "FAILED: divergence, loss or nobody saw anybody")
+        sys.exit(0 if ok else 1)
+    if args.command == "chaos":
+        report = asyncio.run(run_chaos(args.players, args.duration, args.seed, fault_every_s=args.fault_every))
+        print("\n".join(report.lines()))
+        if args.write:
+            write_report(report, Path("docs/reliability.md"), "gaia-harness " + " ".join(argv or sys.argv[1:]))
+        sys.exit(0 if report.ok else 1)
+    if args.command == "bench":
+        from harness.bench import run_bench
+        sys.exit(asyncio.run(run_bench(quick=args.quick, write=not args.no_write)))
+
+
+if __name__ == "__main__":
+    main()

