@@ -10,8 +10,9 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from gateway.keys import BACKGROUND, GATEWAY_ID, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import BACKGROUND, GATEWAY_ID, HANDSHAKES, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
 from gateway.kbclient import KbClient
+from gateway.limits import HandshakeLimiter
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
 from gateway.stream import StreamSet
@@ -19,6 +20,7 @@ from gateway.sse import chat_unified
 from gateway.sse_stream import sse_experience
 from gateway.ws import ws_experience
 from shared.config import Settings
+from shared.logs import redact_library_loggers
 from shared.natsconn import nats_cleanup_ctx
 from shared.schemas.errors import CloseCode
 
@@ -76,9 +78,11 @@ async def close_all_sessions(app: web.Application) -> None:
 
 def create_app(settings: Settings, gateway_id: str | None = None) -> web.Application:
     """Build the gateway application; nothing connects until the app starts."""
+    redact_library_loggers()
     app = web.Application(client_max_size=settings.max_frame_bytes)
     app[SETTINGS] = settings
     app[GATEWAY_ID] = gateway_id or f"gw{uuid.uuid4().hex[:6]}"
+    app[HANDSHAKES] = HandshakeLimiter(settings.handshakes_per_ip_per_s, settings.handshake_burst)
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}"))
     app.cleanup_ctx.append(_kb_ctx)
     app.cleanup_ctx.append(_sessions_ctx)

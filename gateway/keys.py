@@ -6,6 +6,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.kbclient import KbClient
+from gateway.limits import HandshakeLimiter
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
 from gateway.stream import StreamSet
@@ -20,3 +21,4 @@ STREAMS = web.AppKey("streams", StreamSet)
 PRESENCE = web.AppKey("presence", PresenceReporter)
 GATEWAY_ID = web.AppKey("gateway_id", str)
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
+HANDSHAKES = web.AppKey("handshakes", HandshakeLimiter)

@@ -22,3 +22,21 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+
+class HandshakeLimiter:
+    """A token bucket per client IP for new connections; the table is bounded (oldest forgotten)."""
+
+    def __init__(self, rate: float, burst: int, max_ips: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.max_ips = max_ips
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def allow(self, ip: str) -> bool:
+        bucket = self._buckets.get(ip)
+        if bucket is None:
+            if len(self._buckets) >= self.max_ips:
+                self._buckets.pop(next(iter(self._buckets)))
+            bucket = self._buckets[ip] = TokenBucket(self.rate, self.burst)
+        return bucket.allow()

@@ -8,6 +8,7 @@ from typing import Any
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
 
 log = logging.getLogger(__name__)
+RENEW_CHUNK = 500
 
 
 class PresenceReporter:
@@ -54,16 +55,17 @@ class PresenceReporter:
     async def flush(self, renew: bool = False) -> None:
         """Send what is pending (plus every live session when renewing); keep it if kb is away."""
         batch, self._pending = self._pending, {"join": [], "leave": [], "drop": []}
-        update: dict[str, Any] = {"gateway_id": self.gateway_id, **batch}
-        if renew:
-            update["alive"] = list(self.live.values())
-        if not any(update[k] for k in ("join", "leave", "drop")) and not update.get("alive"):
-            return
+        alive = list(self.live.values()) if renew else []
         try:
-            await self.kb.presence(update)
-        except (KbUnavailable, KbRejected) as exc:
+            if any(batch.values()):
+                await self.kb.presence({"gateway_id": self.gateway_id, **batch})
+            for start in range(0, len(alive), RENEW_CHUNK):
+                await self.kb.presence({"gateway_id": self.gateway_id, "alive": alive[start:start + RENEW_CHUNK]})
+        except KbUnavailable as exc:
             log.warning("presence report failed (%s); will retry", exc)
             for kind in batch:
                 self._pending[kind] = batch[kind] + self._pending[kind]
             await asyncio.sleep(0.5)
             self._wake.set()
+        except KbRejected as exc:  # a bug on one side or the other: retrying cannot help
+            log.error("kb refused a presence report (%d: %s); dropped", exc.status, exc)

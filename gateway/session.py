@@ -48,8 +48,10 @@ class Session:
     transport = "websocket"
 
     def __init__(self, ws: web.WebSocketResponse, deps: SessionDeps, user_id: str, experience: str,
-                 conn_id: str, transport: asyncio.BaseTransport | None = None) -> None:
+                 conn_id: str, transport: asyncio.BaseTransport | None = None,
+                 expires_at: float | None = None) -> None:
         self.ws = ws
+        self.expires_at = expires_at
         self._transport = transport
         self._closer: asyncio.Task[None] | None = None
         self.deps = deps
@@ -108,6 +110,7 @@ class Session:
         deps.registry.add(self)
         deps.streams.add(self.stream)
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
+        expiry = self._schedule_expiry()
         clean = False
         try:
             self.send({"type": "connected", "connection_id": self.conn_id, "user_id": self.user_id,
@@ -116,7 +119,18 @@ class Session:
             deps.presence.join(self.conn_id, self.user_id, self.experience)
             clean = await self._read_loop()
         finally:
+            if expiry is not None:
+                expiry.cancel()
             await asyncio.shield(self._cleanup(clean))
+
+    def _schedule_expiry(self) -> asyncio.TimerHandle | None:
+        """A token that expires mid-session ends it with 4401 (the client reconnects with a new one)."""
+        if self.expires_at is None:
+            return None
+        delay = self.expires_at + self.deps.settings.jwt_leeway_s - time.time()
+        loop = asyncio.get_running_loop()
+        return loop.call_later(max(0.0, delay), lambda: self._close_soon(CloseCode.UNAUTHORIZED, "token expired",
+                                                                           flush=True))
 
     async def _start_stream(self, last_seq: int | None) -> None:
         """Fresh: subscribe, then snapshot. Resume: replay from the cursor, or resync if it is gone."""
@@ -134,7 +148,7 @@ class Session:
         try:
             result = await self.stream.open(last_seq)
         except Exception as exc:  # noqa: BLE001 - NATS trouble: the stream set retries on its own
-            log.warning("[%s] stream open failed (%s); will retry", self.conn_id, type(exc).__name__)
+            log.warning("[%s] stream open failed (%s: %s); will retry", self.conn_id, type(exc).__name__, exc)
             self.stream.cursor = last_seq
             return "offline"
         log.info("[%s] stream %s from %s (replay until %d)", self.conn_id, result.kind, result.cursor,
@@ -157,7 +171,7 @@ class Session:
         if not self.limiter.allow():
             self._strikes += 1
             if self._strikes > self.deps.settings.msg_burst:
-                self._close_soon(CloseCode.TOO_MANY_MESSAGES, "too many messages")
+                self._close_soon(CloseCode.TOO_MANY_MESSAGES, "too many messages", flush=True)
             else:
                 self.send(error_frame(ErrorCode.RATE_LIMITED, "too many messages; slow down"))
             return
@@ -228,18 +242,24 @@ class Session:
             log.exception("[%s] unexpected error", self.conn_id)
             self.send(error_frame(ErrorCode.INTERNAL_ERROR, "unexpected server error"))
 
-    def _close_soon(self, code: int, reason: str) -> None:
-        """Close from outside the reader (slow consumer, flooding); the reader then ends."""
+    def _close_soon(self, code: int, reason: str, flush: bool = False) -> None:
+        """Close from outside the reader; with flush, frames already queued (the errors) go first.
+
+        A slow consumer is closed without flushing: its outbox is what it cannot take.
+        """
         if self.server_close is not None:
             return
         self.server_close = code
-        if self._writer is not None:
+        if not flush and self._writer is not None:
             self._writer.cancel()
-        self._closer = asyncio.create_task(self._close_ws(code, reason))
+        self._closer = asyncio.create_task(self._close_ws(code, reason, flush))
 
-    async def _close_ws(self, code: int, reason: str) -> None:
+    async def _close_ws(self, code: int, reason: str, flush: bool = False) -> None:
         """Send the close frame if the socket will take it; otherwise drop the connection."""
         closed = False
+        deadline = time.monotonic() + 1.0
+        while flush and len(self.outbox) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
         try:
             await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), timeout=2.0)
             closed = True

@@ -6,7 +6,7 @@ import uuid
 
 from aiohttp import WSCloseCode, web
 
-from gateway.keys import GATEWAY_ID, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import GATEWAY_ID, HANDSHAKES, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
 from gateway.session import Session, SessionDeps
 from shared.auth import TokenError, bearer_token, verify_token
 from shared.schemas.errors import CloseCode
@@ -50,6 +50,8 @@ async def ws_experience(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     if not origin_allowed(request):
         raise web.HTTPForbidden(text="origin not allowed")
+    if not request.app[HANDSHAKES].allow(request.remote or "?"):
+        raise web.HTTPTooManyRequests(text="too many connection attempts; retry later")
     ws = GatewayWebSocket(heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes)
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(text="this endpoint expects a WebSocket upgrade")
@@ -75,7 +77,8 @@ async def ws_experience(request: web.Request) -> web.StreamResponse:
         await ws.close(code=CloseCode.BAD_REQUEST, message=b"last_seq must be a non-negative integer")
         return ws
     log.info("[%s] open user=%s experience=%s last_seq=%s", conn_id, identity.user_id, experience, last_seq)
-    session = Session(ws, session_deps(request.app), identity.user_id, experience, conn_id, request.transport)
+    session = Session(ws, session_deps(request.app), identity.user_id, experience, conn_id, request.transport,
+                      expires_at=identity.expires_at)
     await session.run(last_seq)
     return ws
 

@@ -49,7 +49,8 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
     data_dir = Path(settings.kb_data_dir) if settings.kb_data_dir else None
     worlds = {}
     for experience in available_experiences(data_dir):
-        world = WorldService(load_content(experience, data_dir), app[STORE], publisher, presence)
+        world = WorldService(load_content(experience, data_dir), app[STORE], publisher, presence,
+                             announce_presence=bool(settings.presence_announce))
         await world.load()
         worlds[experience] = world
     app[PUBLISHER], app[PRESENCE], app[WORLDS] = publisher, presence, worlds
@@ -87,7 +88,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the kb application; nothing connects until the app starts."""
-    app = web.Application(middlewares=[views.service_key_middleware], client_max_size=views.MAX_BODY)
+    app = web.Application(middlewares=[views.service_key_middleware], client_max_size=views.MAX_PRESENCE_BODY)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, "kb"))
     app.cleanup_ctx.append(_store_ctx)

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 _ACTION = ActionRequestSchema()
 _PRESENCE = PresenceUpdateSchema()
 MAX_BODY = 64 * 1024
+MAX_PRESENCE_BODY = 8 * 1024 * 1024  # a gateway renewing thousands of sessions at once
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -43,11 +44,13 @@ async def service_key_middleware(request: web.Request, handler: Any) -> web.Stre
     return await handler(request)
 
 
-async def _load_body(request: web.Request, schema: Schema) -> dict[str, Any] | web.Response:
+async def _load_body(request: web.Request, schema: Schema, limit: int = MAX_BODY) -> dict[str, Any] | web.Response:
     """Parse and validate a JSON body; a Response is returned for the client's mistakes."""
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        return problem(413, "too_large", f"body over {MAX_BODY} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        return problem(413, "too_large", f"body over {limit} bytes")
     raw = await request.read()
+    if len(raw) > limit:
+        return problem(413, "too_large", f"body over {limit} bytes")
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -105,7 +108,7 @@ async def get_player_state(request: web.Request) -> web.Response:
 
 async def post_presence(request: web.Request) -> web.Response:
     """POST /presence: a gateway reports sessions that joined, left, dropped or are still alive."""
-    body = await _load_body(request, _PRESENCE)
+    body = await _load_body(request, _PRESENCE, MAX_PRESENCE_BODY)
     if isinstance(body, web.Response):
         return body
     book, worlds, now = request.app[PRESENCE], request.app[WORLDS], time.time()

@@ -21,8 +21,10 @@ WORLD_ACTOR = "world"
 class WorldService:
     """Holds one experience's current world; every change goes rules -> store (state + outbox) -> publisher."""
 
-    def __init__(self, content: Content, store: Store, publisher: OutboxPublisher, presence: PresenceBook) -> None:
+    def __init__(self, content: Content, store: Store, publisher: OutboxPublisher, presence: PresenceBook,
+                 announce_presence: bool = True) -> None:
         self.content = content
+        self.announce_presence = announce_presence
         self.store = store
         self.publisher = publisher
         self.presence = presence
@@ -100,7 +102,13 @@ class WorldService:
             raise VersionConflict(self.experience)
 
     async def announce(self, changes: list[PresenceChange]) -> None:
-        """Queue presence join/leave events for the other present players of this experience."""
+        """Queue presence join/leave events for the other present players of this experience.
+
+        Every change goes to every other present player, so a storm of N joins costs about N*N/2
+        events; worlds with thousands of players can turn announcements off (GAIA_PRESENCE_ANNOUNCE=0).
+        """
+        if not self.announce_presence:
+            return
         events = []
         now = now_ms()
         for change in changes:

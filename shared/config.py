@@ -52,11 +52,14 @@ class Settings:
     msg_burst: int = 40
     max_sessions_per_user: int = 8
     max_sse_per_user: int = 4
+    handshakes_per_ip_per_s: float = 20.0
+    handshake_burst: int = 50
     sub_pending_msgs: int = 1024
     sub_pending_bytes: int = 1024 * 1024
     stream_heartbeat_s: float = 5.0
     heartbeat_s: float = 20.0
     presence_grace_s: float = 60.0
+    presence_announce: int = 1
     presence_renew_s: float = 15.0
     sse_keepalive_s: float = 15.0
     shutdown_timeout_s: float = 10.0

@@ -33,6 +33,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(body).decode()
 
 
+class RedactFilter(logging.Filter):
+    """Rewrites a record's message with tokens redacted (for loggers we do not format ourselves)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+def redact_library_loggers() -> None:
+    """aiohttp's access and server loggers print request lines, query strings (tokens) included."""
+    for name in ("aiohttp.access", "aiohttp.server", "aiohttp.web", "aiohttp.websocket"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactFilter) for f in logger.filters):
+            logger.addFilter(RedactFilter())
+
+
 def setup_logging() -> None:
     """Configure the root logger from GAIA_LOG_LEVEL and GAIA_LOG_FORMAT (text|json)."""
     handler = logging.StreamHandler()
