@@ -152,3 +152,24 @@ def test_clock_tick_moves_npcs_changes_environment_and_respawns() -> None:
     assert out.world["respawns"] == []
     out2 = autonomy.tick(CONTENT, out.world, NOW + 10_000_000)
     assert "environment.time_of_day" in [c.change.get("path") for c in out2.changes]
+
+
+@pytest.mark.parametrize("visibility, bob_area, bob_sees", [
+    ("global", "counter", True), ("location", "main_room", True), ("location", "counter", False),
+    ("none", "main_room", False)])
+def test_visibility_decides_who_sees_a_public_change(visibility: str, bob_area: str, bob_sees: bool) -> None:
+    import orjson
+
+    from kb.events import world_update_events
+    world = walk_to_main_room(initial_world(CONTENT))
+    world = act(world, "bob", action="go", destination="main_room").world
+    if bob_area == "counter":
+        world = act(world, "bob", action="go", destination="counter").world
+    out = act(world, "p1", action="collect_item", instance_id="dream_bottle_1")
+    events = world_update_events(out, experience="wylding-woods", actor_id="p1", recipients={"p1", "bob"},
+                                 visibility=visibility, base_version=5, now_ms=NOW, trace_id="t")
+    by_user = {orjson.loads(payload)["user_id"]: orjson.loads(payload) for _, _, payload in events}
+    assert [c["operation"] for c in by_user["p1"]["changes"]] == ["remove", "add"]
+    assert bool(by_user["bob"]["changes"]) is bob_sees
+    assert by_user["bob"]["snapshot_version"] == 6, "everyone still gets the version step"
+    assert all(c.get("path") != "player.inventory" for c in by_user["bob"]["changes"])
