@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import platform
 import resource
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field

@@ -154,8 +154,8 @@ class NatsLink:
         except Exception as exc:  # noqa: BLE001 - cannot drain (e.g. mid-reconnect): close without it
             log.info("nats drain skipped (%s); closing", type(exc).__name__)
             try:
-                await self.nc.close()
-            except Exception:  # noqa: BLE001 - the connection is gone either way
+                await asyncio.wait_for(self.nc.close(), timeout=2.0)
+            except Exception:  # noqa: BLE001 - the connection is gone either way (close can hang mid-reconnect)
                 pass
 
 

@@ -29,6 +29,12 @@ def nats_server(tmp_path: Any) -> Any:
 
 
 @pytest.fixture
+def aiohttp_server(aiohttp_server: Any, nats_server: NatsServer) -> Any:
+    """The plugin's factory, set up after nats-server so every app stops before the bus does."""
+    return aiohttp_server
+
+
+@pytest.fixture
 def settings(nats_server: NatsServer, tmp_path: Any) -> Settings:
     """Test settings: short timers so grace periods and renewals happen within a test."""
     return Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), presence_renew_s=1.0,

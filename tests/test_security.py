@@ -1,7 +1,6 @@
 """No one gets in where they don't belong, bad input never crashes anything, tokens never leak."""
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -9,7 +8,6 @@ from dataclasses import replace
 
 import aiohttp
 import jwt
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
