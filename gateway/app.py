@@ -10,7 +10,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from gateway.keys import BACKGROUND, GATEWAY_ID, HANDSHAKES, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import VERIFIER, BACKGROUND, GATEWAY_ID, HANDSHAKES, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
 from gateway.kbclient import KbClient
 from gateway.limits import HandshakeLimiter
 from gateway.presence import PresenceReporter
@@ -19,6 +19,7 @@ from gateway.stream import StreamSet
 from gateway.sse import chat_unified
 from gateway.sse_stream import sse_experience
 from gateway.ws import ws_experience
+from shared.auth import TokenVerifier
 from shared.config import Settings
 from shared.logs import redact_library_loggers
 from shared.natsconn import nats_cleanup_ctx
@@ -83,6 +84,7 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[GATEWAY_ID] = gateway_id or f"gw{uuid.uuid4().hex[:6]}"
     app[HANDSHAKES] = HandshakeLimiter(settings.handshakes_per_ip_per_s, settings.handshake_burst)
+    app[VERIFIER] = TokenVerifier(settings)
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}"))
     app.cleanup_ctx.append(_kb_ctx)
     app.cleanup_ctx.append(_sessions_ctx)

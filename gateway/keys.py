@@ -10,6 +10,7 @@ from gateway.limits import HandshakeLimiter
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
 from gateway.stream import StreamSet
+from shared.auth import TokenVerifier
 from shared.config import Settings
 from shared.natsconn import NatsLink
 
@@ -22,3 +23,4 @@ PRESENCE = web.AppKey("presence", PresenceReporter)
 GATEWAY_ID = web.AppKey("gateway_id", str)
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 HANDSHAKES = web.AppKey("handshakes", HandshakeLimiter)
+VERIFIER = web.AppKey("verifier", TokenVerifier)

@@ -14,10 +14,10 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from marshmallow import ValidationError
 
 from gateway.intents import parse_intent
-from gateway.keys import GATEWAY_ID, KB, NATS, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import GATEWAY_ID, KB, NATS, REGISTRY, SETTINGS, STREAMS, VERIFIER
 from gateway.kbclient import KbRejected, KbUnavailable
 from gateway.stream import UserStream
-from shared.auth import Identity, TokenError, bearer_token, verify_token
+from shared.auth import Identity, TokenError, bearer_token
 from shared.schemas import chat
 from shared.schemas.errors import ErrorCode
 
@@ -33,13 +33,13 @@ def json_error(status: int, code: str, message: str, details: Any = None) -> web
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
 
-def authenticate(request: web.Request, allow_query: bool) -> Identity | web.Response:
+async def authenticate(request: web.Request, allow_query: bool) -> Identity | web.Response:
     """Bearer header (or ?token= where EventSource cannot set headers); 401 otherwise."""
     token = bearer_token(request.headers.get("Authorization"))
     if token is None and allow_query:
         token = request.query.get("token")
     try:
-        return verify_token(request.app[SETTINGS], token)
+        return await request.app[VERIFIER].verify(token)
     except TokenError as exc:
         return json_error(401, "unauthorized", str(exc))
 
@@ -202,7 +202,7 @@ class ChatStream:
 
 async def chat_unified(request: web.Request) -> web.StreamResponse:
     """POST /chat/unified: a chat line becomes an action; its events stream before the narrative."""
-    identity = authenticate(request, allow_query=False)
+    identity = await authenticate(request, allow_query=False)
     if isinstance(identity, web.Response):
         return identity
     try:

@@ -127,7 +127,7 @@ class SseSession:
 
 async def sse_experience(request: web.Request) -> web.StreamResponse:
     """GET /sse/experience?experience=<id>: world_update and presence events with `id: <seq>`."""
-    identity = authenticate(request, allow_query=True)
+    identity = await authenticate(request, allow_query=True)
     if isinstance(identity, web.Response):
         return identity
     experience = request.query.get("experience", "")

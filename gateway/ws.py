@@ -6,9 +6,9 @@ import uuid
 
 from aiohttp import WSCloseCode, web
 
-from gateway.keys import GATEWAY_ID, HANDSHAKES, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import VERIFIER, GATEWAY_ID, HANDSHAKES, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
 from gateway.session import Session, SessionDeps
-from shared.auth import TokenError, bearer_token, verify_token
+from shared.auth import TokenError, bearer_token
 from shared.schemas.errors import CloseCode
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ async def ws_experience(request: web.Request) -> web.StreamResponse:
     conn_id = f"{request.app[GATEWAY_ID]}-{uuid.uuid4().hex[:12]}"
     token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
     try:
-        identity = verify_token(settings, token)
+        identity = await request.app[VERIFIER].verify(token)
     except TokenError as exc:
         log.info("[%s] rejected: %s", conn_id, exc)
         await ws.close(code=CloseCode.UNAUTHORIZED, message=b"unauthorized")

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hmac
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -35,15 +37,18 @@ def issue_token(settings: Settings, user_id: str, ttl_s: float = 24 * 3600.0) ->
     return jwt.encode(claims, settings.jwt_secret, algorithm=settings.jwt_algorithm)
 
 
-def verify_token(settings: Settings, token: str | None) -> Identity:
-    """Verify signature, exp/nbf (with leeway) and optional aud/iss; return the identity."""
+def verify_token(settings: Settings, token: str | None, key: Any = None) -> Identity:
+    """Verify signature, exp/nbf (with leeway) and optional aud/iss; return the identity.
+
+    `key` is the public key for RS256/ES256 (from a JWKS); by default the shared secret.
+    """
     if not token:
         raise TokenError("missing token")
     options = {"require": ["sub", "exp"], "verify_aud": bool(settings.jwt_audience)}
     try:
         claims = jwt.decode(
             token,
-            settings.jwt_secret,
+            settings.jwt_secret if key is None else key,
             algorithms=[settings.jwt_algorithm],
             audience=settings.jwt_audience or None,
             issuer=settings.jwt_issuer or None,
@@ -62,6 +67,26 @@ def verify_token(settings: Settings, token: str | None) -> Identity:
     except BadSubjectToken as exc:
         raise TokenError("invalid token: unusable user id") from exc
     return Identity(user_id=sub, expires_at=float(claims["exp"]))
+
+
+class TokenVerifier:
+    """Verifies tokens with the shared secret, or with keys from a JWKS URL (RS256/ES256)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300, timeout=5) \
+            if settings.jwt_jwks_url else None
+
+    async def verify(self, token: str | None) -> Identity:
+        """The identity in a valid token, or TokenError (the JWKS fetch runs off the event loop)."""
+        if self.jwks is None or not token:
+            return verify_token(self.settings, token)
+        try:
+            signing_key = await asyncio.get_running_loop().run_in_executor(
+                None, self.jwks.get_signing_key_from_jwt, token)
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"invalid token: {type(exc).__name__}") from exc
+        return verify_token(self.settings, token, signing_key.key)
 
 
 def bearer_token(header_value: str | None) -> str | None:

@@ -42,6 +42,7 @@ class Settings:
     jwt_audience: str = ""
     jwt_issuer: str = ""
     jwt_leeway_s: float = 10.0
+    jwt_jwks_url: str = ""
 
     allowed_experiences: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()

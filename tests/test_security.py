@@ -178,3 +178,28 @@ async def fuzz_target(aiohttp_server, gateway_settings, token):
     print(f"\nfuzz: {FUZZ['inputs']} frames sent, {FUZZ['errors']} error frames, 0 crashes")
     await client.close()
     await other.close()
+
+
+async def test_rs256_tokens_verified_with_keys_from_a_jwks_url(aiohttp_server, gateway_settings) -> None:
+    from aiohttp import web
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    ours, foreign = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
+    jwk = {**RSAAlgorithm.to_jwk(ours.public_key(), as_dict=True), "kid": "k1", "use": "sig", "alg": "RS256"}
+    jwks_app = web.Application()
+    jwks_app.router.add_get("/jwks.json", lambda request: web.json_response({"keys": [jwk]}))
+    jwks = await aiohttp_server(jwks_app)
+    server = await gateway(aiohttp_server, gateway_settings, jwt_algorithm="RS256",
+                           jwt_jwks_url=str(jwks.make_url("/jwks.json")))
+    claims = {"sub": "rsa-user", "exp": int(time.time()) + 60}
+
+    def sign(key, algorithm="RS256") -> str:
+        return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": "k1"})
+
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(ws_url(server, f"?experience={EXPERIENCE}&token={sign(ours)}")) as ws:
+            assert (await ws.receive_json())["type"] == "connected"
+        for bad in (sign(foreign), sign(gateway_settings.jwt_secret, "HS256")):
+            async with http.ws_connect(ws_url(server, f"?experience={EXPERIENCE}&token={bad}")) as ws:
+                assert (await ws.receive()).data == 4401
