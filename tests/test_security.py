@@ -148,7 +148,8 @@ async def test_tokens_never_reach_the_logs(players, gateway_server, token, caplo
     assert secret not in caplog.text and secret.split(".")[2] not in caplog.text
 
 
-@hsettings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@hsettings(max_examples=400, deadline=None, derandomize=True, database=None,
+           suppress_health_check=list(HealthCheck))
 @given(batch=st.lists(frames, min_size=1, max_size=5))
 async def test_fuzzed_frames_get_clear_errors_and_nothing_breaks(batch, fuzz_target) -> None:
     client, other = fuzz_target
