@@ -204,3 +204,40 @@ async def test_rs256_tokens_verified_with_keys_from_a_jwks_url(aiohttp_server, g
         for bad in (sign(foreign), sign(gateway_settings.jwt_secret, "HS256")):
             async with http.ws_connect(ws_url(server, f"?experience={EXPERIENCE}&token={bad}")) as ws:
                 assert (await ws.receive()).data == 4401
+
+
+bodies = st.one_of(
+    st.binary(max_size=200),
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries({}, optional={
+        "user_id": json_values, "action": st.sampled_from(["go", "collect_item", "talk", "fly"]) | json_values,
+        "instance_id": json_values, "destination": json_values, "npc_id": json_values,
+        "message": json_values, "experience": st.just(EXPERIENCE) | json_values, "stream": json_values,
+    }).map(lambda d: json.dumps(d).encode()),
+)
+HTTP_FUZZ = {"kb": 0, "chat": 0}
+
+
+@hsettings(max_examples=150, deadline=None, derandomize=True, database=None,
+           suppress_health_check=list(HealthCheck))
+@given(body=bodies)
+async def test_fuzzed_http_bodies_never_get_a_500(body, http_fuzz_target) -> None:
+    http, kb_url, chat_url, auth = http_fuzz_target
+    async with http.post(kb_url, data=body, headers={"Content-Type": "application/json"}) as resp:
+        assert resp.status in (200, 400, 413, 422), (resp.status, body, await resp.text())
+        HTTP_FUZZ["kb"] += 1
+    async with http.post(chat_url, data=body, headers=auth) as resp:
+        assert resp.status in (200, 400, 404, 422), (resp.status, body)
+        await resp.read()  # a stream that started must also end
+        HTTP_FUZZ["chat"] += 1
+
+
+@pytest.fixture
+async def http_fuzz_target(kb_server, gateway_server, settings, token):
+    async with aiohttp.ClientSession(headers={"X-API-Key": settings.kb_api_key}) as http:
+        yield (http, str(kb_server.make_url(f"/experiences/{EXPERIENCE}/actions")),
+               str(gateway_server.make_url("/chat/unified")), {"Authorization": f"Bearer {token('fuzz')}"})
+        for server in (kb_server, gateway_server):
+            async with http.get(server.make_url("/health")) as resp:
+                assert resp.status == 200, "still serving after the fuzz run"
+    print(f"\nhttp fuzz: {HTTP_FUZZ['kb']} kb bodies, {HTTP_FUZZ['chat']} chat bodies, 0 server errors")
