@@ -40,19 +40,16 @@ class SnapshotGate(Generic[T]):
         """A stream event: passed on now, or held behind a snapshot being fetched."""
         if event["type"] == "world_update":
             self.last_snapshot = event["snapshot_version"]
+        self.in_order(item)
+
+    def in_order(self, item: T) -> None:
+        """Pass a frame on now, or hold it (bounded) behind a snapshot being fetched."""
         if not self._holds:
             self.emit_event(item)
         elif len(self._held) >= self.limit:
             self.on_overflow()
         else:
             self._held.append(item)
-
-    def in_order(self, item: T) -> None:
-        """A frame that must stay in line with stream events (e.g. `resumed`)."""
-        if self._holds:
-            self._held.append(item)
-        else:
-            self.emit_event(item)
 
     def hold(self) -> None:
         self._holds += 1

@@ -20,6 +20,12 @@ class Arrivals:
     count: int = 0
     last_at: float = 0.0
 
+    def record(self, version: int, at: float) -> None:
+        """One world_update arrived at `at` (perf_counter seconds)."""
+        self.by_version[version] = at
+        self.count += 1
+        self.last_at = at
+
 
 class GatewayListener:
     """A player socket that only records arrival times of world_update frames."""
@@ -45,9 +51,7 @@ class GatewayListener:
             frame = orjson.loads(msg.data)
             kind = frame["type"]
             if kind == "world_update":
-                self.arrivals.by_version[frame["snapshot_version"]] = now
-                self.arrivals.count += 1
-                self.arrivals.last_at = now
+                self.arrivals.record(frame["snapshot_version"], now)
             elif kind == "area_of_interest":
                 self.ready.set()
             elif kind in ("action_response", "error") and frame.get("id") in self.answers:
@@ -104,10 +108,7 @@ class NatsWsListener:
                 size = int(line.rsplit(b" ", 1)[1])
                 if len(buf) < end + 2 + size + 2:
                     break
-                event = orjson.loads(buf[end + 2:end + 2 + size])
-                self.arrivals.by_version[event["snapshot_version"]] = now
-                self.arrivals.count += 1
-                self.arrivals.last_at = now
+                self.arrivals.record(orjson.loads(buf[end + 2:end + 2 + size])["snapshot_version"], now)
                 buf = buf[end + 2 + size + 2:]
                 continue
             if line == b"PING":
@@ -145,8 +146,7 @@ class SseListener:
                 now = time.perf_counter()
                 frame = event.json()
                 if frame.get("type") == "world_update":
-                    self.arrivals.by_version[frame["snapshot_version"]] = now
-                    self.arrivals.count += 1
+                    self.arrivals.record(frame["snapshot_version"], now)
 
     async def close(self) -> None:
         if self.task is not None:

@@ -8,30 +8,13 @@ import aiohttp
 import nats
 import orjson
 
+from harness.verify import subject_seqs
 from harness.procs import NatsServer, ServiceProcess, free_port, service_env, wait_healthy
 from kb.outbox import OutboxPublisher
 from kb.store import Store
 from shared.config import Settings
 from shared.natsconn import NatsLink
 from tests.conftest import EXPERIENCE
-
-
-async def stream_events(nats_url: str, subject: str) -> list[dict]:
-    """Everything the WORLD_UPDATES stream holds for a subject, read with an ordered consumer."""
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    info = await js.stream_info("WORLD_UPDATES")
-    events = []
-    if info.state.messages:
-        sub = await js.subscribe(subject, ordered_consumer=True)
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except nats.errors.TimeoutError:
-                break
-            events.append(orjson.loads(msg.data))
-    await nc.close()
-    return events
 
 
 async def test_kb_killed_between_commit_and_publish_delivers_exactly_once_after_restart(tmp_path) -> None:
@@ -56,8 +39,12 @@ async def test_kb_killed_between_commit_and_publish_delivers_exactly_once_after_
                 break
             await asyncio.sleep(0.05)
             health = await wait_healthy(kb.url)
-        events = await stream_events(nats_server.url, "world.updates.user.erin")
-        assert [(e["base_version"], e["snapshot_version"]) for e in events] == [(0, 1)]
+        seqs = await subject_seqs(nats_server.url, "WORLD_UPDATES", "world.updates.user.erin")
+        assert len(seqs) == 1
+        nc = await nats.connect(nats_server.url)
+        event = orjson.loads((await nc.jetstream().get_msg("WORLD_UPDATES", seqs[0])).data)
+        await nc.close()
+        assert (event["base_version"], event["snapshot_version"]) == (0, 1)
     finally:
         kb.stop()
         nats_server.cleanup()
