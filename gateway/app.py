@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from typing import AsyncIterator
@@ -23,6 +22,7 @@ from shared.auth import TokenVerifier
 from shared.config import Settings
 from shared.logs import redact_library_loggers
 from shared.natsconn import nats_cleanup_ctx
+from shared.tasks import bounded, stop_tasks
 from shared.schemas.errors import CloseCode
 
 log = logging.getLogger(__name__)
@@ -61,11 +61,8 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
              asyncio.create_task(app[PRESENCE].run(), name="presence-reporter")]
     app[BACKGROUND] = tasks
     yield
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(app[PRESENCE].flush(), timeout=2.0)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await bounded(app[PRESENCE].flush(), 2.0, "presence flush")
+    await stop_tasks(tasks)
 
 
 async def close_all_sessions(app: web.Application) -> None:

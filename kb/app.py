@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from kb.world.content import available_experiences, load_content
 from kb.worlds import WorldService
 from shared.config import Settings
 from shared.natsconn import nats_cleanup_ctx
+from shared.tasks import stop_tasks
 
 log = logging.getLogger(__name__)
 PRESENCE_SWEEP_S = 1.0
@@ -79,11 +79,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
         tasks.append(asyncio.create_task(run_clock(app[WORLDS], lease, settings.kb_clock_tick_s), name="clock"))
     app[BACKGROUND] = tasks
     yield
-    for task in tasks:
-        task.cancel()
-    for task in tasks:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await stop_tasks(tasks)
 
 
 def create_app(settings: Settings) -> web.Application:

@@ -14,6 +14,7 @@ from aiohttp import web
 
 from shared.config import Settings
 from shared.subjects import STREAM_SUBJECTS
+from shared.tasks import bounded, stop_tasks
 
 log = logging.getLogger(__name__)
 Listener = Callable[[], Awaitable[None]]
@@ -143,20 +144,15 @@ class NatsLink:
         log.debug("nats error: %s: %s", type(exc).__name__, exc)
 
     async def close(self) -> None:
-        """Stop connecting; drain the connection if there is one."""
+        """Stop connecting; drain the connection if there is one. Bounded: never hangs shutdown."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await stop_tasks([self._task], timeout=2.0)
         if self.nc is None or self.nc.is_closed:
             return
-        try:
-            await asyncio.wait_for(self.nc.drain(), timeout=self.settings.shutdown_timeout_s / 2)
-        except Exception as exc:  # noqa: BLE001 - cannot drain (e.g. mid-reconnect): close without it
-            log.info("nats drain skipped (%s); closing", type(exc).__name__)
-            try:
-                await asyncio.wait_for(self.nc.close(), timeout=2.0)
-            except Exception:  # noqa: BLE001 - the connection is gone either way (close can hang mid-reconnect)
-                pass
+        timeout = self.settings.shutdown_timeout_s / 2
+        if not await bounded(self.nc.drain(), timeout, f"nats drain ({self.name})"):
+            # Cannot drain (e.g. mid-reconnect): close without it; the connection is gone either way.
+            await bounded(self.nc.close(), 2.0, f"nats close ({self.name})")
 
 
 def nats_cleanup_ctx(

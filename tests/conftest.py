@@ -29,8 +29,12 @@ def nats_server(tmp_path: Any) -> Any:
 
 
 @pytest.fixture
-def aiohttp_server(aiohttp_server: Any, nats_server: NatsServer) -> Any:
-    """The plugin's factory, set up after nats-server so every app stops before the bus does."""
+def aiohttp_server(nats_server: NatsServer, aiohttp_server: Any) -> Any:
+    """The plugin's factory, set up after nats-server so every app stops before the bus does.
+
+    nats_server comes first on purpose: pytest sets fixtures up in argument order and tears them
+    down in reverse, so this order is what keeps the bus alive while the apps shut down.
+    """
     return aiohttp_server
 
 
