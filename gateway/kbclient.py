@@ -32,7 +32,9 @@ class KbClient:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.base = settings.kb_url.rstrip("/")
+        # Several kb URLs (comma-separated) are tried in turn when one refuses connections.
+        self.bases = [url.strip().rstrip("/") for url in settings.kb_url.split(",") if url.strip()]
+        self._current = 0
         timeout = aiohttp.ClientTimeout(total=settings.kb_timeout_s, connect=min(2.0, settings.kb_timeout_s))
         self.http = aiohttp.ClientSession(
             timeout=timeout, headers={"X-API-Key": settings.kb_api_key},
@@ -44,13 +46,24 @@ class KbClient:
     async def close(self) -> None:
         await self.http.close()
 
+    @property
+    def base(self) -> str:
+        return self.bases[self._current]
+
     async def _call(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        try:
-            async with self.http.request(method, self.base + path, json=body) as resp:
-                data = orjson.loads(await resp.read())
-                status = resp.status
-        except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-            raise KbUnavailable(f"kb {method} {path.split('/')[1]}: {type(exc).__name__}") from exc
+        for attempt in range(len(self.bases)):
+            try:
+                async with self.http.request(method, self.base + path, json=body) as resp:
+                    data = orjson.loads(await resp.read())
+                    status = resp.status
+                break
+            except aiohttp.ClientConnectorError as exc:
+                # Refused before anything was sent: safe to try the next kb, even for an action.
+                self._current = (self._current + 1) % len(self.bases)
+                if attempt == len(self.bases) - 1:
+                    raise KbUnavailable(f"kb {method} {path.split('/')[1]}: {type(exc).__name__}") from exc
+            except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
+                raise KbUnavailable(f"kb {method} {path.split('/')[1]}: {type(exc).__name__}") from exc
         if status >= 500:
             raise KbUnavailable(f"kb answered {status}")
         if status >= 400:

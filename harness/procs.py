@@ -70,6 +70,9 @@ class NatsServer:
     monitor_port: int = field(default_factory=free_port)
     ws_port: int | None = None
     sync_always: bool = True
+    server_name: str = ""
+    cluster_port: int | None = None
+    routes: list[int] = field(default_factory=list)
     extra_config: str = ""
     log_path: str | None = None
     proc: subprocess.Popen[Any] | None = None
@@ -86,8 +89,16 @@ class NatsServer:
         """The server config: JetStream on, fsync before ack when sync_always (our shipped default)."""
         sync = "\n  sync_interval: always" if self.sync_always else ""
         ws = f"\nwebsocket {{\n  listen: \"127.0.0.1:{self.ws_port}\"\n  no_tls: true\n}}" if self.ws_port else ""
-        return (f"listen: 127.0.0.1:{self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n"
-                f"jetstream {{\n  store_dir: \"{self.store_dir}\"{sync}\n}}{ws}\n{self.extra_config}\n")
+        name = f"server_name: {self.server_name}\n" if self.server_name else ""
+        return (f"{name}listen: 127.0.0.1:{self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n"
+                f"jetstream {{\n  store_dir: \"{self.store_dir}\"{sync}\n}}{ws}\n{self.cluster_text()}{self.extra_config}\n")
+
+    def cluster_text(self) -> str:
+        """The cluster block (routes to the other nodes), or nothing for a single server."""
+        if self.cluster_port is None:
+            return ""
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port)
+        return f"cluster {{\n  name: gaia\n  listen: 127.0.0.1:{self.cluster_port}\n  routes: [{routes}]\n}}\n"
 
     def start(self) -> "NatsServer":
         """Write the config, start the server and wait until it listens."""

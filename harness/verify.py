@@ -66,7 +66,7 @@ class RunReport:
 
 async def subject_seqs(nats_url: str, stream: str, subject: str) -> list[int]:
     """Stream sequences of every message on a subject, read back with an ordered consumer."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(nats_url.split(","))
     try:
         js = nc.jetstream()
         try:

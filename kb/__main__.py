@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -17,8 +18,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    host, port = args.host or settings.kb_host, args.port or settings.kb_port
+    if not settings.kb_advertise_url:
+        settings = replace(settings, kb_advertise_url=f"http://{host}:{port}")
     setup_logging()
-    web.run_app(create_app(settings), host=args.host or settings.kb_host, port=args.port or settings.kb_port,
+    web.run_app(create_app(settings), host=host, port=port,
                 access_log=None, shutdown_timeout=settings.shutdown_timeout_s, print=None)
 
 

@@ -7,12 +7,14 @@ import time
 from pathlib import Path
 from typing import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 
 from kb import views
 from kb.clock import ClockLease, run_clock
-from kb.keys import BACKGROUND, NATS, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
+from kb.keys import BACKGROUND, FORWARD_HTTP, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
 from kb.outbox import OutboxPublisher
+from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
 from kb.store import Store
 from kb.world.content import available_experiences, load_content
@@ -54,6 +56,13 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
         await world.load()
         worlds[experience] = world
     app[PUBLISHER], app[PRESENCE], app[WORLDS] = publisher, presence, worlds
+    leased = settings.kb_ownership == "lease"
+    my_url = settings.kb_advertise_url or f"http://{settings.kb_host}:{settings.kb_port}"
+
+    async def take_over(experience: str) -> None:
+        await worlds[experience].take_over()
+    app[OWNERSHIP] = WorldOwnership(app[NATS] if leased else None, list(worlds), my_url,
+                                    settings.kb_lease_ttl_s, take_over)
     log.info("kb serving experiences: %s", ", ".join(f"{e}@v{w.world['version']}" for e, w in worlds.items()))
     yield
 
@@ -64,7 +73,8 @@ async def _sweep_presence(app: web.Application) -> None:
         await asyncio.sleep(PRESENCE_SWEEP_S)
         changes = app[PRESENCE].expire(time.time())
         await app[STORE].save_presence(*app[PRESENCE].take_changes())
-        for experience, world in app[WORLDS].items():
+        for experience in app[OWNERSHIP].owned():
+            world = app[WORLDS][experience]
             mine = [c for c in changes if c.experience == experience]
             if mine:
                 await world.announce(mine)
@@ -72,22 +82,37 @@ async def _sweep_presence(app: web.Application) -> None:
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    ownership = app[OWNERSHIP]
     tasks = [asyncio.create_task(app[PUBLISHER].run(), name="outbox-publisher"),
-             asyncio.create_task(_sweep_presence(app), name="presence-sweep")]
+             asyncio.create_task(_sweep_presence(app), name="presence-sweep"),
+             asyncio.create_task(ownership.run(), name="world-leases")]
     if settings.kb_clock_tick_s > 0:
-        lease = ClockLease(app[NATS], ttl_s=max(3 * settings.kb_clock_tick_s, 2.0))
-        tasks.append(asyncio.create_task(run_clock(app[WORLDS], lease, settings.kb_clock_tick_s), name="clock"))
+        lease = None if ownership.leased else ClockLease(app[NATS], ttl_s=max(3 * settings.kb_clock_tick_s, 2.0))
+        tasks.append(asyncio.create_task(run_clock(app[WORLDS], lease, settings.kb_clock_tick_s, ownership.owns),
+                                         name="clock"))
     app[BACKGROUND] = tasks
     yield
     await stop_tasks(tasks)
+    await ownership.release()
+
+
+async def _forward_http_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The pooled client that forwards requests to the kb owning a world (lease mode)."""
+    timeout = aiohttp.ClientTimeout(total=app[SETTINGS].kb_timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        app[FORWARD_HTTP] = http
+        yield
 
 
 def create_app(settings: Settings) -> web.Application:
     """Build the kb application; nothing connects until the app starts."""
+    if settings.kb_ownership not in ("single", "lease"):
+        raise ValueError(f"GAIA_KB_OWNERSHIP must be 'single' or 'lease', not {settings.kb_ownership!r}")
     app = web.Application(middlewares=[views.service_key_middleware], client_max_size=views.MAX_PRESENCE_BODY)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, "kb"))
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_forward_http_ctx)
     app.cleanup_ctx.append(_worlds_ctx)
     app.cleanup_ctx.append(_background_ctx)
     add_routes(app)

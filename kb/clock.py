@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from typing import Callable
 
 from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
@@ -62,13 +63,18 @@ class ClockLease:
             return False
 
 
-async def run_clock(worlds: dict[str, WorldService], lease: ClockLease, tick_s: float) -> None:
-    """Every tick_s: if this process holds the lease, advance every world by one tick."""
+async def run_clock(worlds: dict[str, WorldService], lease: ClockLease | None, tick_s: float,
+                    owns: Callable[[str], bool]) -> None:
+    """Every tick_s: advance every world this process owns by one tick.
+
+    With one kb owning every world, the clock lease keeps a second such process from ticking
+    too; with per-world leases (lease mode) each world's owner ticks it, so no clock lease is needed.
+    """
     while True:
         await asyncio.sleep(tick_s)
-        if not await lease.hold():
+        if lease is not None and not await lease.hold():
             continue
-        for world in worlds.values():
+        for world in [w for e, w in worlds.items() if owns(e)]:
             try:
                 await world.tick()
             except Exception:  # noqa: BLE001 - one bad tick must not stop the clock

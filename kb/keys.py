@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 from aiohttp import web
 
 from kb.outbox import OutboxPublisher
+from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
 from kb.store import Store
 from kb.worlds import WorldService
@@ -19,3 +21,5 @@ PUBLISHER = web.AppKey("publisher", OutboxPublisher)
 PRESENCE = web.AppKey("presence", PresenceBook)
 WORLDS = web.AppKey("worlds", dict[str, WorldService])
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
+OWNERSHIP = web.AppKey("ownership", WorldOwnership)
+FORWARD_HTTP = web.AppKey("forward_http", aiohttp.ClientSession)

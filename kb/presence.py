@@ -51,6 +51,12 @@ class PresenceBook:
         for sid, user_id, experience, gateway_id, seen_at, dropped_at in rows:
             self.sessions[sid] = SessionEntry(user_id, experience, gateway_id, seen_at, dropped_at)
 
+    def reload_experience(self, experience: str, rows: list[tuple[str, str, str, str, float, float | None]]) -> None:
+        """Replace one experience's sessions with the persisted ones (another kb owned it meanwhile)."""
+        for sid in [sid for sid, e in self.sessions.items() if e.experience == experience]:
+            del self.sessions[sid]
+        self.restore([row for row in rows if row[2] == experience])
+
     def present_users(self, experience: str) -> set[str]:
         """Users who receive events of this experience (live sessions and those in grace)."""
         return {s.user_id for s in self.sessions.values() if s.experience == experience}

@@ -9,8 +9,9 @@ import orjson
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from kb.keys import NATS, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
-from kb.worlds import WorldService
+from kb.forward import forward_presence, local_world_or_forward
+from kb.keys import NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
+from kb.responses import json_response, problem
 from shared.auth import same_secret
 from shared.schemas.kbapi import ActionRequestSchema, PresenceUpdateSchema
 from shared.schemas.messages import ACTIONS
@@ -20,19 +21,6 @@ _ACTION = ActionRequestSchema()
 _PRESENCE = PresenceUpdateSchema()
 MAX_BODY = 64 * 1024
 MAX_PRESENCE_BODY = 8 * 1024 * 1024  # a gateway renewing thousands of sessions at once
-
-
-def json_response(data: Any, status: int = 200) -> web.Response:
-    """A JSON response encoded with orjson."""
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def problem(status: int, error: str, message: str, details: Any = None) -> web.Response:
-    """A JSON error body: {"error", "message", "details"?}."""
-    body: dict[str, Any] = {"error": error, "message": message}
-    if details is not None:
-        body["details"] = details
-    return json_response(body, status)
 
 
 @web.middleware
@@ -63,17 +51,9 @@ async def _load_body(request: web.Request, schema: Schema, limit: int = MAX_BODY
         return problem(422, "invalid_message", "body does not match its schema", exc.messages)
 
 
-def _world(request: web.Request) -> WorldService | web.Response:
-    experience = request.match_info["experience"]
-    world = request.app[WORLDS].get(experience)
-    if world is None:
-        return problem(404, "unknown_experience", f"no experience called {experience[:64]!r}")
-    return world
-
-
 async def post_action(request: web.Request) -> web.Response:
     """POST /experiences/{experience}/actions: apply one action for the user the gateway names."""
-    world = _world(request)
+    world = await local_world_or_forward(request)
     if isinstance(world, web.Response):
         return world
     body = await _load_body(request, _ACTION)
@@ -92,7 +72,7 @@ async def get_player_state(request: web.Request) -> web.Response:
 
     With a session id the session also becomes present, atomically with the snapshot.
     """
-    world = _world(request)
+    world = await local_world_or_forward(request)
     if isinstance(world, web.Response):
         return world
     user_id = request.match_info["user_id"]
@@ -111,6 +91,10 @@ async def post_presence(request: web.Request) -> web.Response:
     body = await _load_body(request, _PRESENCE, MAX_PRESENCE_BODY)
     if isinstance(body, web.Response):
         return body
+    routed = await forward_presence(request, body)
+    if isinstance(routed, web.Response):
+        return routed
+    body, present = routed
     book, worlds, now = request.app[PRESENCE], request.app[WORLDS], time.time()
     gateway = body["gateway_id"]
     changes = []
@@ -126,8 +110,9 @@ async def post_presence(request: web.Request) -> web.Response:
     for experience in {c.experience for c in changes}:
         if experience in worlds:
             await worlds[experience].announce([c for c in changes if c.experience == experience])
-    return json_response({"present": {e: sorted(book.present_users(e)) for e in
-                                      {s["experience"] for k in ("join", "alive") for s in body[k]}}})
+    present.update({e: sorted(book.present_users(e)) for e in
+                    {s["experience"] for k in ("join", "alive") for s in body[k]}})
+    return json_response({"present": present})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -142,4 +127,5 @@ async def health(request: web.Request) -> web.Response:
                    "published": request.app[PUBLISHER].published,
                    "republished": request.app[PUBLISHER].republished},
         "experiences": {e: w.world["version"] for e, w in request.app[WORLDS].items()},
+        "owns": request.app[OWNERSHIP].owned(),
     })

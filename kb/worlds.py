@@ -44,6 +44,12 @@ class WorldService:
         assert saved is not None
         self.world = saved
 
+    async def take_over(self) -> None:
+        """This process just became the world's owner: reload state and presence another kb may have changed."""
+        async with self._lock:
+            await self.load()
+            self.presence.reload_experience(self.experience, await self.store.load_presence())
+
     def view(self, user_id: str) -> dict[str, Any]:
         """The player's area_of_interest at the current version."""
         return area_of_interest(self.world, self.content, user_id)

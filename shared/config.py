@@ -33,6 +33,9 @@ class Settings:
     kb_outbox_keep_s: float = 15 * 60.0
     kb_timeout_s: float = 5.0
     kb_clock_tick_s: float = 0.0
+    kb_ownership: str = "single"  # "single": this kb owns every world; "lease": JetStream KV lease per world
+    kb_advertise_url: str = ""  # how other kb processes reach this one (lease mode); default http://host:port
+    kb_lease_ttl_s: float = 3.0
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000

@@ -6,6 +6,7 @@ import re
 USER_UPDATES_PREFIX = "world.updates.user."
 STREAM_SUBJECTS = ("world.updates.>",)
 CLOCK_LEASE_BUCKET = "gaia_leases"
+OWNER_BUCKET = "gaia_world_owners"  # experience -> URL of the kb that writes it (lease mode)
 
 # NATS subject tokens must not contain separators or wildcards; user ids come from tokens.
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_\-@:+=]{1,128}$")

@@ -1,0 +1,127 @@
+"""Which worlds this kb process may write: all of them, or those whose JetStream KV lease it holds."""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable
+
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from shared.natsconn import NatsLink
+from shared.subjects import OWNER_BUCKET
+
+log = logging.getLogger(__name__)
+Acquired = Callable[[str], Awaitable[None]]
+
+
+class WorldOwnership:
+    """`single` mode owns every world; `lease` mode owns a world while it keeps its KV key alive.
+
+    A lease is a key in a KV bucket whose entries expire after `ttl_s`, created by the first kb
+    to ask and renewed by compare-and-set on its revision. Its value is the owner's URL, so the
+    others can forward requests for that world. The owner counts its lease as valid only for
+    `ttl_s` after the last successful renewal, and the store's version check fences any write a
+    paused former owner still attempts.
+    """
+
+    def __init__(self, link: NatsLink | None, experiences: list[str], my_url: str, ttl_s: float,
+                 on_acquire: Acquired) -> None:
+        self.link = link
+        self.experiences = experiences
+        self.my_url = my_url
+        self.ttl_s = ttl_s
+        self.on_acquire = on_acquire
+        self._revisions: dict[str, int] = {}
+        self._valid_until: dict[str, float] = {}
+        self._kv: KeyValue | None = None
+
+    @property
+    def leased(self) -> bool:
+        return self.link is not None
+
+    def owns(self, experience: str) -> bool:
+        """May this process write the world now?"""
+        if not self.leased:
+            return True
+        return time.monotonic() < self._valid_until.get(experience, 0.0)
+
+    def owned(self) -> list[str]:
+        return [e for e in self.experiences if self.owns(e)]
+
+    async def owner_url(self, experience: str) -> str | None:
+        """The URL of the kb holding the world's lease, or None while nobody does."""
+        try:
+            entry = await (await self._bucket()).get(experience)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        except Exception as exc:  # noqa: BLE001 - NATS away: nobody can be found
+            log.debug("owner lookup failed: %s", type(exc).__name__)
+            return None
+        return entry.value.decode() if entry.value else None
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            assert self.link is not None and self.link.js is not None
+            try:
+                self._kv = await self.link.js.key_value(OWNER_BUCKET)
+            except NotFoundError:
+                self._kv = await self.link.js.create_key_value(bucket=OWNER_BUCKET, ttl=self.ttl_s, history=1)
+        return self._kv
+
+    async def hold_all(self) -> None:
+        """Renew what we own; try to take every world nobody owns."""
+        assert self.link is not None
+        if not self.link.jetstream_ok:
+            return
+        for experience in self.experiences:
+            await self._hold(experience)
+
+    async def _hold(self, experience: str) -> None:
+        started = time.monotonic()
+        try:
+            kv = await self._bucket()
+            revision = self._revisions.get(experience)
+            if revision is None or not self.owns(experience):
+                revision = await kv.create(experience, self.my_url.encode())
+                await self.on_acquire(experience)
+                log.info("took ownership of %s", experience)
+            else:
+                revision = await kv.update(experience, self.my_url.encode(), last=revision)
+        except KeyWrongLastSequenceError:
+            self._lose(experience, "another kb holds it")
+            return
+        except Exception as exc:  # noqa: BLE001 - no renewal this round; the lease runs out by itself
+            log.debug("lease on %s not renewed: %s", experience, type(exc).__name__)
+            self._kv = None
+            return
+        self._revisions[experience] = revision
+        self._valid_until[experience] = started + self.ttl_s
+
+    def _lose(self, experience: str, why: str) -> None:
+        if self._revisions.pop(experience, None) is not None:
+            log.warning("lost ownership of %s (%s)", experience, why)
+        self._valid_until.pop(experience, None)
+
+    async def run(self) -> None:
+        """Forever, a third of the lease time apart: renew and take leases."""
+        if not self.leased:
+            return
+        while True:
+            try:
+                await self.hold_all()
+            except Exception:  # noqa: BLE001 - keep trying; a lease simply runs out meanwhile
+                log.exception("lease round failed")
+            await asyncio.sleep(self.ttl_s / 3)
+
+    async def release(self) -> None:
+        """On shutdown: hand every world back at once instead of making the others wait out the TTL."""
+        if not self.leased or self._kv is None:
+            return
+        for experience, revision in list(self._revisions.items()):
+            try:
+                await asyncio.wait_for(self._kv.delete(experience, last=revision), timeout=1.0)
+            except Exception as exc:  # noqa: BLE001 - it expires anyway
+                log.debug("release of %s failed: %s", experience, type(exc).__name__)
+            self._lose(experience, "shutting down")
