@@ -29,12 +29,17 @@ log = logging.getLogger(__name__)
 
 
 async def health(request: web.Request) -> web.Response:
-    """GET /health: NATS status and session counts; degraded (still serving) without JetStream."""
+    """GET /health: NATS status and session counts; 503 "degraded" (sessions kept) without JetStream.
+
+    The 503 makes it a readiness check: a load balancer sends new clients to gateways that can
+    deliver events, while this one keeps its sessions and recovers by itself.
+    """
     link = request.app[NATS]
     status = link.status()
     body = {"status": "healthy" if status["jetstream"] else "degraded", "service": "gateway",
             "gateway_id": request.app[GATEWAY_ID], "nats": status, "sessions": request.app[REGISTRY].counts()}
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
+    return web.Response(body=orjson.dumps(body), content_type="application/json",
+                        status=200 if status["jetstream"] else 503)
 
 
 def add_routes(app: web.Application) -> None:

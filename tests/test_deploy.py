@@ -1,18 +1,100 @@
-"""Shipped configs are accepted by the real nats-server and keep fsync-before-ack on."""
+"""deploy/: every shipped file is accepted by the tool that will read it (as far as this machine can run it)."""
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+import kubernetes_validate
+import pytest
+import yaml
+
 from harness.procs import nats_server_binary
+from shared.config import Settings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+K8S_VERSION = "1.30"
+
+
+def nats_config_ok(conf: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`nats-server -c conf -t` with the environment the config refers to."""
+    return subprocess.run([nats_server_binary(), "-c", str(conf), "-t"], capture_output=True, text=True,
+                          env={**os.environ, **env})
+
+
+def k8s_docs() -> list[dict]:
+    return [doc for path in sorted(DEPLOY.glob("k8s/*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def test_every_shipped_nats_config_parses_and_syncs_always() -> None:
     configs = sorted(DEPLOY.glob("nats/*.conf"))
-    assert configs
+    assert len(configs) >= 2
     for conf in configs:
-        result = subprocess.run([nats_server_binary(), "-c", str(conf), "-t"], capture_output=True, text=True)
+        result = nats_config_ok(conf, SERVER_NAME="nats-1")
         assert result.returncode == 0, result.stdout + result.stderr
         assert "sync_interval: always" in conf.read_text()
+
+
+def test_kubernetes_nats_config_parses_and_syncs_always(tmp_path: Path) -> None:
+    config_map = next(d for d in k8s_docs() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config")
+    conf = tmp_path / "nats.conf"
+    conf.write_text(config_map["data"]["nats.conf"])
+    result = nats_config_ok(conf, POD_NAME="nats-0")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sync_interval: always" in conf.read_text()
+
+
+def test_kubernetes_manifests_match_the_api_schema_strictly() -> None:
+    docs = k8s_docs()
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert {("StatefulSet", "nats"), ("StatefulSet", "kb"), ("Deployment", "gateway"),
+            ("PodDisruptionBudget", "nats"), ("PodDisruptionBudget", "gateway"), ("Service", "gateway")} <= kinds
+    with pytest.raises(kubernetes_validate.ValidationError):  # the validator does reject a wrong field
+        kubernetes_validate.validate({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
+                                      "spec": {"portz": []}}, K8S_VERSION, strict=True)
+
+
+def test_kubernetes_readiness_is_health_and_settings_load() -> None:
+    docs = k8s_docs()
+    for name, port in (("gateway", 8000), ("kb", 8001)):
+        workload = next(d for d in docs if d["kind"] in ("Deployment", "StatefulSet") and d["metadata"]["name"] == name)
+        probe = workload["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]
+        assert probe == {"path": "/health", "port": port}
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "gaia-config")["data"]
+    settings = Settings.from_env(config)
+    assert settings.stream_replicas == 3 and settings.kb_ownership == "lease" and len(settings.nats_url.split(",")) == 3
+
+
+def test_compose_file_describes_the_whole_system() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"nats-1", "nats-2", "nats-3", "kb-1", "kb-2", "gateway-1", "gateway-2", "lb"} <= set(services)
+    for name, service in services.items():
+        for dep in service.get("depends_on", []):
+            assert dep in services, f"{name} depends on unknown {dep}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
+    env = {k: re.sub(r"\$\{[^}]+\}", "x", str(v)) for k, v in services["gateway-1"]["environment"].items()}
+    settings = Settings.from_env(env)
+    assert settings.stream_replicas == 3 and len(settings.kb_url.split(",")) == 2
+    assert (DEPLOY / services["gateway-1"]["build"]["dockerfile"].removeprefix("deploy/")).exists()
+    nginx = (DEPLOY / "nginx/nginx.conf").read_text()
+    assert "proxy_set_header Upgrade $http_upgrade" in nginx and "proxy_buffering off" in nginx
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
+def test_systemd_units_verify(tmp_path: Path) -> None:
+    venv = Path(sys.executable).parent.parent
+    for unit in DEPLOY.glob("systemd/*.service"):
+        name = unit.name.replace("@.service", "@8000.service")
+        (tmp_path / name).write_text(unit.read_text().replace("/opt/gaia/.venv", str(venv)))
+    result = subprocess.run(["systemd-analyze", "verify", *map(str, sorted(tmp_path.iterdir()))],
+                            capture_output=True, text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr

@@ -137,7 +137,7 @@ async def test_health_reports_nats_and_sessions(players, gateway_server) -> None
     async with aiohttp.ClientSession() as http:
         async with http.get(gateway_server.make_url("/health")) as resp:
             health = await resp.json()
-    assert health["status"] == "healthy" and health["nats"] == {"connected": True, "jetstream": True}
+    assert resp.status == 200 and health["status"] == "healthy" and health["nats"] == {"connected": True, "jetstream": True}
     assert health["sessions"]["websocket"] == 1
 
 
@@ -148,7 +148,7 @@ async def test_nats_down_keeps_sessions_and_they_resubscribe_when_it_returns(pla
     async with aiohttp.ClientSession() as http:
         async def degraded() -> bool:
             async with http.get(gateway_server.make_url("/health")) as resp:
-                return (await resp.json())["status"] == "degraded"
+                return resp.status == 503 and (await resp.json())["status"] == "degraded"
         await eventually(degraded)
     assert await alice.ping() > 0
     assert (await alice.act("go", destination="main_room"))["success"]  # committed, waits in kb's outbox
