@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 USER_ID := $(if $(filter command line,$(origin USER)),$(USER),player2)
 
-.PHONY: install run test token bench clean
+.PHONY: install run test token bench docs screenshots browser clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -19,8 +19,25 @@ install: $(STAMP)
 run: install
 	$(PY) -m harness.devstack
 
-test: install
+test: install browser
 	$(PY) -m pytest
+
+# The live-page test drives Debian's chromium; install it when missing (it is skipped, saying so, if that fails).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo -n)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium for the live-page test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	  echo "could not install chromium: the live-page test will be skipped"; }
+
+# Regenerate the AsyncAPI/OpenAPI documents in docs/ from the schemas (a test fails when they are stale).
+docs: install
+	$(PY) -m shared.apidocs --write docs
+
+# Screenshots of the live page for docs/, taken by its end-to-end test.
+screenshots: install browser
+	GAIA_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_live_page.py
 
 token: install
 	@$(PY) -m shared.auth $(USER_ID)

@@ -4,12 +4,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from pathlib import Path
 from typing import AsyncIterator
 
 import orjson
 from aiohttp import web
 
-from gateway.keys import VERIFIER, BACKGROUND, GATEWAY_ID, HANDSHAKES, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import (BACKGROUND, GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS,
+                          STREAMS, VERIFIER)
+from gateway.metrics import GatewayMetrics
 from gateway.kbclient import KbClient
 from gateway.limits import HandshakeLimiter
 from gateway.presence import PresenceReporter
@@ -18,14 +21,19 @@ from gateway.stream import StreamSet
 from gateway.sse import chat_unified
 from gateway.sse_stream import sse_experience
 from gateway.ws import ws_experience
+from shared.apidocs import document
 from shared.auth import TokenVerifier
 from shared.config import Settings
 from shared.logs import redact_library_loggers
+from shared.metrics import metrics_response
 from shared.natsconn import nats_cleanup_ctx
 from shared.tasks import bounded, stop_tasks
 from shared.schemas.errors import CloseCode
 
 log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The page talks only to this origin (HTTP and WebSocket) and runs only its own script.
+PAGE_CSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'"
 
 
 async def health(request: web.Request) -> web.Response:
@@ -42,12 +50,33 @@ async def health(request: web.Request) -> web.Response:
                         status=200 if status["jetstream"] else 503)
 
 
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    return metrics_response(request.app[METRICS].registry)
+
+
+async def live_page(request: web.Request) -> web.FileResponse:
+    """GET /: the live page (plain HTML/JS; the token is typed in, never served)."""
+    return web.FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
+
+
+async def api_document(request: web.Request) -> web.Response:
+    """GET /openapi.json and /asyncapi.json, generated from the schemas."""
+    name = "openapi-gateway.json" if request.path == "/openapi.json" else "asyncapi.json"
+    return web.Response(text=document(name), content_type="application/json")
+
+
 def add_routes(app: web.Application) -> None:
     """Every gateway route, in one place."""
     app.router.add_get("/ws/experience", ws_experience)
     app.router.add_post("/chat/unified", chat_unified)
     app.router.add_get("/sse/experience", sse_experience)
     app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/openapi.json", api_document)
+    app.router.add_get("/asyncapi.json", api_document)
+    app.router.add_get("/", live_page)
+    app.router.add_static("/static/", STATIC_DIR)
 
 
 async def _kb_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -62,6 +91,7 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REGISTRY] = SessionRegistry()
     app[STREAMS] = StreamSet(app[NATS], settings)
     app[PRESENCE] = PresenceReporter(app[KB], app[GATEWAY_ID], settings.presence_renew_s)
+    app[METRICS] = GatewayMetrics(app[REGISTRY], app[STREAMS], app[NATS])
     tasks = [asyncio.create_task(app[STREAMS].sweep_forever(), name="stream-sweeper"),
              asyncio.create_task(app[PRESENCE].run(), name="presence-reporter")]
     app[BACKGROUND] = tasks

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.kbclient import KbClient
 from gateway.limits import HandshakeLimiter
+from gateway.metrics import GatewayMetrics
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
 from gateway.stream import StreamSet
@@ -24,3 +25,4 @@ GATEWAY_ID = web.AppKey("gateway_id", str)
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 HANDSHAKES = web.AppKey("handshakes", HandshakeLimiter)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
+METRICS = web.AppKey("metrics", GatewayMetrics)

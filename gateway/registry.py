@@ -4,6 +4,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Protocol
 
+from shared.schemas.errors import CloseCode
+
+SLOW_CONSUMER = CloseCode.SLOW_CONSUMER
+
 
 class Closable(Protocol):
     """Anything the registry can close on shutdown (a WebSocket session or an SSE stream)."""
@@ -22,6 +26,7 @@ class SessionRegistry:
         self.sessions: dict[str, Closable] = {}
         self.per_user: Counter[str] = Counter()
         self.closed_by_code: Counter[int] = Counter()
+        self.frames_dropped_slow = 0  # frames still queued when a session was closed as a slow consumer
 
     def add(self, session: Closable) -> None:
         self.sessions[session.conn_id] = session
@@ -30,6 +35,8 @@ class SessionRegistry:
     def remove(self, session: Closable, close_code: int | None = None) -> None:
         if close_code is not None:
             self.closed_by_code[close_code] += 1
+            if close_code == SLOW_CONSUMER:
+                self.frames_dropped_slow += len(getattr(session, "outbox", ()))
         if self.sessions.pop(session.conn_id, None) is not None:
             self.per_user[session.user_id] -= 1
             if self.per_user[session.user_id] <= 0:

@@ -14,6 +14,7 @@ from aiohttp import WSMsgType, web
 from gateway.gate import SnapshotGate
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
 from gateway.limits import TokenBucket
+from gateway.metrics import GatewayMetrics
 from gateway.outbox import SessionOutbox
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
@@ -22,6 +23,7 @@ from shared.config import Settings
 from shared.natsconn import NatsLink
 from shared.schemas.errors import CloseCode, ErrorCode, ProtocolError
 from shared.schemas.messages import error_frame, parse_client_message
+from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class SessionDeps:
     streams: StreamSet
     registry: SessionRegistry
     presence: PresenceReporter
+    metrics: GatewayMetrics
 
 
 class Session:
@@ -60,7 +63,7 @@ class Session:
         self.conn_id = conn_id
         self.outbox: SessionOutbox[bytes] = SessionOutbox(deps.settings.session_outbox_size)
         self.stream = UserStream(deps.link, deps.settings, user_id, experience, conn_id, self,
-                                 deps.streams.validator)
+                                 deps.streams.validator, deps.streams.stats)
         self.limiter = TokenBucket(deps.settings.msg_rate_per_s, deps.settings.msg_burst)
         self.server_close: int | None = None
         self.gate: SnapshotGate[bytes] = SnapshotGate(
@@ -148,6 +151,7 @@ class Session:
         try:
             result = await self.stream.open(last_seq)
         except Exception as exc:  # noqa: BLE001 - NATS trouble: the stream set retries on its own
+            raise_if_cancelled()
             log.warning("[%s] stream open failed (%s: %s); will retry", self.conn_id, type(exc).__name__, exc)
             self.stream.cursor = last_seq
             return "offline"
@@ -202,8 +206,10 @@ class Session:
         """Send one action to kb and answer with action_response (or an error with the same id)."""
         msg_id = message["id"]
         args = {k: v for k, v in message.items() if k not in ("type", "id")}
+        started = time.perf_counter()
         try:
             result = await self.deps.kb.act(self.experience, self.user_id, args, f"{self.conn_id}:{msg_id}")
+            self.deps.metrics.action_seconds.labels(self.transport).observe(time.perf_counter() - started)
             self.send({"type": "action_response", "id": msg_id, "action": message["action"],
                        "success": result["success"], "message": result["message"],
                        "snapshot_version": result.get("snapshot_version")})

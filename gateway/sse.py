@@ -14,7 +14,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from marshmallow import ValidationError
 
 from gateway.intents import parse_intent
-from gateway.keys import GATEWAY_ID, KB, NATS, REGISTRY, SETTINGS, STREAMS, VERIFIER
+from gateway.keys import GATEWAY_ID, KB, METRICS, NATS, REGISTRY, SETTINGS, STREAMS, VERIFIER
 from gateway.kbclient import KbRejected, KbUnavailable
 from gateway.stream import UserStream
 from shared.auth import Identity, TokenError, bearer_token
@@ -62,6 +62,8 @@ def sse_count(request: web.Request, user_id: str) -> int:
 class ChatEvents:
     """Sink for the chat route's per-request stream: events wait in a queue for the handler."""
 
+    transport = "chat"
+
     def __init__(self, limit: int) -> None:
         self.queue: asyncio.Queue[tuple[int, bytes, dict[str, Any]]] = asyncio.Queue(limit)
         self.overflowed = False
@@ -89,13 +91,14 @@ class ChatStream:
         self.request = request
         self.settings = app[SETTINGS]
         self.kb = app[KB]
+        self.metrics = app[METRICS]
         self.user_id = identity.user_id
         self.experience = body["experience"]
         self.body = body
         self.conn_id = f"{app[GATEWAY_ID]}-chat-{uuid.uuid4().hex[:10]}"
         self.events = ChatEvents(self.settings.session_outbox_size)
         self.stream = UserStream(app[NATS], self.settings, self.user_id, self.experience, self.conn_id, self.events,
-                                 app[STREAMS].validator)
+                                 app[STREAMS].validator, app[STREAMS].stats)
         self.resp: EventSourceResponse | None = None
         self.started = time.perf_counter()
         self.first_chunk_at: float | None = None
@@ -153,6 +156,7 @@ class ChatStream:
     async def _act_while_forwarding(self, args: dict[str, Any]) -> dict[str, Any]:
         """Send the action; forward events the moment they arrive, even before kb answers."""
         action = asyncio.ensure_future(self.kb.act(self.experience, self.user_id, args, self.conn_id))
+        started = time.perf_counter()
         try:
             while not action.done():
                 getter = asyncio.ensure_future(self.events.queue.get())
@@ -161,7 +165,9 @@ class ChatStream:
                     await self._forward(*getter.result())
                 else:
                     getter.cancel()
-            return action.result()
+            result = action.result()
+            self.metrics.action_seconds.labels("chat").observe(time.perf_counter() - started)
+            return result
         finally:
             action.cancel()
 

@@ -17,6 +17,8 @@ from gateway.outbox import SessionOutbox
 from gateway.sse import authenticate, check_experience, json_error, sse_count
 from gateway.stream import UserStream
 from gateway.ws import parse_cursor
+from shared.schemas.errors import CloseCode
+from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 Item = tuple[str | None, bytes]
@@ -36,7 +38,7 @@ class SseSession:
         self.conn_id = f"{app[GATEWAY_ID]}-sse-{uuid.uuid4().hex[:10]}"
         self.outbox: SessionOutbox[Item] = SessionOutbox(self.settings.session_outbox_size)
         self.stream = UserStream(app[NATS], self.settings, user_id, experience, self.conn_id, self,
-                                 app[STREAMS].validator)
+                                 app[STREAMS].validator, app[STREAMS].stats)
         self.gate: SnapshotGate[Item] = SnapshotGate(
             app[KB], experience, user_id, self.conn_id, app[GATEWAY_ID], self.outbox.limit, emit_event=self._put,
             emit_frame=lambda frame: self._put((None, orjson.dumps(frame))), on_overflow=self._overflow)
@@ -96,7 +98,7 @@ class SseSession:
             app[STREAMS].discard(self.stream)
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.stream.close())
-            app[REGISTRY].remove(self)
+            app[REGISTRY].remove(self, CloseCode.SLOW_CONSUMER if self.overflowed else None)
             app[PRESENCE].leave(self.conn_id, clean=False)  # EventSource has no clean close: grace applies
             log.info("[%s] SSE stream closed (user=%s)", self.conn_id, self.user_id)
         assert self.resp is not None
@@ -107,6 +109,7 @@ class SseSession:
         try:
             result = await self.stream.open(cursor)
         except Exception as exc:  # noqa: BLE001 - the stream set reopens it when NATS is back
+            raise_if_cancelled()
             log.warning("[%s] stream open failed (%s); will retry", self.conn_id, type(exc).__name__)
             self.stream.cursor = cursor
             return

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -25,6 +26,7 @@ from shared.config import Settings
 from gateway.validation import EventValidator
 from shared.natsconn import NatsLink
 from shared.subjects import user_updates
+from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +55,19 @@ def with_seq(seq: int, payload: bytes) -> bytes:
     return b'{"seq":%d,%s' % (seq, payload[1:])
 
 
+@dataclass
+class StreamStats:
+    """Events handed to sessions (by transport) and events dropped as invalid, over the process's life."""
+
+    delivered: Counter[str] = field(default_factory=Counter)
+    invalid: int = 0
+
+
 class UserStream:
     """One user's event stream for one experience, resumable from any stream sequence."""
 
     def __init__(self, link: NatsLink, settings: Settings, user_id: str, experience: str, label: str,
-                 sink: StreamSink, validator: EventValidator) -> None:
+                 sink: StreamSink, validator: EventValidator, stats: StreamStats | None = None) -> None:
         self.link = link
         self.settings = settings
         self.user_id = user_id
@@ -66,8 +76,9 @@ class UserStream:
         self.label = label
         self.sink = sink
         self.validator = validator
+        self.stats = stats or StreamStats()
+        self.transport = getattr(sink, "transport", "other")
         self.cursor: int | None = None
-        self.delivered = 0
         self.last_activity = time.monotonic()
         self._sub: Subscription | None = None
         self._deliver: str = ""
@@ -193,6 +204,7 @@ class UserStream:
         try:
             await self.reopen()
         except Exception as exc:  # noqa: BLE001 - the stream sweeper will try again
+            raise_if_cancelled()
             log.warning("[%s] stream reopen failed: %s", self.label, type(exc).__name__)
             self._sub = None
 
@@ -232,10 +244,11 @@ class UserStream:
             event = self.validator.check(payload, self.user_id)
         except (orjson.JSONDecodeError, ValidationError) as exc:
             log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
+            self.stats.invalid += 1
             return False
         if event["experience"] != self.experience:
             return False
-        self.delivered += 1
+        self.stats.delivered[self.transport] += 1
         self.sink.on_event(seq, with_seq(seq, payload), event)
         return True
 
@@ -258,6 +271,7 @@ class StreamSet:
         self.settings = settings
         self.streams: set[UserStream] = set()
         self.validator = EventValidator()
+        self.stats = StreamStats()
         link.on_connect(self.reopen_all)
 
     def add(self, stream: UserStream) -> None:

@@ -6,7 +6,7 @@ import uuid
 
 from aiohttp import WSCloseCode, web
 
-from gateway.keys import VERIFIER, GATEWAY_ID, HANDSHAKES, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS, VERIFIER
 from gateway.session import Session, SessionDeps
 from shared.auth import TokenError, bearer_token
 from shared.schemas.errors import CloseCode
@@ -25,7 +25,7 @@ class GatewayWebSocket(web.WebSocketResponse):
 
 def session_deps(app: web.Application) -> SessionDeps:
     """The shared pieces every session uses."""
-    return SessionDeps(app[SETTINGS], app[KB], app[NATS], app[STREAMS], app[REGISTRY], app[PRESENCE])
+    return SessionDeps(app[SETTINGS], app[KB], app[NATS], app[STREAMS], app[REGISTRY], app[PRESENCE], app[METRICS])
 
 
 def parse_cursor(raw: str | None) -> int | None:

@@ -77,6 +77,11 @@ GAIA is running (logs in .run/):
   kb           {kb.url}/health
   gateway      {gateway.url}/health
 
+Play in a browser (the live page):
+  {gateway.url}/?token={token}
+API documents: {gateway.url}/asyncapi.json  {gateway.url}/openapi.json  {kb.url}/openapi.json
+Metrics:       {gateway.url}/metrics  {kb.url}/metrics
+
 Dev token for '{args.user}' (24 h; another user: make token USER=<id>):
   {token}
 

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from kb import views
 from kb.clock import ClockLease, run_clock
-from kb.keys import BACKGROUND, FORWARD_HTTP, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
+from kb.keys import BACKGROUND, FORWARD_HTTP, METRICS, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
+from kb.metrics import KbMetrics
 from kb.outbox import OutboxPublisher
 from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
@@ -33,6 +34,8 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/experiences/{experience}/players/{user_id}/state", views.get_player_state)
     app.router.add_post("/presence", views.post_presence)
     app.router.add_get("/health", views.health)
+    app.router.add_get("/metrics", views.metrics)
+    app.router.add_get("/openapi.json", views.openapi)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -63,6 +66,7 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
         await worlds[experience].take_over()
     app[OWNERSHIP] = WorldOwnership(app[NATS] if leased else None, list(worlds), my_url,
                                     settings.kb_lease_ttl_s, take_over)
+    app[METRICS] = KbMetrics(app[NATS], publisher, presence, worlds, app[OWNERSHIP])
     log.info("kb serving experiences: %s", ", ".join(f"{e}@v{w.world['version']}" for e, w in worlds.items()))
     yield
 

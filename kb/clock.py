@@ -12,6 +12,7 @@ from nats.js.kv import KeyValue
 from kb.worlds import WorldService
 from shared.natsconn import NatsLink
 from shared.subjects import CLOCK_LEASE_BUCKET
+from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 LEASE_KEY = "world-clock"
@@ -57,6 +58,7 @@ class ClockLease:
             self.revision = None
             return False
         except Exception as exc:  # noqa: BLE001 - no lease this round; try next tick
+            raise_if_cancelled()
             log.debug("clock lease unavailable: %s", type(exc).__name__)
             self.revision = None
             self._kv = None
@@ -78,4 +80,5 @@ async def run_clock(worlds: dict[str, WorldService], lease: ClockLease | None, t
             try:
                 await world.tick()
             except Exception:  # noqa: BLE001 - one bad tick must not stop the clock
+                raise_if_cancelled()
                 log.exception("world tick failed for %s", world.experience)

@@ -6,6 +6,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
+from kb.metrics import KbMetrics
 from kb.outbox import OutboxPublisher
 from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
@@ -23,3 +24,4 @@ WORLDS = web.AppKey("worlds", dict[str, WorldService])
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 OWNERSHIP = web.AppKey("ownership", WorldOwnership)
 FORWARD_HTTP = web.AppKey("forward_http", aiohttp.ClientSession)
+METRICS = web.AppKey("metrics", KbMetrics)

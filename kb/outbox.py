@@ -10,6 +10,7 @@ from nats.js.errors import NotFoundError
 from kb.store import OutboxRow, Store
 from shared.config import Settings
 from shared.natsconn import NatsLink
+from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 BATCH = 512
@@ -56,6 +57,7 @@ class OutboxPublisher:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep the rows, retry later
+                raise_if_cancelled()
                 log.warning("outbox publish failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)

@@ -11,6 +11,7 @@ from nats.js.kv import KeyValue
 
 from shared.natsconn import NatsLink
 from shared.subjects import OWNER_BUCKET
+from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 Acquired = Callable[[str], Awaitable[None]]
@@ -57,6 +58,7 @@ class WorldOwnership:
         except (KeyNotFoundError, NotFoundError):
             return None
         except Exception as exc:  # noqa: BLE001 - NATS away: nobody can be found
+            raise_if_cancelled()
             log.debug("owner lookup failed: %s", type(exc).__name__)
             return None
         return entry.value.decode() if entry.value else None
@@ -93,6 +95,7 @@ class WorldOwnership:
             self._lose(experience, "another kb holds it")
             return
         except Exception as exc:  # noqa: BLE001 - no renewal this round; the lease runs out by itself
+            raise_if_cancelled()
             log.debug("lease on %s not renewed: %s", experience, type(exc).__name__)
             self._kv = None
             return
@@ -112,6 +115,7 @@ class WorldOwnership:
             try:
                 await self.hold_all()
             except Exception:  # noqa: BLE001 - keep trying; a lease simply runs out meanwhile
+                raise_if_cancelled()
                 log.exception("lease round failed")
             await asyncio.sleep(self.ttl_s / 3)
 

@@ -10,9 +10,11 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from kb.forward import forward_presence, local_world_or_forward
-from kb.keys import NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
+from kb.keys import METRICS, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
 from kb.responses import json_response, problem
+from shared.apidocs import document
 from shared.auth import same_secret
+from shared.metrics import metrics_response
 from shared.schemas.kbapi import ActionRequestSchema, PresenceUpdateSchema
 from shared.schemas.messages import ACTIONS
 
@@ -20,13 +22,14 @@ log = logging.getLogger(__name__)
 _ACTION = ActionRequestSchema()
 _PRESENCE = PresenceUpdateSchema()
 MAX_BODY = 64 * 1024
+PUBLIC_PATHS = ("/health", "/metrics", "/openapi.json")  # no secrets there; scrapers and docs need no key
 MAX_PRESENCE_BODY = 8 * 1024 * 1024  # a gateway renewing thousands of sessions at once
 
 
 @web.middleware
 async def service_key_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     """Every route but /health needs the gateway's X-API-Key."""
-    if request.path != "/health" and not same_secret(request.headers.get("X-API-Key"),
+    if request.path not in PUBLIC_PATHS and not same_secret(request.headers.get("X-API-Key"),
                                                     request.app[SETTINGS].kb_api_key):
         return problem(401, "unauthorized", "missing or wrong X-API-Key")
     return await handler(request)
@@ -63,7 +66,10 @@ async def post_action(request: web.Request) -> web.Response:
         return problem(422, "unknown_action", f"unknown action {body['action'][:64]!r}",
                        {"action": [f"must be one of {', '.join(ACTIONS)}"]})
     user_id, trace_id = body.pop("user_id"), body.pop("trace_id")
+    metrics, started = request.app[METRICS], time.perf_counter()
     result = await world.act(user_id, body, trace_id)
+    metrics.action_seconds.labels(body["action"]).observe(time.perf_counter() - started)
+    metrics.actions.labels(body["action"], "committed" if result["success"] else "refused").inc()
     return json_response(result)
 
 
@@ -129,3 +135,15 @@ async def health(request: web.Request) -> web.Response:
         "experiences": {e: w.world["version"] for e, w in request.app[WORLDS].items()},
         "owns": request.app[OWNERSHIP].owned(),
     })
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    kb_metrics = request.app[METRICS]
+    kb_metrics.outbox_pending = await request.app[STORE].outbox_depth()
+    return metrics_response(kb_metrics.registry)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: this service's API, generated from the schemas."""
+    return web.Response(text=document("openapi-kb.json"), content_type="application/json")

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from shared.config import Settings
 from shared.subjects import STREAM_SUBJECTS
-from shared.tasks import bounded, stop_tasks
+from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
 log = logging.getLogger(__name__)
 Listener = Callable[[], Awaitable[None]]
@@ -101,6 +101,7 @@ class NatsLink:
                 )
                 break
             except Exception as exc:  # noqa: BLE001 - any failure means "retry later"
+                raise_if_cancelled()
                 log.warning("nats connect to %s failed (%s); retrying in %.1fs",
                             self.settings.nats_url, type(exc).__name__, delay)
                 await asyncio.sleep(delay)
@@ -119,6 +120,7 @@ class NatsLink:
                 self.jetstream_ok = True
                 break
             except Exception as exc:  # noqa: BLE001 - JetStream may still be recovering
+                raise_if_cancelled()
                 log.warning("ensure stream failed (%s: %s); retrying", type(exc).__name__, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -40,3 +40,14 @@ async def bounded(awaitable: Awaitable[Any], timeout: float, name: str) -> bool:
         log.info("%s failed: %s", name, type(exc).__name__)
         return False
     return True
+
+
+def raise_if_cancelled() -> None:
+    """Call in a broad `except Exception`: re-raise the cancellation a library turned into an ordinary error.
+
+    nats-py, for one, catches CancelledError while waiting to publish and raises
+    TooManyStalledMsgsError instead; a retry loop would then swallow our shutdown.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

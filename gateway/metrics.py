@@ -1,0 +1,61 @@
+"""The gateway's Prometheus metrics: sessions, events, outboxes, actions, slow consumers, NATS."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from gateway.registry import SessionRegistry
+from gateway.stream import StreamSet
+from shared.metrics import LATENCY_BUCKETS, new_registry
+from shared.natsconn import NatsLink
+from shared.schemas.errors import CloseCode
+
+TRANSPORTS = ("websocket", "sse", "chat")
+
+
+class GatewayMetrics:
+    """One per app. Counters that the app already keeps are read at scrape time; latency is observed here."""
+
+    def __init__(self, sessions: SessionRegistry, streams: StreamSet, link: NatsLink) -> None:
+        self.sessions = sessions
+        self.streams = streams
+        self.link = link
+        self.registry = new_registry(self._read)
+        self.action_seconds = Histogram(
+            "gaia_gateway_action_seconds", "Action round trip through kb, by transport",
+            ["transport"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def _read(self) -> Iterable[Metric]:
+        counts = self.sessions.counts()
+        open_sessions = GaugeMetricFamily("gaia_gateway_sessions", "Open sessions by transport", labels=["transport"])
+        for transport in ("websocket", "sse"):
+            open_sessions.add_metric([transport], counts[transport])
+        yield open_sessions
+        delivered = CounterMetricFamily("gaia_gateway_events_delivered", "Stream events handed to sessions",
+                                        labels=["transport"])
+        for transport in TRANSPORTS:
+            delivered.add_metric([transport], self.streams.stats.delivered.get(transport, 0))
+        yield delivered
+        dropped = CounterMetricFamily("gaia_gateway_events_dropped", "Events or frames not delivered",
+                                      labels=["reason"])
+        dropped.add_metric(["invalid"], self.streams.stats.invalid)
+        dropped.add_metric(["slow_consumer"], self.sessions.frames_dropped_slow)
+        yield dropped
+        depths = [len(s.outbox) for s in self.sessions.sessions.values() if hasattr(s, "outbox")]
+        depth = GaugeMetricFamily("gaia_gateway_outbox_depth", "Frames waiting in session outboxes", labels=["stat"])
+        depth.add_metric(["total"], sum(depths))
+        depth.add_metric(["max"], max(depths, default=0))
+        yield depth
+        yield CounterMetricFamily("gaia_gateway_slow_consumer_closes", "Sessions closed because they could not keep up",
+                                  value=self.sessions.closed_by_code.get(CloseCode.SLOW_CONSUMER, 0))
+        closes = CounterMetricFamily("gaia_gateway_session_closes", "Closed sessions by close code", labels=["code"])
+        for code, n in sorted(self.sessions.closed_by_code.items()):
+            closes.add_metric([str(code)], n)
+        yield closes
+        yield CounterMetricFamily("gaia_gateway_nats_reconnects", "NATS reconnects of this process",
+                                  value=self.link.reconnects)
+        yield GaugeMetricFamily("gaia_gateway_nats_up", "1 while NATS and JetStream are reachable",
+                                value=int(self.link.status()["jetstream"]))

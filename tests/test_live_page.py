@@ -1,0 +1,86 @@
+"""The live page at /, driven end to end in headless Chromium (Debian's package) with Playwright."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXPERIENCE
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed and `make test` could not install it (apt-get install chromium)")
+# Flags for a sandboxed, offline machine: no background calls home, no GPU.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+async def browser():
+    from playwright.async_api import async_playwright
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        await chromium.close()
+
+
+def screenshot_dir() -> Path | None:
+    """`make screenshots` sets GAIA_SCREENSHOTS=docs/screenshots; plain test runs take none."""
+    folder = os.environ.get("GAIA_SCREENSHOTS")
+    if not folder:
+        return None
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return Path(folder)
+
+
+async def test_a_player_logs_in_collects_and_drops_and_watches_another_player(browser, gateway_server, players,
+                                                                               token) -> None:
+    page = await browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(str(gateway_server.make_url("/")))
+    await page.fill("#token", token("webplayer"))
+    await page.fill("#experience", EXPERIENCE)
+    await page.click("#connect")
+    await page.wait_for_selector("#status[data-state=connected]")
+    await page.wait_for_selector("#area-name:text-is('Entrance')")
+
+    await page.click("#exits button:has-text('Main Room')")
+    await page.wait_for_selector("#area-name:text-is('Main Room')")
+    bob = await players("bob")
+    assert (await bob.act("go", destination="main_room"))["success"]
+    assert (await bob.next("world_update"))["actor_id"] == "bob"
+    await page.wait_for_selector("#players li:has-text('bob')")
+
+    await page.click("#items li[data-instance=dream_bottle_1] button")
+    await page.wait_for_selector("#inventory li[data-instance=dream_bottle_1]")
+    seen_by_bob = await bob.next("world_update")
+    assert seen_by_bob["actor_id"] == "webplayer"
+    assert seen_by_bob["changes"][0]["operation"] == "remove"
+    assert await page.locator("#items li[data-instance=dream_bottle_1]").count() == 0
+
+    # Another player's change arrives on the page by itself.
+    assert (await bob.act("collect_item", instance_id="dream_bottle_2"))["success"]
+    assert (await bob.next("world_update"))["actor_id"] == "bob"
+    await page.wait_for_selector("#log li.world_update:has-text('bob')")
+    assert await page.locator("#items li[data-instance=dream_bottle_2]").count() == 0
+    shots = screenshot_dir()
+    if shots:
+        await page.screenshot(path=str(shots / "live-page.png"), full_page=True)
+
+    await page.click("#inventory li[data-instance=dream_bottle_1] button")
+    await page.wait_for_selector("#items li[data-instance=dream_bottle_1]")
+    bob_sees_drop = await bob.next("world_update")
+    assert bob_sees_drop["actor_id"] == "webplayer" and bob_sees_drop["changes"][0]["operation"] == "add"
+    assert not errors, errors
+
+
+async def test_a_bad_token_is_shown_not_retried(browser, gateway_server) -> None:
+    page = await browser.new_page()
+    await page.goto(str(gateway_server.make_url("/")))
+    await page.fill("#token", "not-a-token")
+    await page.click("#connect")
+    await page.wait_for_selector("#log li.error:has-text('4401')")
+    await page.wait_for_selector("#status[data-state=offline]")
