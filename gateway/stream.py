@@ -1,8 +1,9 @@
-"""A session's one subscription: a JetStream consumer on the user's subject, live and replay alike.
+"""A session's one subscription: a JetStream consumer on its experience and user subjects, live and replay alike.
 
 Each stream owns a core subscription on its own deliver subject plus an ephemeral, ack-less push
-consumer filtered on `world.updates.user.{id}`, started at `cursor + 1`. The stream sequence of
-each message is the client's `seq`. A consumer-sequence gap, a missed heartbeat or a NATS
+consumer filtered on `world.updates.exp.{experience}` (one broadcast per commit, each player's copy
+made here) and `world.updates.user.{id}` (events addressed to this user only), started at
+`cursor + 1`. The stream sequence of each message is the client's `seq`. A consumer-sequence gap, a missed heartbeat or a NATS
 reconnect recreates the consumer from the cursor, and anything at or below the cursor is dropped,
 so delivery is gap-free and duplicate-free without a second code path for replay.
 """
@@ -25,7 +26,7 @@ from nats.js.errors import NotFoundError
 from shared.config import Settings
 from gateway.validation import EventValidator
 from shared.natsconn import NatsLink
-from shared.subjects import user_updates
+from shared.subjects import experience_updates, user_updates
 from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class UserStream:
         self.user_id = user_id
         self.experience = experience
         self.subject = user_updates(user_id)
+        self.experience_subject = experience_updates(experience)
         self.label = label
         self.sink = sink
         self.validator = validator
@@ -125,13 +127,16 @@ class UserStream:
         return self.cursor
 
     async def _last_seq_of_subject(self) -> int:
-        """Stream sequence of the newest message on this user's subject (0 if none)."""
+        """Stream sequence of the newest message on the experience's or this user's subject (0 if none)."""
         assert self.link.js is not None
-        try:
-            msg = await self.link.js.get_last_msg(self.settings.stream_name, self.subject, direct=True)
-        except NotFoundError:
-            return 0
-        return msg.seq or 0
+        last = 0
+        for subject in (self.experience_subject, self.subject):
+            try:
+                msg = await self.link.js.get_last_msg(self.settings.stream_name, subject, direct=True)
+            except NotFoundError:
+                continue
+            last = max(last, msg.seq or 0)
+        return last
 
     async def reopen(self) -> None:
         """Recreate the consumer from the cursor (after a reconnect, gap or silence)."""
@@ -164,7 +169,7 @@ class UserStream:
                                        pending_bytes_limit=self.settings.sub_pending_bytes)
         config = js_api.ConsumerConfig(
             deliver_subject=self._deliver,
-            filter_subject=self.subject,
+            filter_subjects=[self.experience_subject, self.subject],
             deliver_policy=js_api.DeliverPolicy.NEW if start_seq is None else js_api.DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=start_seq,
             ack_policy=js_api.AckPolicy.NONE,
@@ -225,7 +230,7 @@ class UserStream:
         if self.cursor is not None and seq <= self.cursor:
             return
         self.cursor = seq
-        forwarded = self._forward(seq, msg.data)
+        forwarded = self._forward(seq, msg.subject, msg.data)
         if self._replay is not None:
             self._count_replay(seq, forwarded)
 
@@ -238,18 +243,25 @@ class UserStream:
             self._generation += 1
             self.schedule_reopen()
 
-    def _forward(self, seq: int, payload: bytes) -> bool:
-        """Validate and pass on events of this stream's experience; others only move the cursor."""
+    def _forward(self, seq: int, subject: str, payload: bytes) -> bool:
+        """Validate and pass on this player's copy; anything else only moves the cursor."""
         try:
-            event = self.validator.check(payload, self.user_id)
+            if subject == self.experience_subject:
+                broadcast = self.validator.broadcast(payload)
+                frame, event = broadcast.frame_for(seq, self.user_id), broadcast.event
+                if frame is None:
+                    return False
+            else:
+                event = self.validator.check(payload, self.user_id)
+                if event["experience"] != self.experience:
+                    return False
+                frame = with_seq(seq, payload)
         except (orjson.JSONDecodeError, ValidationError) as exc:
             log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
             self.stats.invalid += 1
             return False
-        if event["experience"] != self.experience:
-            return False
         self.stats.delivered[self.transport] += 1
-        self.sink.on_event(seq, with_seq(seq, payload), event)
+        self.sink.on_event(seq, frame, event)
         return True
 
     def _count_replay(self, seq: int, forwarded: bool) -> None:

@@ -1,4 +1,4 @@
-"""Schema validation of bus events, done once per distinct content rather than once per recipient."""
+"""Schema validation of bus events, done once per distinct content rather than once per session."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -7,24 +7,66 @@ from typing import Any
 import orjson
 from marshmallow import ValidationError
 
-from shared.schemas.events import validate_stream_event
+from shared.broadcast import personal_copy, visible_indexes
+from shared.schemas.events import validate_broadcast, validate_stream_event
 
 CACHE_SIZE = 4096
+
+
+class Broadcast:
+    """One validated message of an experience subject, and the per-player frames made from it.
+
+    Players who may see the same changes share one encoded body; each frame only adds its own
+    `seq` and `user_id` in front, so a change seen by a thousand players is encoded a few times.
+    """
+
+    def __init__(self, payload: bytes, event: dict[str, Any]) -> None:
+        self.payload = payload
+        self.event = event
+        self._bodies: dict[tuple[int, ...], bytes] = {}
+
+    def frame_for(self, seq: int, user_id: str) -> bytes | None:
+        """This player's frame, or None if the message is not for them (their own presence)."""
+        event = self.event
+        if event["type"] == "presence":
+            return None if event["user_id"] == user_id else b'{"seq":%d,%s' % (seq, self.payload[1:])
+        indexes = visible_indexes(event, user_id)
+        body = self._bodies.get(indexes)
+        if body is None:
+            copy = personal_copy(event, user_id, indexes)
+            del copy["user_id"]
+            body = self._bodies[indexes] = orjson.dumps(copy)
+        return b'{"seq":%d,"user_id":%s,%s' % (seq, orjson.dumps(user_id), body[1:])
 
 
 class EventValidator:
     """Validates events with the marshmallow schemas, remembering contents it has already accepted.
 
-    kb addresses one copy of a change to every player; the copies differ only in `user_id`. The
-    copy is checked to be addressed to the receiving user, then validated under a key with that
-    field removed, so a change seen by a thousand players is validated a handful of times.
+    Broadcasts (one per commit, on the experience subject) are validated once per gateway. Events
+    addressed to one user (their own subject) are checked to name the receiving user, then
+    validated under a key with that field removed.
     """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
         self._accepted: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
+        self._broadcasts: OrderedDict[bytes, Broadcast] = OrderedDict()
         self.validated = 0
         self.reused = 0
+
+    def broadcast(self, payload: bytes) -> Broadcast:
+        """A message of an experience subject, validated once however many sessions receive it."""
+        found = self._broadcasts.get(payload)
+        if found is not None:
+            self._broadcasts.move_to_end(payload)
+            self.reused += 1
+            return found
+        found = Broadcast(payload, validate_broadcast(orjson.loads(payload)))
+        self.validated += 1
+        self._broadcasts[payload] = found
+        if len(self._broadcasts) > self.size:
+            self._broadcasts.popitem(last=False)
+        return found
 
     def check(self, payload: bytes, user_id: str) -> dict[str, Any]:
         """The loaded event (shared, read-only) or ValidationError / orjson.JSONDecodeError."""

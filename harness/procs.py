@@ -133,13 +133,14 @@ class NatsServer:
             async with http.get(f"{self.monitor_url}/connz?subs=1") as resp:
                 return await resp.json()
 
-    async def consumer_filters(self) -> list[str]:
-        """The filter subject of every JetStream consumer (from /jsz with configs)."""
+    async def consumer_filters(self) -> list[list[str]]:
+        """The filter subjects of every JetStream consumer (from /jsz with configs)."""
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{self.monitor_url}/jsz?consumers=true&config=true") as resp:
                 jsz = await resp.json()
-        return [c["config"].get("filter_subject", "") for a in jsz.get("account_details", [])
-                for s in a.get("stream_detail", []) for c in s.get("consumer_detail", []) or []]
+        consumers = [c["config"] for a in jsz.get("account_details", [])
+                     for s in a.get("stream_detail", []) for c in s.get("consumer_detail", []) or []]
+        return [sorted(c.get("filter_subjects") or [c.get("filter_subject", "")]) for c in consumers]
 
     async def subscriptions(self) -> list[str]:
         """Every subject any client subscribes to right now."""

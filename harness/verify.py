@@ -4,15 +4,17 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import aiohttp
 import nats
+import orjson
 
 from harness.player import SimPlayer
 from harness.procs import wait_healthy
 from harness.world import normalise
 from shared.config import Settings
+from shared.subjects import experience_updates, user_updates
 
 EXPERIENCE = "wylding-woods"
 
@@ -64,8 +66,9 @@ class RunReport:
         ]
 
 
-async def subject_seqs(nats_url: str, stream: str, subject: str) -> list[int]:
-    """Stream sequences of every message on a subject, read back with an ordered consumer."""
+async def subject_seqs(nats_url: str, stream: str, subject: str,
+                       keep: Callable[[bytes], bool] = lambda _: True) -> list[int]:
+    """Stream sequences of every message on a subject (whose payload `keep` accepts), read back in order."""
     nc = await nats.connect(nats_url.split(","))
     try:
         js = nc.jetstream()
@@ -78,10 +81,23 @@ async def subject_seqs(nats_url: str, stream: str, subject: str) -> list[int]:
         while not seqs or seqs[-1] < last:
             msg = await sub.next_msg(timeout=5)
             seqs.append(msg.metadata.sequence.stream)
+            if not keep(msg.data):
+                seqs[-1] = -1
         await sub.unsubscribe()
-        return seqs
+        return [s for s in seqs if s >= 0]
     finally:
         await nc.close()
+
+
+async def player_seqs(nats_url: str, stream: str, experience: str, user: str) -> list[int]:
+    """Every stream sequence a player's session must deliver: the experience's broadcasts (but
+    presence about the player themself) and anything addressed to the player alone."""
+    def not_about_me(payload: bytes) -> bool:
+        event = orjson.loads(payload)
+        return not (event.get("type") == "presence" and event.get("user_id") == user)
+    shared = await subject_seqs(nats_url, stream, experience_updates(experience), not_about_me)
+    own = await subject_seqs(nats_url, stream, user_updates(user))
+    return sorted(shared + own)
 
 
 async def settle(system: Target, sims: list[SimPlayer]) -> None:
@@ -106,7 +122,7 @@ async def check(system: Target, sims: list[SimPlayer], report: RunReport) -> Non
         for sim in sims:
             user = sim.client.connected["user_id"] if sim.client.connected else "?"
             got = sim.client.seqs
-            stream = await subject_seqs(system.nats_url, settings.stream_name, f"world.updates.user.{user}")
+            stream = await player_seqs(system.nats_url, settings.stream_name, EXPERIENCE, user)
             expected = [s for s in stream if got and s >= got[0]]
             report.published += len(stream)
             report.expected += len(expected)

@@ -1,58 +1,55 @@
-"""Turning one committed outcome into per-recipient WorldUpdateEvents (encoded once each)."""
+"""Turning one committed outcome into ONE broadcast event on the experience subject (the gateway fans out)."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
 from kb.world.model import World
 from kb.world.rules import Outcome, ScopedChange
-from shared.schemas.events import EVENT_VERSION, WorldUpdateEventSchema
-from shared.subjects import user_updates
+from shared.broadcast import personal_copy
+from shared.schemas.events import EVENT_VERSION, BroadcastWorldUpdateSchema, WorldUpdateEventSchema
+from shared.subjects import experience_updates
 
+_BROADCAST_SCHEMA = BroadcastWorldUpdateSchema()
 _EVENT_SCHEMA = WorldUpdateEventSchema()
 OutboxEvent = tuple[str, str, bytes]
 
 
-def visible_to(scoped: ScopedChange, recipient: str, actor_id: str, visibility: str, world: World) -> bool:
-    """May this recipient see this change under the experience's visibility rule?"""
+def audience(scoped: ScopedChange, actor_id: str, visibility: str, world: World) -> dict[str, list[str]] | None:
+    """Who may see this change under the experience's visibility rule (None: everyone in the experience)."""
     if scoped.private_to is not None:
-        return scoped.private_to == recipient
-    if recipient == actor_id or visibility == "global":
-        return True
+        return {"only": [scoped.private_to]}
+    if visibility == "global" or (visibility == "location" and not scoped.areas):
+        return None
     if visibility == "none":
-        return False
-    player = world["players"].get(recipient)
-    return not scoped.areas or (player is not None and player["current_area"] in scoped.areas)
+        return {"only": [actor_id]}
+    inside = {uid for uid, player in world["players"].items() if player["current_area"] in scoped.areas}
+    return {"only": sorted(inside | {actor_id})}
 
 
-def world_update_events(outcome: Outcome, *, experience: str, actor_id: str, recipients: Iterable[str],
-                        visibility: str, base_version: int, now_ms: int, trace_id: str) -> list[OutboxEvent]:
-    """One event per recipient; those who see nothing still get the version step (empty changes)."""
+def world_update_events(outcome: Outcome, *, experience: str, actor_id: str, visibility: str, base_version: int,
+                        now_ms: int, trace_id: str) -> list[OutboxEvent]:
+    """The commit's one broadcast; a player who may see none of its changes still gets the version step."""
     world = outcome.world
     assert world is not None
-    events = []
-    for recipient in sorted(set(recipients)):
-        changes = [c.change for c in outcome.changes if visible_to(c, recipient, actor_id, visibility, world)]
-        event: dict[str, Any] = {
-            "type": "world_update", "version": EVENT_VERSION, "experience": experience,
-            "user_id": recipient, "actor_id": actor_id,
-            "base_version": base_version, "snapshot_version": base_version + 1,
-            "timestamp": now_ms, "changes": changes,
-            "metadata": {"source": "kb", "trace_id": trace_id},
-        }
-        if recipient == actor_id:
-            _EVENT_SCHEMA.load(event)  # the fullest copy; a bad rule output fails here, before commit
-        msg_id = f"{experience}:{base_version + 1}:{recipient}"
-        events.append((msg_id, user_updates(recipient), orjson.dumps(event)))
-    return events
+    event: dict[str, Any] = {
+        "type": "world_update", "version": EVENT_VERSION, "experience": experience, "actor_id": actor_id,
+        "base_version": base_version, "snapshot_version": base_version + 1, "timestamp": now_ms,
+        "changes": [c.change for c in outcome.changes],
+        "audience": [audience(c, actor_id, visibility, world) for c in outcome.changes],
+        "metadata": {"source": "kb", "trace_id": trace_id},
+    }
+    _BROADCAST_SCHEMA.load(event)  # a bad rule output fails here, before commit
+    if actor_id != "world":
+        _EVENT_SCHEMA.load(personal_copy(event, actor_id))  # the fullest personal copy is a valid event
+    msg_id = f"{experience}:{base_version + 1}"
+    return [(msg_id, experience_updates(experience), orjson.dumps(event))]
 
 
-def presence_events(*, experience: str, user_id: str, event: str, area_id: str | None, recipients: Iterable[str],
-                    now_ms: int, nonce: str) -> list[OutboxEvent]:
-    """`presence` join/leave for every other present player."""
+def presence_event(*, experience: str, user_id: str, event: str, area_id: str | None, now_ms: int,
+                   nonce: str) -> OutboxEvent:
+    """One `presence` join/leave for the experience; every other player's session forwards it."""
     body = {"type": "presence", "event": event, "user_id": user_id, "experience": experience,
             "area_id": area_id, "timestamp": now_ms}
-    payload = orjson.dumps(body)
-    return [(f"presence:{experience}:{user_id}:{event}:{nonce}:{r}", user_updates(r), payload)
-            for r in sorted(set(recipients)) if r != user_id]
+    return (f"presence:{experience}:{user_id}:{event}:{nonce}", experience_updates(experience), orjson.dumps(body))

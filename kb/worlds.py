@@ -5,7 +5,7 @@ import asyncio
 import logging
 from typing import Any
 
-from kb.events import presence_events, world_update_events
+from kb.events import presence_event, world_update_events
 from kb.outbox import OutboxPublisher, now_ms
 from kb.presence import PresenceBook, PresenceChange
 from kb.store import Store, VersionConflict
@@ -90,12 +90,8 @@ class WorldService:
                     return outcome
                 new_world = {**outcome.world, "version": base["version"] + 1}
                 outcome = Outcome(outcome.success, outcome.message, outcome.changes, new_world)
-                recipients = self.presence.present_users(self.experience) - {WORLD_ACTOR}
-                if actor_id != WORLD_ACTOR:
-                    recipients.add(actor_id)
                 events = world_update_events(
-                    outcome, experience=self.experience, actor_id=actor_id, recipients=recipients,
-                    visibility=self.content.visibility, base_version=base["version"], now_ms=now, trace_id=trace_id)
+                    outcome, experience=self.experience, actor_id=actor_id, visibility=self.content.visibility, base_version=base["version"], now_ms=now, trace_id=trace_id)
                 try:
                     await self.store.commit(self.experience, base["version"], new_world, events, now)
                 except VersionConflict:
@@ -108,20 +104,15 @@ class WorldService:
             raise VersionConflict(self.experience)
 
     async def announce(self, changes: list[PresenceChange]) -> None:
-        """Queue presence join/leave events for the other present players of this experience.
-
-        Every change goes to every other present player, so a storm of N joins costs about N*N/2
-        events; worlds with thousands of players can turn announcements off (GAIA_PRESENCE_ANNOUNCE=0).
-        """
+        """Queue one presence join/leave event per change; gateways pass it to every other player."""
         if not self.announce_presence:
             return
         events = []
         now = now_ms()
         for change in changes:
             area = player_state(self.world, self.content, change.user_id)["current_area"]
-            events += presence_events(experience=self.experience, user_id=change.user_id, event=change.event,
-                                      area_id=area, recipients=self.presence.present_users(self.experience),
-                                      now_ms=now, nonce=str(now))
+            events.append(presence_event(experience=self.experience, user_id=change.user_id, event=change.event,
+                                         area_id=area, now_ms=now, nonce=str(now)))
         if events:
             await self.store.commit(self.experience, self.world["version"], None, events, now)
             self.publisher.notify()

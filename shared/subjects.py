@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 
 USER_UPDATES_PREFIX = "world.updates.user."
+EXPERIENCE_UPDATES_PREFIX = "world.updates.exp."
 STREAM_SUBJECTS = ("world.updates.>",)
 CLOCK_LEASE_BUCKET = "gaia_leases"
 OWNER_BUCKET = "gaia_world_owners"  # experience -> URL of the kb that writes it (lease mode)
@@ -26,3 +27,8 @@ def check_token(value: str) -> str:
 def user_updates(user_id: str) -> str:
     """Subject carrying every event addressed to one user."""
     return USER_UPDATES_PREFIX + check_token(user_id)
+
+
+def experience_updates(experience: str) -> str:
+    """Subject carrying every change and presence event of one experience, once (the gateway fans out)."""
+    return EXPERIENCE_UPDATES_PREFIX + check_token(experience)

@@ -60,7 +60,7 @@ async def test_subscription_lives_exactly_as_long_as_the_socket(players, nats_se
 
     alice = await players("alice")
     assert len(await session_subjects()) == 1
-    assert await nats_server.consumer_filters() == ["world.updates.user.alice"]
+    assert await nats_server.consumer_filters() == [["world.updates.exp.wylding-woods", "world.updates.user.alice"]]
     await alice.close()
     await eventually(lambda: _empty(session_subjects()))
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 import asyncio
 
 import nats
+import pytest
 import orjson
 
-from shared.schemas.events import WorldUpdateEventSchema
+from shared.broadcast import personal_copy
+from shared.schemas.events import BroadcastWorldUpdateSchema, WorldUpdateEventSchema
 from tests.conftest import EXPERIENCE
 
 
@@ -19,18 +21,25 @@ async def post_action(kb_http, kb_server, user: str, **args):
         return r.status, await r.json()
 
 
-async def test_collect_publishes_a_valid_v04_event_to_the_users_subject(kb_server, kb_http, settings) -> None:
+async def test_each_commit_publishes_one_broadcast_that_yields_valid_v04_copies(kb_server, kb_http,
+                                                                                 settings) -> None:
     nc = await nats.connect(settings.nats_url)
-    sub = await nc.subscribe("world.updates.user.alice")
+    sub = await nc.subscribe("world.updates.>")
     await post_action(kb_http, kb_server, "alice", action="go", destination="main_room")
     status, body = await post_action(kb_http, kb_server, "alice", action="collect_item", instance_id="dream_bottle_1")
     assert status == 200 and body["success"] and body["snapshot_version"] == 2
-    first = orjson.loads((await sub.next_msg(timeout=5)).data)
-    second = WorldUpdateEventSchema().load(orjson.loads((await sub.next_msg(timeout=5)).data))
-    assert (first["base_version"], first["snapshot_version"]) == (0, 1)
-    assert (second["base_version"], second["snapshot_version"]) == (1, 2)
-    assert second["user_id"] == second["actor_id"] == "alice"
-    assert [c["operation"] for c in second["changes"]] == ["remove", "add"]
+    first, second = (await sub.next_msg(timeout=5)), (await sub.next_msg(timeout=5))
+    assert first.subject == second.subject == "world.updates.exp.wylding-woods"
+    broadcast = BroadcastWorldUpdateSchema().load(orjson.loads(second.data))
+    assert (orjson.loads(first.data)["base_version"], broadcast["base_version"]) == (0, 1)
+    mine, theirs = personal_copy(broadcast, "alice"), personal_copy(broadcast, "bob")
+    WorldUpdateEventSchema().load(mine)
+    WorldUpdateEventSchema().load(theirs)
+    assert mine["user_id"] == mine["actor_id"] == "alice" and mine["snapshot_version"] == 2
+    assert [c["operation"] for c in mine["changes"]] == ["remove", "add"]
+    assert [c["operation"] for c in theirs["changes"]] == ["remove"], "the inventory add is alice's alone"
+    with pytest.raises(nats.errors.TimeoutError):
+        await sub.next_msg(timeout=0.3)  # one message per commit, whoever is present
     await nc.close()
 
 

@@ -100,17 +100,22 @@ async def test_dropped_phone_leaves_when_the_grace_ends(players, kb_server, sett
     assert leave["event"] == "leave"
 
 
-async def test_reconnect_after_the_grace_gets_a_fresh_snapshot(players, kb_server, settings) -> None:
+async def test_reconnect_after_the_grace_still_replays_everything_since_its_cursor(players, kb_server,
+                                                                                 settings) -> None:
     alice, bob = await players("alice"), await players("bob")
     await present(kb_server, "alice", "bob")
+    cursor = bob.last_seq or 0
     await bob.drop()
     await eventually(lambda: "bob" not in kb_server.app[KB_PRESENCE].present_users(EXPERIENCE),
                      timeout=settings.presence_grace_s + 5)
-    await alice.act("go", destination="main_room")  # bob is not addressed any more
-    await bob.connect(last_seq=bob.last_seq or 0)
-    await bob.next("resumed")
-    view = await bob.next("area_of_interest")
-    assert view["snapshot_version"] == alice.world.version or view["snapshot_version"] >= 1
+    assert (await alice.act("go", destination="main_room"))["success"]  # bob is gone from presence
+    moved = await alice.next("world_update")
+    await bob.connect(last_seq=cursor)
+    replayed = await bob.next("world_update")
+    assert (replayed["seq"], replayed["actor_id"], replayed["snapshot_version"]) == (
+        moved["seq"], "alice", moved["snapshot_version"]), "changes are on the experience's subject: none missed"
+    assert (await bob.next("resumed"))["replayed"] >= 1
+    assert bob.world.version == alice.world.version
 
 
 async def test_twenty_players_race_for_one_bottle_exactly_one_wins_and_all_converge(players, kb_server, kb_http) -> None:

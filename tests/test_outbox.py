@@ -39,7 +39,7 @@ async def test_kb_killed_between_commit_and_publish_delivers_exactly_once_after_
                 break
             await asyncio.sleep(0.05)
             health = await wait_healthy(kb.url)
-        seqs = await subject_seqs(nats_server.url, "WORLD_UPDATES", "world.updates.user.erin")
+        seqs = await subject_seqs(nats_server.url, "WORLD_UPDATES", "world.updates.exp.wylding-woods")
         assert len(seqs) == 1
         nc = await nats.connect(nats_server.url)
         event = orjson.loads((await nc.jetstream().get_msg("WORLD_UPDATES", seqs[0])).data)

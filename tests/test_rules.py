@@ -166,9 +166,12 @@ def test_visibility_decides_who_sees_a_public_change(visibility: str, bob_area: 
     if bob_area == "counter":
         world = act(world, "bob", action="go", destination="counter").world
     out = act(world, "p1", action="collect_item", instance_id="dream_bottle_1")
-    events = world_update_events(out, experience="wylding-woods", actor_id="p1", recipients={"p1", "bob"},
-                                 visibility=visibility, base_version=5, now_ms=NOW, trace_id="t")
-    by_user = {orjson.loads(payload)["user_id"]: orjson.loads(payload) for _, _, payload in events}
+    from shared.broadcast import personal_copy
+    events = world_update_events(out, experience="wylding-woods", actor_id="p1", visibility=visibility,
+                                 base_version=5, now_ms=NOW, trace_id="t")
+    assert len(events) == 1, "one broadcast per commit"
+    broadcast = orjson.loads(events[0][2])
+    by_user = {user: personal_copy(broadcast, user) for user in ("p1", "bob")}
     assert [c["operation"] for c in by_user["p1"]["changes"]] == ["remove", "add"]
     assert bool(by_user["bob"]["changes"]) is bob_sees
     assert by_user["bob"]["snapshot_version"] == 6, "everyone still gets the version step"

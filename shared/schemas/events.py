@@ -1,4 +1,4 @@
-"""WorldUpdateEvent v0.4 and presence events: what travels on world.updates.user.{id}."""
+"""WorldUpdateEvent v0.4 and presence events: client frames, and their broadcast form on world.updates.exp.{id}."""
 from __future__ import annotations
 
 from typing import Any
@@ -91,6 +91,32 @@ class WorldUpdateEventSchema(Schema):
             raise ValidationError("must equal base_version + 1", "snapshot_version")
 
 
+class AudienceSchema(Schema):
+    """Who may see one change of a broadcast: nobody is named when everyone may."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    only = fields.List(fields.String(validate=_ID), required=True)
+
+
+class BroadcastWorldUpdateSchema(WorldUpdateEventSchema):
+    """The bus form of a WorldUpdateEvent: one message per commit on the experience subject.
+
+    No `user_id`: the gateway makes each player's copy, keeping change i only when `audience[i]`
+    is null or names the player, and setting `user_id` to the player.
+    """
+
+    user_id = fields.String(validate=_ID)
+    audience = fields.List(fields.Nested(AudienceSchema, allow_none=True), required=True)
+
+    @validates_schema
+    def _check_audience(self, data: dict[str, Any], **_: Any) -> None:
+        """One audience entry per change."""
+        if len(data.get("audience", [])) != len(data.get("changes", [])):
+            raise ValidationError("must have one entry per change", "audience")
+
+
 class PresenceEventSchema(Schema):
     """A player of the experience arrived or left."""
 
@@ -110,6 +136,22 @@ STREAM_EVENT_SCHEMAS: dict[str, Schema] = {
     "world_update": WorldUpdateEventSchema(),
     "presence": PresenceEventSchema(),
 }
+
+
+BROADCAST_SCHEMAS: dict[str, Schema] = {
+    "world_update": BroadcastWorldUpdateSchema(),
+    "presence": PresenceEventSchema(),
+}
+
+
+def validate_broadcast(data: Any) -> dict[str, Any]:
+    """Load a message of an experience subject (broadcast world_update or presence)."""
+    if not isinstance(data, dict):
+        raise ValidationError("event must be an object")
+    schema = BROADCAST_SCHEMAS.get(data.get("type"))  # type: ignore[arg-type]
+    if schema is None:
+        raise ValidationError(f"unknown event type {data.get('type')!r}", "type")
+    return schema.load(data)
 
 
 def validate_stream_event(data: Any) -> dict[str, Any]:
