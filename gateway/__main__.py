@@ -8,6 +8,7 @@ from aiohttp import web
 from gateway.app import create_app
 from shared.config import Settings
 from shared.logs import setup_logging
+from shared.runtime import new_event_loop
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     setup_logging()
-    web.run_app(create_app(settings, args.id), host=args.host or settings.gateway_host,
+    web.run_app(create_app(settings, args.id), loop=new_event_loop(settings), host=args.host or settings.gateway_host,
                 port=args.port or settings.gateway_port, access_log=None,
                 shutdown_timeout=settings.shutdown_timeout_s, print=None)
 

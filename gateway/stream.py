@@ -51,6 +51,19 @@ class OpenResult:
     replay_until: int = 0
 
 
+def ack_sequences(reply: str) -> tuple[int, int]:
+    """(stream sequence, consumer sequence) from a JetStream delivery's reply subject.
+
+    `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, or the newer form with
+    domain and account hash before the stream name and a random token at the end. Read directly:
+    nats-py's `msg.metadata` builds three objects per message, a tenth of the gateway's time under fan-out.
+    """
+    tokens = reply.split(".")
+    if len(tokens) == 9:
+        return int(tokens[5]), int(tokens[6])
+    return int(tokens[7]), int(tokens[8])
+
+
 def with_seq(seq: int, payload: bytes) -> bytes:
     """Add `seq` to an encoded JSON object without re-encoding it."""
     return b'{"seq":%d,%s' % (seq, payload[1:])
@@ -219,8 +232,7 @@ class UserStream:
         if not msg.reply:
             self._on_status(msg)
             return
-        meta = msg.metadata
-        cseq, seq = meta.sequence.consumer, meta.sequence.stream
+        seq, cseq = ack_sequences(msg.reply)
         if cseq != self._next_cseq:
             log.info("[%s] consumer gap (got %d, want %d): recreating", self.label, cseq, self._next_cseq)
             self._generation += 1

@@ -20,30 +20,40 @@ from harness.procs import NatsServer, free_port
 from harness.system import LocalSystem
 from shared.auth import issue_token
 from shared.config import Settings
+from shared.subjects import experience_updates
 
 EXPERIENCE = "wylding-woods"
 DOC = Path("docs/benchmarks.md")
 ANALYSIS = """## What dominates, and what is next
 
-- **Targets.** Met: fan-out at 50 clients reached 0.53x nats-server's own WebSocket listener in a
-  `--quick` run; latency with 10 players is about 13 ms p50. Not met: p99 <= 20 ms at 1,000
-  players (not even reached: 300 players already take seconds), fan-out >= 0.5x at 500 clients
-  (0.18), 10,000 sessions at <= 30 KB (about 8,900 held at 36 KB each), bench under 5 minutes.
-- **Fan-out on write.** kb writes one copy of every change per present player, and with
-  `sync_interval: always` every copy is an fsynced JetStream write (0.85 ms p50 here), so a stream
-  takes about 1.4k events/s: 100 players turn 20 actions/s into 2,000 events/s and queue. Presence
-  is worse: a storm of N joins is about N*N/2 announcements (40 s to drain for 300 players).
-  Next: one public copy per change on an experience subject, read by each session's consumer next
-  to its user subject (JetStream consumers take several filter subjects), private copies only for
-  the actor; presence batched per tick.
-- **Per-session consumers.** Each session's own JetStream consumer means nats-server sends N copies
-  and the gateway handles N messages per change; past a few hundred sessions the gateway's Python
-  loop is the limit (0.53x native at 50 clients, 0.18x at 500). Validation already runs once per
-  distinct content. Next: profile the per-message path (metadata parsing, frame writes) and
-  consider one consumer per experience per gateway with in-process fan-out.
-- **Idle cost.** 36 KB per session in the gateway (aiohttp socket, session, writer task, NATS
-  subscription) and 7.7 KB in nats-server (consumer); connects run at about 70/s because each one
-  creates a consumer and fetches a snapshot from kb.
+- **Targets.** Met: fan-out through kb is no longer capped by the bus (one broadcast per commit);
+  latency at 100 players is under 20 ms at p50 and about 30 ms at p99. Not met: p99 <= 20 ms at
+  1,000 players (about 200 ms here), fan-out >= 0.5x nats-server's own WebSocket listener (about
+  0.2x when both are saturated), 10,000 sessions at <= 30 KB each (about 9,000 held at 36 KB),
+  and the whole run a little over 5 minutes.
+- **What changed since the first run.** kb wrote one fsynced JetStream message per present player
+  per change (100 players turned 20 actions/s into 2,000 writes/s, above the stream's ~1.4k/s with
+  fsync) and presence joins cost N*N/2 messages. Now kb writes one broadcast per commit on
+  `world.updates.exp.{experience}` with an `audience` per change, and the gateway makes each
+  player's copy, encoding each distinct copy once. p50 at 100 players went from 188 ms to about
+  17 ms, at 300 from 811 ms to about 35 ms; 1,000 players, unreachable before, now work.
+  uvloop and reading the stream sequence straight from the reply subject (instead of nats-py's
+  `msg.metadata`) took saturated fan-out from about 25k to about 30-39k deliveries/s.
+- **Where the time goes now** (py-spy on the gateway under saturated fan-out): about a third in
+  writing WebSocket frames (one `send` per frame per socket), a third in nats-py receiving the
+  per-session copies nats-server pushes (one JetStream consumer per session, as the gateway issue
+  asks: one subscription per session, visible in NATS monitoring), and the rest in per-session
+  task switches and our own frame building. nats-server's own listener coalesces many messages
+  into one WebSocket frame and fans out in Go; our protocol sends one JSON frame per event.
+- **At 1,000 players** every action becomes 1,000 frames on one gateway core and 1,000 frames
+  for the benchmark's clients, all on the same 2 cores: the last copy leaves about 40 ms after the
+  first on the gateway alone. Next: one feed per experience per gateway with in-process fan-out
+  (one NATS message per event instead of one per session), which would also remove a task and a
+  queue per session; it trades away the per-session NATS subscription the gateway issue asks for,
+  so it needs that decision first. Past that, more gateway processes per machine (one per core).
+- **Idle cost.** 36 KB per session in the gateway (aiohttp request, socket and WebSocket objects,
+  the handler, writer and nats-py subscription tasks, the session) and 8 KB in nats-server (the
+  consumer); connects run at about 80/s because each creates a consumer and fetches a snapshot.
 """
 PLOT = Path("docs/latency.png")
 
@@ -103,6 +113,20 @@ async def drive_actions(actor: GatewayListener, actions: int, gap_s: float) -> l
     return sent
 
 
+async def gateway_quiet(http: aiohttp.ClientSession, system: LocalSystem, timeout: float = 120.0) -> None:
+    """Wait until the gateway has stopped delivering (its events-delivered counter holds still for 0.5 s)."""
+    deadline, last = time.monotonic() + timeout, -1.0
+    while time.monotonic() < deadline:
+        async with http.get(f"{system.gateway_url}/metrics") as resp:
+            text = await resp.text()
+        delivered = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                        if line.startswith("gaia_gateway_events_delivered_total"))
+        if delivered == last:
+            return
+        last = delivered
+        await asyncio.sleep(0.5)
+
+
 async def outbox_drained(http: aiohttp.ClientSession, system: LocalSystem, timeout: float = 300.0) -> None:
     """Wait until kb has published everything it committed."""
     deadline = time.monotonic() + timeout
@@ -129,7 +153,8 @@ async def bench_latency(system: LocalSystem, players: int, actions: int, results
         started = time.perf_counter()
         listeners = await connect_many(http, system, f"lat{players}_", players)
         await outbox_drained(http, system)  # the join storm's presence events, before we measure
-        results.notes.append(f"{players} players: connecting and draining their presence announcements "
+        await gateway_quiet(http, system)
+        results.notes.append(f"{players} players: connecting and delivering their presence announcements "
                              f"took {time.perf_counter() - started:.1f} s")
         actor, others = listeners[0], listeners[1:]
         sent = await drive_actions(actor, actions, gap_s=0.05)
@@ -142,28 +167,32 @@ async def bench_latency(system: LocalSystem, players: int, actions: int, results
         results.latency[players] = {"own": own, "others": other}
         await asyncio.gather(*(l.close() for l in listeners))
         await outbox_drained(http, system)  # their leave announcements, before the next phase
+        await gateway_quiet(http, system)
         print(f"  latency @{players} players: own p50 {pct(own, 50):.1f} ms p99 {pct(own, 99):.1f} ms; "
               f"others p50 {pct(other, 50):.1f} ms p99 {pct(other, 99):.1f} ms max {max(other, default=0):.1f} ms")
 
 
-def event_payload(user: str, version: int) -> bytes:
-    return orjson.dumps({"type": "world_update", "version": "0.4", "experience": EXPERIENCE, "user_id": user,
+def event_payload(version: int) -> bytes:
+    """A broadcast world_update as kb publishes it (everyone may see its one change)."""
+    return orjson.dumps({"type": "world_update", "version": "0.4", "experience": EXPERIENCE,
                          "actor_id": "bench", "base_version": version - 1, "snapshot_version": version,
                          "timestamp": int(time.time() * 1000),
                          "changes": [{"operation": "update", "area_id": None, "path": "environment.weather",
-                                      "value": "drizzle"}], "metadata": {"source": "bench", "trace_id": ""}})
+                                      "value": "drizzle"}], "audience": [None],
+                         "metadata": {"source": "bench", "trace_id": ""}})
 
 
-async def publish_round_robin(nats_url: str, users: list[str], per_user: int) -> float:
-    """Publish per_user events to every user's subject (core publish into the stream); returns start time."""
+async def publish_broadcasts(nats_url: str, count: int, rate: float) -> float:
+    """Publish `count` broadcasts on the experience subject (into the stream) at `rate` per second."""
     nc = await nats.connect(nats_url)
-    payloads = [[event_payload(u, v + 1) for v in range(per_user)] for u in users]
+    payloads = [event_payload(10**6 + v) for v in range(count)]
     started = time.perf_counter()
-    for version in range(per_user):
-        for index, user in enumerate(users):
-            await nc.publish(f"world.updates.user.{user}", payloads[index][version])
-        if version % 20 == 19:
+    for index, payload in enumerate(payloads):
+        await nc.publish(experience_updates(EXPERIENCE), payload)
+        due = started + (index + 1) / rate
+        if due > time.perf_counter():
             await nc.flush()
+            await asyncio.sleep(due - time.perf_counter())
     await nc.flush()
     await nc.close()
     return started
@@ -177,14 +206,18 @@ async def wait_all(listeners: list[Any], total: int, timeout: float) -> float:
     return max((l.arrivals.last_at for l in listeners), default=time.perf_counter())
 
 
-async def bench_fanout(system: LocalSystem, clients: int, per_user: int, results: Results, label: str = "") -> None:
-    """Events/s delivered to N clients: our gateway vs nats-server's WebSocket listener, same payloads."""
-    users = [f"fan{i}" for i in range(clients)]
-    total = clients * per_user
+async def bench_fanout(system: LocalSystem, clients: int, events: int, results: Results, label: str = "",
+                       rate: float = 200.0) -> None:
+    """Deliveries/s of broadcasts to N clients: our gateway vs nats-server's WebSocket listener, same payloads.
+
+    Every client is a player of the experience; each broadcast reaches all of them, so N clients
+    and E events make N*E deliveries. Native clients subscribe to the same subject over NATS/WS.
+    """
+    total = clients * events
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         ours = await connect_many(http, system, "fan", clients)
         await asyncio.sleep(0.5)
-        started = await publish_round_robin(system.nats_url, users, per_user)
+        started = await publish_broadcasts(system.nats_url, events, rate)
         last = await wait_all(ours, total, 120)
         got = sum(l.arrivals.count for l in ours)
         results.fanout["ours" + label] = got / (last - started)
@@ -192,21 +225,22 @@ async def bench_fanout(system: LocalSystem, clients: int, per_user: int, results
         await asyncio.gather(*(l.close() for l in ours))
         if label:
             print(f"  fan-out to {clients} clients through a stream with fsync per write: "
-                  f"{results.fanout['ours' + label]:.0f} ev/s")
+                  f"{results.fanout['ours' + label]:.0f} deliveries/s")
             return
         native_url = f"ws://127.0.0.1:{system.nats.ws_port}"
-        native = [NatsWsListener(http, native_url, f"world.updates.user.{u}") for u in users]
+        native = [NatsWsListener(http, native_url, experience_updates(EXPERIENCE)) for _ in range(clients)]
         await asyncio.gather(*(n.start() for n in native))
         await asyncio.sleep(0.5)
-        started = await publish_round_robin(system.nats_url, users, per_user)
+        started = await publish_broadcasts(system.nats_url, events, rate)
         last = await wait_all(native, total, 120)
         got = sum(n.arrivals.count for n in native)
         results.fanout["native"] = got / (last - started)
         results.fanout["native_delivered"] = got
         await asyncio.gather(*(n.close() for n in native))
     results.fanout["ratio"] = results.fanout["ours"] / results.fanout["native"]
-    print(f"  fan-out to {clients} clients: ours {results.fanout['ours']:.0f} ev/s, nats-server WebSocket "
-          f"{results.fanout['native']:.0f} ev/s, ratio {results.fanout['ratio']:.2f}")
+    results.fanout["clients"], results.fanout["events"], results.fanout["rate"] = clients, events, rate
+    print(f"  fan-out of {events} broadcasts at {rate:.0f}/s to {clients} clients: ours {results.fanout['ours']:.0f} "
+          f"deliveries/s, nats-server WebSocket {results.fanout['native']:.0f}, ratio {results.fanout['ratio']:.2f}")
 
 
 async def bench_capacity(system: LocalSystem, sessions: int, results: Results) -> None:
@@ -219,7 +253,7 @@ async def bench_capacity(system: LocalSystem, sessions: int, results: Results) -
         idle: list[GatewayListener] = []
         try:
             for start in range(0, sessions, 500):
-                idle += await connect_many(http, system, f"idle{start}_", min(500, sessions - start), batch=100)
+                idle += await connect_many(http, system, f"idle{start}_", min(500, sessions - start), batch=250)
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             results.notes.append(f"capacity: connecting stopped at {len(idle)} sessions ({type(exc).__name__})")
         sessions = max(1, len(idle))
@@ -266,7 +300,7 @@ async def bench_durability(count: int, results: Results) -> None:
             nc = await nats.connect(server.url)
             js = nc.jetstream()
             await js.add_stream(name="D", subjects=["d.>"])
-            payload = event_payload("d", 1)
+            payload = event_payload(1)
             samples = []
             for i in range(count):
                 started = time.perf_counter()
@@ -368,11 +402,13 @@ def render(results: Results, command: str, seconds: float) -> str:
         "nothing is pinned. Latency is measured in the client process from sending the action to the "
         "frame's arrival, so it includes client-side queueing when one process holds many sockets.", "",
         *rows, "",
-        "| fan-out throughput | events/s |", "|---|---|",
+        f"| fan-out: {f.get('events', 0):.0f} broadcasts offered at {f.get('rate', 0):.0f}/s to "
+        f"{f.get('clients', 0):.0f} clients | deliveries/s |", "|---|---|",
         f"| our gateway (JetStream consumer per session, WebSocket JSON) | {f.get('ours', 0):.0f} |",
         f"| nats-server's own WebSocket listener (core subscription, NATS protocol) | {f.get('native', 0):.0f} |",
         f"| ratio ours / native | {f.get('ratio', 0):.2f} |",
-        f"| our gateway, stream with fsync on every write (the shipped setting) | {f.get('ours_fsync', 0):.0f} |", "",
+        f"| our gateway, 100 clients, stream with fsync on every write (the shipped setting) | "
+        f"{f.get('ours_fsync', 0):.0f} |", "",
         "| capacity | value |", "|---|---|",
         f"| idle sessions held by one gateway process | {c.get('sessions', 0):.0f} |",
         f"| connect rate (sessions/s, incl. snapshot) | {c.get('connect_rate', 0):.0f} |",
@@ -393,18 +429,18 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     started = time.monotonic()
     results = Results()
-    sizes = {"players": [10, 50] if quick else [10, 100, 300], "actions": 10 if quick else 20,
-             "fanout": (50, 20) if quick else (500, 40), "idle": 300 if quick else 10000}
+    sizes = {"players": [10, 50] if quick else [10, 100, 1000], "actions": 10 if quick else 20,
+             "fanout": (50, 50) if quick else (500, 300), "idle": 300 if quick else 10000}
     print(f"benchmark on {machine()}")
     system = await LocalSystem(nats_ws_port=free_port(), session_outbox_size="1024").start()
     try:  # the shipped durability: JetStream fsyncs every write
         for players in sizes["players"]:
             await bench_latency(system, players, sizes["actions"], results)
         await bench_transports(system, 20, sizes["actions"], results)
-        await bench_fanout(system, 100, 20, results, label="_fsync")
+        await bench_fanout(system, 100, 100, results, label="_fsync", rate=2000.0)
     finally:
         system.stop()
-    # Capacity with presence announcements off: a storm of 10k joins would otherwise cost ~50M events.
+    # Capacity with presence announcements off: 10k joins announced to up to 10k sessions are 50M frames.
     system = await LocalSystem(presence_announce="0", stream_heartbeat_s="5", presence_renew_s="15").start()
     try:
         await bench_capacity(system, sizes["idle"], results)
@@ -413,11 +449,11 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     # Like for like with the native listener, which stores nothing: the stream without per-write fsync.
     system = await LocalSystem(nats_ws_port=free_port(), sync_always=False, session_outbox_size="1024").start()
     try:
-        await bench_fanout(system, *sizes["fanout"], results)
+        await bench_fanout(system, *sizes["fanout"], results, rate=2000.0)
     finally:
         system.stop()
-    await bench_durability(300 if quick else 1000, results)
-    await bench_consumer_vs_core(300 if quick else 1000, results)
+    await bench_durability(300 if quick else 500, results)
+    await bench_consumer_vs_core(300 if quick else 500, results)
     seconds = time.monotonic() - started
     command = "gaia-harness bench" + (" --quick" if quick else "")
     print(f"done in {seconds:.0f} s")

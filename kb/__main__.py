@@ -9,6 +9,7 @@ from aiohttp import web
 from kb.app import create_app
 from shared.config import Settings
 from shared.logs import setup_logging
+from shared.runtime import new_event_loop
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.kb_advertise_url:
         settings = replace(settings, kb_advertise_url=f"http://{host}:{port}")
     setup_logging()
-    web.run_app(create_app(settings), host=host, port=port,
+    web.run_app(create_app(settings), loop=new_event_loop(settings), host=host, port=port,
                 access_log=None, shutdown_timeout=settings.shutdown_timeout_s, print=None)
 
 

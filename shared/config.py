@@ -67,6 +67,7 @@ class Settings:
     presence_renew_s: float = 15.0
     sse_keepalive_s: float = 15.0
     shutdown_timeout_s: float = 10.0
+    uvloop: int = 1  # run on uvloop when it is installed (0: asyncio's own loop)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod

@@ -100,3 +100,9 @@ def test_gateway_validates_each_content_once_and_only_for_its_addressee() -> Non
         validator.check(orjson.dumps({**EVENT, "user_id": "u1"}), "u2")  # someone else's event
     with pytest.raises(ValidationError):
         validator.check(orjson.dumps({**EVENT, "user_id": "u4", "version": "0.3"}), "u4")
+
+
+def test_ack_reply_subjects_of_both_forms_give_stream_and_consumer_sequences() -> None:
+    from gateway.stream import ack_sequences
+    assert ack_sequences("$JS.ACK.WORLD_UPDATES.abc.1.118.7.1764000000000000000.0") == (118, 7)
+    assert ack_sequences("$JS.ACK.hub.ACCHASH.WORLD_UPDATES.abc.1.118.7.1764000000000000000.0.tok") == (118, 7)
