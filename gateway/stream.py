@@ -96,6 +96,7 @@ class UserStream:
         self.cursor: int | None = None
         self.last_activity = time.monotonic()
         self._sub: Subscription | None = None
+        self._consumer: str | None = None
         self._deliver: str = ""
         self._generation = 0
         self._next_cseq = 1
@@ -196,19 +197,28 @@ class UserStream:
         except BaseException:
             await self._drop_subscription()
             raise
+        self._consumer = info.name
         self.last_activity = time.monotonic()
         return info
 
     async def _drop_subscription(self) -> None:
+        """Unsubscribe and delete the consumer now (the server would only after its inactive threshold,
+        and each stream admits a limited number of consumers: GAIA_STREAM_MAX_CONSUMERS)."""
         sub, self._sub = self._sub, None
+        consumer, self._consumer = self._consumer, None
         if sub is not None:
             try:
                 await sub.unsubscribe()
             except Exception:  # noqa: BLE001 - the connection may already be gone
                 pass
+        if consumer is not None and self.link.js is not None and self.link.connected:
+            try:
+                await asyncio.wait_for(self.link.js.delete_consumer(self.settings.stream_name, consumer), 2.0)
+            except Exception:  # noqa: BLE001 - gone already, or NATS away: the inactive threshold removes it
+                raise_if_cancelled()
 
     async def close(self) -> None:
-        """Stop for good; the server removes the ephemeral consumer once nobody listens."""
+        """Stop for good: no subscription and no consumer left behind."""
         self._closed = True
         async with self._lock:
             await self._drop_subscription()

@@ -72,7 +72,12 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _sweep_presence(app: web.Application) -> None:
-    """End sessions whose grace ran out and tell the others they left."""
+    """Every second: end sessions whose grace ran out (telling the others), persist presence changes.
+
+    Persisting here rather than per request keeps a connect storm from costing an fsync per
+    join; a kb killed within that second forgets at most a second of changes, which the gateways'
+    periodic renewals (`alive`) put back.
+    """
     while True:
         await asyncio.sleep(PRESENCE_SWEEP_S)
         changes = app[PRESENCE].expire(time.time())
@@ -97,6 +102,7 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
     app[BACKGROUND] = tasks
     yield
     await stop_tasks(tasks)
+    await app[STORE].save_presence(*app[PRESENCE].take_changes())
     await ownership.release()
 
 

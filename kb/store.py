@@ -180,11 +180,13 @@ class Store:
 
     async def save_presence(self, upserts: list[tuple[str, str, str, str, float, float | None]],
                             deletes: list[str]) -> None:
-        """Write presence changes through, so a restarted kb still knows who is present."""
+        """Persist presence changes (batched once a second), so a restarted kb still knows who is present."""
         await self._run(self._save_presence, upserts, deletes)
 
     def _save_presence(self, upserts: list[tuple[str, str, str, str, float, float | None]],
                        deletes: list[str]) -> None:
+        if not upserts and not deletes:
+            return
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:

@@ -88,8 +88,7 @@ async def get_player_state(request: web.Request) -> web.Response:
     if len(session_id) > 128 or len(gateway_id) > 128:
         return problem(422, "invalid_message", "session_id and gateway_id are at most 128 characters")
     view = await world.join_and_view(user_id, session_id, gateway_id, time.time())
-    await request.app[STORE].save_presence(*request.app[PRESENCE].take_changes())
-    return json_response(view)
+    return json_response(view)  # the presence sweep persists the join within a second
 
 
 async def post_presence(request: web.Request) -> web.Response:
@@ -112,7 +111,6 @@ async def post_presence(request: web.Request) -> web.Response:
         changes += book.leave(s["session_id"])
     for s in body["drop"]:
         changes += book.drop(s["session_id"], now)
-    await request.app[STORE].save_presence(*book.take_changes())
     for experience in {c.experience for c in changes}:
         if experience in worlds:
             await worlds[experience].announce([c for c in changes if c.experience == experience])

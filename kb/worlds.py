@@ -30,6 +30,8 @@ class WorldService:
         self.presence = presence
         self.world: World = initial_world(content)
         self._lock = asyncio.Lock()
+        self._presence_lock = asyncio.Lock()
+        self._pending_presence: list[tuple[str, str, bytes]] = []
 
     @property
     def experience(self) -> str:
@@ -114,5 +116,17 @@ class WorldService:
             events.append(presence_event(experience=self.experience, user_id=change.user_id, event=change.event,
                                          area_id=area, now_ms=now, nonce=str(now)))
         if events:
-            await self.store.commit(self.experience, self.world["version"], None, events, now)
-            self.publisher.notify()
+            await self._commit_presence(events, now)
+
+    async def _commit_presence(self, events: list[tuple[str, str, bytes]], now: int) -> None:
+        """Group commit: whoever holds the lock commits everything queued meanwhile, in one transaction.
+
+        A caller returns once its events are durable, and a storm of joins costs one fsync per
+        batch instead of one per join.
+        """
+        self._pending_presence += events
+        async with self._presence_lock:
+            batch, self._pending_presence = self._pending_presence, []
+            if batch:
+                await self.store.commit(self.experience, self.world["version"], None, batch, now)
+                self.publisher.notify()

@@ -23,6 +23,8 @@ class Settings:
     stream_max_age_s: float = 24 * 3600.0
     stream_replicas: int = 1
     stream_duplicate_window_s: float = 20 * 60.0
+    # One consumer per open session (all gateways together); nats-server's default is only 1,000.
+    stream_max_consumers: int = 100_000
 
     kb_host: str = "127.0.0.1"
     kb_port: int = 8001

@@ -30,6 +30,7 @@ def stream_config(settings: Settings) -> js_api.StreamConfig:
         max_age=settings.stream_max_age_s,
         duplicate_window=settings.stream_duplicate_window_s,
         num_replicas=settings.stream_replicas,
+        max_consumers=settings.stream_max_consumers,
         allow_direct=True,
     )
 

@@ -63,6 +63,15 @@ async def test_subscription_lives_exactly_as_long_as_the_socket(players, nats_se
     assert await nats_server.consumer_filters() == [["world.updates.exp.wylding-woods", "world.updates.user.alice"]]
     await alice.close()
     await eventually(lambda: _empty(session_subjects()))
+    await eventually(lambda: _empty(nats_server.consumer_filters()), timeout=5)  # deleted, not left to expire
+
+
+async def test_the_stream_admits_a_consumer_per_session_well_past_the_server_default(gateway_server,
+                                                                                  settings) -> None:
+    nc = await nats.connect(settings.nats_url)
+    info = await nc.jetstream().stream_info(settings.stream_name)
+    await nc.close()
+    assert info.config.max_consumers == settings.stream_max_consumers >= 100_000  # nats-server defaults to 1,000
 
 
 async def _empty(coro) -> bool:
