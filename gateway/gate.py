@@ -20,6 +20,12 @@ class SnapshotGate(Generic[T]):
     Holding events from the moment the fetch starts until the snapshot is queued rules that out.
     """
 
+    # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
+    __slots__ = (
+        "kb", "experience", "user_id", "label", "gateway_id", "limit", "emit_event", "emit_frame",
+        "on_overflow", "last_snapshot", "_holds", "_held",
+    )
+
     def __init__(self, kb: KbClient, experience: str, user_id: str, label: str, gateway_id: str, limit: int,
                  emit_event: Callable[[T], None], emit_frame: Callable[[dict[str, Any]], None],
                  on_overflow: Callable[[], None]) -> None:

@@ -11,6 +11,9 @@ T = TypeVar("T")
 class SessionOutbox(Generic[T]):
     """FIFO of encoded frames with a hard bound; a full outbox means the client is too slow."""
 
+    # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
+    __slots__ = ("limit", "_frames", "_ready")
+
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self._frames: deque[T] = deque()

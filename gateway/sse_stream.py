@@ -124,8 +124,11 @@ class SseSession:
         """The only writer: `id: <seq>` on stream events, so Last-Event-ID is the resume cursor."""
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             while True:
-                for event_id, data in await self.outbox.take():
+                items = await self.outbox.take()
+                while items:  # popped, so no sent frame stays referenced while we wait
+                    event_id, data = items.popleft()
                     await resp.send(data.decode(), id=event_id)
+                    del data
 
 
 async def sse_experience(request: web.Request) -> web.StreamResponse:

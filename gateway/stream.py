@@ -80,6 +80,13 @@ class StreamStats:
 class UserStream:
     """One user's event stream for one experience, resumable from any stream sequence."""
 
+    # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
+    __slots__ = (
+        "link", "settings", "user_id", "experience", "subject", "experience_subject", "label", "sink",
+        "validator", "stats", "transport", "cursor", "last_activity", "_sub", "_consumer", "_deliver",
+        "_generation", "_next_cseq", "_replay", "_closed", "_lock",
+    )
+
     def __init__(self, link: NatsLink, settings: Settings, user_id: str, experience: str, label: str,
                  sink: StreamSink, validator: EventValidator, stats: StreamStats | None = None) -> None:
         self.link = link

@@ -262,11 +262,13 @@ async def bench_capacity(system: LocalSystem, sessions: int, results: Results) -
         after, nats_after = gateway.memory_info().rss, nats_proc.memory_info().rss
         async with http.get(f"{system.gateway_url}/health") as resp:
             held = (await resp.json())["sessions"]["websocket"]
+        consumers = len(await system.nats.consumer_filters())  # a session without one would hear nothing
         await asyncio.gather(*(l.close() for l in idle))
-    results.capacity = {"sessions": held, "connect_rate": sessions / elapsed,
+    results.capacity = {"sessions": held, "consumers": consumers, "connect_rate": sessions / elapsed,
                         "rss_per_session_kb": (after - before) / sessions / 1024,
                         "gateway_rss_mb": after / 2**20, "nats_rss_per_session_kb": (nats_after - nats_before) / sessions / 1024}
-    print(f"  capacity: {held} idle sessions, {results.capacity['connect_rate']:.0f} connects/s, "
+    print(f"  capacity: {held} idle sessions ({consumers} JetStream consumers), "
+          f"{results.capacity['connect_rate']:.0f} connects/s, "
           f"{results.capacity['rss_per_session_kb']:.1f} KB RSS per session (gateway), "
           f"{results.capacity['nats_rss_per_session_kb']:.1f} KB (nats-server)")
 
@@ -411,6 +413,7 @@ def render(results: Results, command: str, seconds: float) -> str:
         f"{f.get('ours_fsync', 0):.0f} |", "",
         "| capacity | value |", "|---|---|",
         f"| idle sessions held by one gateway process | {c.get('sessions', 0):.0f} |",
+        f"| ... each with its live JetStream consumer | {c.get('consumers', 0):.0f} |",
         f"| connect rate (sessions/s, incl. snapshot) | {c.get('connect_rate', 0):.0f} |",
         f"| gateway RSS per session (KB) | {c.get('rss_per_session_kb', 0):.1f} |",
         f"| nats-server RSS per session (consumer + subscription, KB) | {c.get('nats_rss_per_session_kb', 0):.1f} |",
