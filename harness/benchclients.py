@@ -82,12 +82,15 @@ class NatsWsListener:
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.task: asyncio.Task[None] | None = None
         self._buffer = b""
+        self._ponged = asyncio.Event()
 
     async def start(self) -> None:
+        """Connect and subscribe; returns once the server answered the PING, so the SUB is in place."""
         self.ws = await self.http.ws_connect(self.url, max_msg_size=0, heartbeat=None)
         await self.ws.send_bytes(b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
                                  + f"SUB {self.subject} 1\r\nPING\r\n".encode())
         self.task = asyncio.create_task(self._read())
+        await asyncio.wait_for(self._ponged.wait(), 30)
 
     async def _read(self) -> None:
         assert self.ws is not None
@@ -113,6 +116,8 @@ class NatsWsListener:
                 continue
             if line == b"PING":
                 await self.ws.send_bytes(b"PONG\r\n")
+            elif line == b"PONG":
+                self._ponged.set()
             buf = buf[end + 2:]
         self._buffer = buf
 
