@@ -1,6 +1,7 @@
 """Who is present in which experience, from gateway reports, with a grace period for dropped phones."""
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 
@@ -29,7 +30,9 @@ class PresenceBook:
     """Sessions by id; a user is present while any of their sessions is live or inside its grace.
 
     Times are wall-clock seconds so the book survives a kb restart (it is persisted by the
-    caller: `dirty` and `gone` name what changed since the last `take_changes`).
+    caller: `dirty` and `gone` name what changed since the last `take_changes`). A count of
+    sessions per (experience, user) makes every change O(1): a connect storm into a world of
+    ten thousand players must not rescan all of them per join.
     """
 
     grace_s: float
@@ -37,6 +40,7 @@ class PresenceBook:
     sessions: dict[str, SessionEntry] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
+    _counts: dict[str, Counter[str]] = field(default_factory=dict)  # experience -> user -> sessions
 
     def take_changes(self) -> tuple[list[tuple[str, str, str, str, float, float | None]], list[str]]:
         """Rows to upsert and session ids to delete since the last call."""
@@ -49,40 +53,49 @@ class PresenceBook:
     def restore(self, rows: list[tuple[str, str, str, str, float, float | None]]) -> None:
         """Load persisted sessions (after a restart)."""
         for sid, user_id, experience, gateway_id, seen_at, dropped_at in rows:
-            self.sessions[sid] = SessionEntry(user_id, experience, gateway_id, seen_at, dropped_at)
+            self._add(sid, SessionEntry(user_id, experience, gateway_id, seen_at, dropped_at))
 
     def reload_experience(self, experience: str, rows: list[tuple[str, str, str, str, float, float | None]]) -> None:
         """Replace one experience's sessions with the persisted ones (another kb owned it meanwhile)."""
         for sid in [sid for sid, e in self.sessions.items() if e.experience == experience]:
-            del self.sessions[sid]
+            self._remove(sid)
         self.restore([row for row in rows if row[2] == experience])
 
     def present_users(self, experience: str) -> set[str]:
         """Users who receive events of this experience (live sessions and those in grace)."""
-        return {s.user_id for s in self.sessions.values() if s.experience == experience}
+        return set(self._counts.get(experience, ()))
 
-    def _snapshot(self) -> set[tuple[str, str]]:
-        return {(s.experience, s.user_id) for s in self.sessions.values()}
+    def _add(self, session_id: str, entry: SessionEntry) -> list[PresenceChange]:
+        """Put a session in (replacing one of the same id); a join if its user was not present."""
+        changes = self._remove(session_id)
+        self.sessions[session_id] = entry
+        users = self._counts.setdefault(entry.experience, Counter())
+        users[entry.user_id] += 1
+        if users[entry.user_id] == 1:
+            changes.append(PresenceChange("join", entry.user_id, entry.experience))
+        return _without_round_trips(changes)
 
-    def _diff(self, before: set[tuple[str, str]]) -> list[PresenceChange]:
-        after = self._snapshot()
-        joins = [PresenceChange("join", u, e) for e, u in sorted(after - before)]
-        leaves = [PresenceChange("leave", u, e) for e, u in sorted(before - after)]
-        return joins + leaves
+    def _remove(self, session_id: str) -> list[PresenceChange]:
+        """Take a session out; a leave if it was its user's last one."""
+        entry = self.sessions.pop(session_id, None)
+        if entry is None:
+            return []
+        users = self._counts[entry.experience]
+        users[entry.user_id] -= 1
+        if users[entry.user_id] > 0:
+            return []
+        del users[entry.user_id]
+        return [PresenceChange("leave", entry.user_id, entry.experience)]
 
     def join(self, session_id: str, user_id: str, experience: str, gateway_id: str, now: float) -> list[PresenceChange]:
         """A session opened (or a gateway re-announced it)."""
-        before = self._snapshot()
-        self.sessions[session_id] = SessionEntry(user_id, experience, gateway_id, now)
         self.dirty.add(session_id)
-        return self._diff(before)
+        return self._add(session_id, SessionEntry(user_id, experience, gateway_id, now))
 
     def leave(self, session_id: str) -> list[PresenceChange]:
         """A clean close: the session goes at once."""
-        before = self._snapshot()
-        self.sessions.pop(session_id, None)
         self.gone.add(session_id)
-        return self._diff(before)
+        return self._remove(session_id)
 
     def drop(self, session_id: str, now: float) -> list[PresenceChange]:
         """A lost connection: the session lingers for the grace period."""
@@ -103,14 +116,21 @@ class PresenceBook:
 
     def expire(self, now: float) -> list[PresenceChange]:
         """End sessions whose grace ran out, or whose gateway stopped renewing them."""
-        before = self._snapshot()
+        changes: list[PresenceChange] = []
         for sid, entry in list(self.sessions.items()):
             graced_out = entry.dropped_at is not None and now - entry.dropped_at >= self.grace_s
             silent = entry.dropped_at is None and now - entry.seen_at >= self.stale_s
             if graced_out:
-                del self.sessions[sid]
+                changes += self._remove(sid)
                 self.gone.add(sid)
             elif silent:
                 entry.dropped_at = now  # its gateway went quiet: treat as a dropped phone
                 self.dirty.add(sid)
-        return self._diff(before)
+        return changes
+
+
+def _without_round_trips(changes: list[PresenceChange]) -> list[PresenceChange]:
+    """A leave and a join of the same user in the same experience cancel out (a session re-announced)."""
+    keys = [(c.user_id, c.experience) for c in changes]
+    both = {k for k in keys if keys.count(k) > 1}
+    return [c for c, k in zip(changes, keys) if k not in both]
