@@ -26,11 +26,11 @@ EXPERIENCE = "wylding-woods"
 DOC = Path("docs/benchmarks.md")
 ANALYSIS = """## What dominates, and what is next
 
-- **Targets.** Met: the whole run takes well under 5 minutes; one gateway process holds about
-  10,000 sessions, each with its own JetStream consumer (9,500 to 10,000 across runs; a batch of
-  connects can time out near the end). Close: p99 at 100 players is 23-28 ms across runs (p50
-  16-20 ms). Not met: p99 <= 20 ms at 1,000 players (about 200 ms), fan-out >= 0.5x nats-server's
-  own WebSocket listener (0.19-0.25 with both saturated), and <= 30 KB per session (33-35 KB).
+- **Targets.** Met: the whole run takes about 2 minutes; one gateway process holds 10,000
+  sessions, each with its own JetStream consumer, connecting at about 350/s. Close: p99 at 100
+  players is 21-28 ms across runs (p50 14-20 ms); 31.7 KB per session against 30. Not met: p99
+  <= 20 ms at 1,000 players (150-200 ms), fan-out >= 0.5x nats-server's own WebSocket listener
+  (0.19-0.26 with both saturated).
 - **What changed since the first run.** kb wrote one fsynced JetStream message per present player
   per change (100 players turned 20 actions/s into 2,000 writes/s, above the stream's ~1.4k/s with
   fsync) and presence joins cost N*N/2 messages. Now kb writes one broadcast per commit on
@@ -39,10 +39,12 @@ ANALYSIS = """## What dominates, and what is next
   16-20 ms, at 300 from 811 ms to about 35 ms, and 1,000 players became possible. uvloop and
   reading stream sequences straight from the reply subject (nats-py's `msg.metadata` builds three
   objects per message) took saturated fan-out from about 25k to 35-43k deliveries/s (it was 5.8k).
-  Two real faults surfaced on the way: nats-server admits only 1,000 consumers per stream unless
+  Three real faults surfaced on the way: nats-server admits only 1,000 consumers per stream unless
   told otherwise, so sessions past the thousandth silently had no stream (now
-  `GAIA_STREAM_MAX_CONSUMERS`, 100,000, and consumers are deleted on close); and every session's
-  writer kept its last frame, usually the 8 KB snapshot, alive for the session's whole life.
+  `GAIA_STREAM_MAX_CONSUMERS`, 100,000, and consumers are deleted on close); every session's
+  writer kept its last frame, usually the 8 KB snapshot, alive for the session's whole life; and
+  kb's presence book rescanned every session on each join, so connects slowed to 80/s near 10,000
+  sessions (now a count per user: about 350/s).
 - **Where the time goes now** (py-spy on the gateway under saturated fan-out): about a third in
   writing WebSocket frames (one `send` per frame per socket), a third in nats-py receiving the
   per-session copies nats-server pushes (one JetStream consumer per session, as the gateway issue
@@ -55,10 +57,11 @@ ANALYSIS = """## What dominates, and what is next
   fan-out (one NATS message per event instead of one per session, and one task and queue fewer per
   session); it trades away the per-session NATS subscription the gateway issue asks for, so it
   needs that decision first. Then one gateway process per core behind the load balancer.
-- **Idle cost.** 33-35 KB per session in the gateway: aiohttp's request, protocol and WebSocket
-  objects, three tasks (handler, writer, nats-py's subscription task with its queue) and the
-  session objects (slotted); about 45 KB per session in nats-server for its consumer. Connects run
-  at 90-300/s (slower as the consumer count grows): each creates a consumer and fetches a snapshot.
+- **Idle cost.** About 32 KB per session in the gateway: aiohttp's request, protocol and WebSocket
+  objects (about 7 KB of Python objects), three tasks (handler, writer, nats-py's subscription task
+  with its queue) and the session objects (slotted); about 43 KB per session in nats-server for its
+  consumer. The last 2 KB would need the nats-py subscription without its task and queue, or the
+  shared feed above.
 """
 PLOT = Path("docs/latency.png")
 
