@@ -16,6 +16,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
 from shared.schemas.chat import ChatRequestSchema
+from shared.schemas.events import BroadcastWorldUpdateSchema
 from shared.schemas.errors import CloseCode, ErrorCode
 from shared.schemas.kbapi import ActionRequestSchema, ActionResultSchema, PresenceUpdateSchema
 from shared.schemas.messages import CLIENT_MESSAGES, SERVER_MESSAGES
@@ -147,7 +148,7 @@ def _json_schemas(messages: dict[str, Schema]) -> dict[str, Any]:
 def asyncapi() -> dict[str, Any]:
     """The WebSocket session and the SSE streams as AsyncAPI 3 channels and operations."""
     all_messages = {**CLIENT_MESSAGES, **SERVER_MESSAGES}
-    schemas = _json_schemas(all_messages)
+    schemas = _json_schemas({**all_messages, "broadcast": BroadcastWorldUpdateSchema()})
     messages = {t: {"name": t, "title": t, "payload": _ref(schema_name(s))} for t, s in all_messages.items()}
     ws_query = {"type": "object", "required": ["experience"], "properties": {
         "token": {"type": "string"}, "experience": {"type": "string"}, "last_seq": CURSOR}}
@@ -160,13 +161,21 @@ def asyncapi() -> dict[str, Any]:
         "info": {"title": "GAIA real-time gateway", "version": VERSION, "description": (
             "One persistent WebSocket per device. Every world_update carries seq, the resume cursor "
             f"(last_seq / Last-Event-ID). Close codes: {_close_codes()}. Error codes: {_error_codes()}.")},
-        "servers": {"local": {"host": "127.0.0.1:8000", "protocol": "ws", "description": "make run"}},
+        "servers": {"local": {"host": "127.0.0.1:8000", "protocol": "ws", "description": "make run"},
+                    "bus": {"host": "127.0.0.1:4222", "protocol": "nats",
+                            "description": "kb -> gateways, JetStream stream WORLD_UPDATES (internal)"}},
         "channels": {
             "experience": {"address": "/ws/experience", "description": "the WebSocket session",
                            "messages": {t: {"$ref": f"#/components/messages/{t}"} for t in all_messages},
                            "bindings": {"ws": {"method": "GET", "query": ws_query}}},
             "sseExperience": {"address": "/sse/experience", "description": "EventSource stream (id: seq)",
                               "messages": {t: {"$ref": f"#/components/messages/{t}"} for t in stream_types}},
+            "experienceUpdates": {
+                "address": "world.updates.exp.{experience}", "servers": [{"$ref": "#/servers/bus"}],
+                "description": "Internal: one message per commit; the gateway makes each player's copy",
+                "parameters": {"experience": {"description": "experience id"}},
+                "messages": {"broadcast": {"$ref": "#/components/messages/broadcast"},
+                             "presence": {"$ref": "#/components/messages/presence"}}},
         },
         "operations": {
             **{f"receive_{t}": {"action": "receive", "channel": {"$ref": "#/channels/experience"},
@@ -177,8 +186,13 @@ def asyncapi() -> dict[str, Any]:
                for t in SERVER_MESSAGES},
             "send_sse_events": {"action": "send", "channel": {"$ref": "#/channels/sseExperience"},
                                 "messages": refs(stream_types, "sseExperience")},
+            "receive_bus_events": {"action": "receive", "channel": {"$ref": "#/channels/experienceUpdates"},
+                                   "summary": "gateways read kb's broadcasts (each session's JetStream consumer)",
+                                   "messages": refs(("broadcast", "presence"), "experienceUpdates")},
         },
-        "components": {"messages": messages, "schemas": schemas},
+        "components": {"messages": {**messages, "broadcast": {
+            "name": "broadcast", "title": "world_update (bus form)", "payload": _ref("BroadcastWorldUpdate")}},
+            "schemas": schemas},
     }
 
 
