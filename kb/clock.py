@@ -6,11 +6,11 @@ import logging
 import uuid
 from typing import Callable
 
-from nats.js.errors import KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from kb.worlds import WorldService
-from shared.natsconn import NatsLink
+from shared.natsconn import NatsLink, lease_bucket
 from shared.subjects import CLOCK_LEASE_BUCKET
 from shared.tasks import raise_if_cancelled
 
@@ -35,10 +35,7 @@ class ClockLease:
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
             assert self.link.js is not None
-            try:
-                self._kv = await self.link.js.key_value(CLOCK_LEASE_BUCKET)
-            except NotFoundError:
-                self._kv = await self.link.js.create_key_value(bucket=CLOCK_LEASE_BUCKET, ttl=self.ttl_s, history=1)
+            self._kv = await lease_bucket(self.link.js, CLOCK_LEASE_BUCKET, self.ttl_s)
         return self._kv
 
     async def hold(self) -> bool:

@@ -9,7 +9,7 @@ from typing import Awaitable, Callable
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from shared.natsconn import NatsLink
+from shared.natsconn import NatsLink, lease_bucket
 from shared.subjects import OWNER_BUCKET
 from shared.tasks import raise_if_cancelled
 
@@ -66,10 +66,7 @@ class WorldOwnership:
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
             assert self.link is not None and self.link.js is not None
-            try:
-                self._kv = await self.link.js.key_value(OWNER_BUCKET)
-            except NotFoundError:
-                self._kv = await self.link.js.create_key_value(bucket=OWNER_BUCKET, ttl=self.ttl_s, history=1)
+            self._kv = await lease_bucket(self.link.js, OWNER_BUCKET, self.ttl_s)
         return self._kv
 
     async def hold_all(self) -> None:

@@ -9,7 +9,8 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
+from nats.js.kv import KeyValue
 from aiohttp import web
 
 from shared.config import Settings
@@ -42,6 +43,14 @@ async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
         await js.add_stream(config)
     except BadRequestError:
         await js.update_stream(config)
+
+
+async def lease_bucket(js: JetStreamContext, bucket: str, ttl_s: float) -> KeyValue:
+    """A KV bucket whose entries expire after ttl_s (the lease store), created on first use."""
+    try:
+        return await js.key_value(bucket)
+    except NotFoundError:
+        return await js.create_key_value(bucket=bucket, ttl=ttl_s, history=1)
 
 
 class NatsLink:

@@ -144,21 +144,21 @@ BROADCAST_SCHEMAS: dict[str, Schema] = {
 }
 
 
-def validate_broadcast(data: Any) -> dict[str, Any]:
-    """Load a message of an experience subject (broadcast world_update or presence)."""
+def _load_by_type(data: Any, schemas: dict[str, Schema]) -> dict[str, Any]:
+    """Load an event with the registry's schema for its `type`; ValidationError if it is not one."""
     if not isinstance(data, dict):
         raise ValidationError("event must be an object")
-    schema = BROADCAST_SCHEMAS.get(data.get("type"))  # type: ignore[arg-type]
+    schema = schemas.get(data.get("type"))  # type: ignore[arg-type]
     if schema is None:
         raise ValidationError(f"unknown event type {data.get('type')!r}", "type")
     return schema.load(data)
+
+
+def validate_broadcast(data: Any) -> dict[str, Any]:
+    """Load a message of an experience subject (broadcast world_update or presence)."""
+    return _load_by_type(data, BROADCAST_SCHEMAS)
 
 
 def validate_stream_event(data: Any) -> dict[str, Any]:
-    """Load a bus event with the schema for its type; raise ValidationError if it is not one."""
-    if not isinstance(data, dict):
-        raise ValidationError("event must be an object")
-    schema = STREAM_EVENT_SCHEMAS.get(data.get("type"))  # type: ignore[arg-type]
-    if schema is None:
-        raise ValidationError(f"unknown event type {data.get('type')!r}", "type")
-    return schema.load(data)
+    """Load an event addressed to one user (world_update with user_id, or presence)."""
+    return _load_by_type(data, STREAM_EVENT_SCHEMAS)
