@@ -108,15 +108,15 @@ class Session:
     async def _write_loop(self) -> None:
         """The only writer: sends everything waiting, back to back.
 
-        Frames are popped, not iterated, so no sent frame stays referenced while the writer waits:
-        an idle session would otherwise keep its snapshot (about 8 KB) alive for its whole life.
+        The batch is let go before waiting again, so no sent frame stays referenced while the writer
+        waits: an idle session would otherwise keep its snapshot (about 8 KB) alive for its whole life.
         """
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             while True:
                 frames = await self.outbox.take()
-                while frames:
-                    await self.ws.send_frame(frames.popleft(), WSMsgType.TEXT)
-                del frames
+                for frame in frames:
+                    await self.ws.send_frame(frame, WSMsgType.TEXT)
+                del frames, frame
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def run(self, last_seq: int | None) -> None:

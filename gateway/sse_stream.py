@@ -125,10 +125,9 @@ class SseSession:
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             while True:
                 items = await self.outbox.take()
-                while items:  # popped, so no sent frame stays referenced while we wait
-                    event_id, data = items.popleft()
+                for event_id, data in items:
                     await resp.send(data.decode(), id=event_id)
-                    del data
+                del items, data  # no sent frame stays referenced while we wait
 
 
 async def sse_experience(request: web.Request) -> web.StreamResponse:
