@@ -27,10 +27,10 @@ DOC = Path("docs/benchmarks.md")
 ANALYSIS = """## What dominates, and what is next
 
 - **Targets.** Met: the whole run takes about 2 minutes; one gateway process holds 10,000
-  sessions, each with its own JetStream consumer, connecting at about 350/s. Close: p99 at 100
-  players is 21-28 ms across runs (p50 14-20 ms); 31.7 KB per session against 30. Not met: p99
-  <= 20 ms at 1,000 players (150-200 ms), fan-out >= 0.5x nats-server's own WebSocket listener
-  (0.19-0.26 with both saturated).
+  sessions, each with its own JetStream consumer, connecting at about 300/s. Close: 30.1-30.5 KB
+  per session against 30; p99 at 100 players is 21-28 ms across runs (p50 14-21 ms). Not met:
+  p99 <= 20 ms at 1,000 players (150-225 ms), fan-out >= 0.5x nats-server's own WebSocket
+  listener (0.19-0.27 with both saturated).
 - **What changed since the first run.** kb wrote one fsynced JetStream message per present player
   per change (100 players turned 20 actions/s into 2,000 writes/s, above the stream's ~1.4k/s with
   fsync) and presence joins cost N*N/2 messages. Now kb writes one broadcast per commit on
@@ -57,11 +57,11 @@ ANALYSIS = """## What dominates, and what is next
   fan-out (one NATS message per event instead of one per session, and one task and queue fewer per
   session); it trades away the per-session NATS subscription the gateway issue asks for, so it
   needs that decision first. Then one gateway process per core behind the load balancer.
-- **Idle cost.** About 32 KB per session in the gateway: aiohttp's request, protocol and WebSocket
+- **Idle cost.** About 30 KB per session in the gateway: aiohttp's request, protocol and WebSocket
   objects (about 7 KB of Python objects), three tasks (handler, writer, nats-py's subscription task
-  with its queue) and the session objects (slotted); about 43 KB per session in nats-server for its
-  consumer. The last 2 KB would need the nats-py subscription without its task and queue, or the
-  shared feed above.
+  with its queue, about 3 KB) and our session objects (slotted, a list and one future for the
+  outbox); about 43 KB per session in nats-server for its consumer. Going well below 30 KB needs
+  the nats-py subscription without its task and queue, or the shared feed above.
 """
 PLOT = Path("docs/latency.png")
 
