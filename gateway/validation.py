@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from marshmallow import ValidationError
 
-from shared.broadcast import personal_copy, visible_indexes
+from shared.broadcast import copy_body, visible_indexes
 from shared.schemas.events import validate_broadcast, validate_stream_event
 
 CACHE_SIZE = 4096
@@ -33,9 +33,7 @@ class Broadcast:
         indexes = visible_indexes(event, user_id)
         body = self._bodies.get(indexes)
         if body is None:
-            copy = personal_copy(event, user_id, indexes)
-            del copy["user_id"]
-            body = self._bodies[indexes] = orjson.dumps(copy)
+            body = self._bodies[indexes] = orjson.dumps(copy_body(event, indexes))
         return b'{"seq":%d,"user_id":%s,%s' % (seq, orjson.dumps(user_id), body[1:])
 
 

@@ -14,6 +14,7 @@ import aiohttp
 import nats
 import orjson
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.benchclients import Arrivals, GatewayListener, NatsWsListener, SseListener
 from harness.procs import NatsServer, free_port
@@ -136,8 +137,8 @@ async def gateway_quiet(http: aiohttp.ClientSession, system: LocalSystem, timeou
     while time.monotonic() < deadline:
         async with http.get(f"{system.gateway_url}/metrics") as resp:
             text = await resp.text()
-        delivered = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                        if line.startswith("gaia_gateway_events_delivered_total"))
+        delivered = sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+                        if s.name == "gaia_gateway_events_delivered_total")
         if delivered == last:
             return
         last = delivered

@@ -27,7 +27,20 @@ class Arrivals:
         self.last_at = at
 
 
-class GatewayListener:
+class SocketListener:
+    """What every WebSocket listener shares: its socket, its reader task, and how it closes."""
+
+    ws: aiohttp.ClientWebSocketResponse | None
+    task: asyncio.Task[None] | None
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+
+
+class GatewayListener(SocketListener):
     """A player socket that only records arrival times of world_update frames."""
 
     def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
@@ -64,14 +77,8 @@ class GatewayListener:
         await self.ws.send_str(orjson.dumps({"type": "action", "id": msg_id, "action": action, **args}).decode())
         return await asyncio.wait_for(future, 30)
 
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self.task is not None:
-            await asyncio.gather(self.task, return_exceptions=True)
 
-
-class NatsWsListener:
+class NatsWsListener(SocketListener):
     """A NATS client speaking the NATS protocol over nats-server's WebSocket listener (core SUB)."""
 
     def __init__(self, http: aiohttp.ClientSession, url: str, subject: str) -> None:
@@ -120,12 +127,6 @@ class NatsWsListener:
                 self._ponged.set()
             buf = buf[end + 2:]
         self._buffer = buf
-
-    async def close(self) -> None:
-        if self.ws is not None:
-            await self.ws.close()
-        if self.task is not None:
-            await asyncio.gather(self.task, return_exceptions=True)
 
 
 class SseListener:

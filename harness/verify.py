@@ -78,13 +78,14 @@ async def subject_seqs(nats_url: str, stream: str, subject: str,
             return []
         sub = await js.subscribe(subject, ordered_consumer=True, stream=stream)
         seqs: list[int] = []
-        while not seqs or seqs[-1] < last:
+        seq = 0
+        while seq < last:
             msg = await sub.next_msg(timeout=5)
-            seqs.append(msg.metadata.sequence.stream)
-            if not keep(msg.data):
-                seqs[-1] = -1
+            seq = msg.metadata.sequence.stream
+            if keep(msg.data):
+                seqs.append(seq)
         await sub.unsubscribe()
-        return [s for s in seqs if s >= 0]
+        return seqs
     finally:
         await nc.close()
 

@@ -9,11 +9,13 @@ def visible_indexes(event: dict[str, Any], user_id: str) -> tuple[int, ...]:
     return tuple(i for i, who in enumerate(event["audience"]) if who is None or user_id in who["only"])
 
 
-def personal_copy(event: dict[str, Any], user_id: str, indexes: tuple[int, ...] | None = None) -> dict[str, Any]:
+def copy_body(event: dict[str, Any], indexes: tuple[int, ...]) -> dict[str, Any]:
+    """The event with only the changes at `indexes`, without `audience` (and without `user_id`)."""
+    body = {k: v for k, v in event.items() if k not in ("audience", "seq", "user_id")}
+    body["changes"] = [event["changes"][i] for i in indexes]
+    return body
+
+
+def personal_copy(event: dict[str, Any], user_id: str) -> dict[str, Any]:
     """The WorldUpdateEvent v0.4 this player receives (audience removed, user_id set)."""
-    if indexes is None:
-        indexes = visible_indexes(event, user_id)
-    copy = {k: v for k, v in event.items() if k not in ("audience", "seq")}
-    copy["user_id"] = user_id
-    copy["changes"] = [event["changes"][i] for i in indexes]
-    return copy
+    return {**copy_body(event, visible_indexes(event, user_id)), "user_id": user_id}

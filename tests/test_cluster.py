@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import aiohttp
 import nats
 import pytest
 
@@ -79,7 +80,6 @@ async def test_two_gateways_on_a_nats_cluster_lose_nothing_when_a_node_and_a_gat
 
 async def owner_of(system: ClusterSystem, experience: str = EXPERIENCE) -> list[int]:
     """Indexes of the kb processes whose /health says they own the world."""
-    import aiohttp
     owners = []
     async with aiohttp.ClientSession() as http:
         for i, kb in enumerate(system.kbs):
