@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Awaitable, Callable, Generic, TypeVar
 
 from gateway.kbclient import KbClient, KbUnavailable
 from shared.schemas.errors import ErrorCode
@@ -57,6 +57,11 @@ class SnapshotGate(Generic[T]):
         else:
             self._held.append(item)
 
+    @property
+    def held(self) -> int:
+        """Events waiting behind a snapshot."""
+        return len(self._held)
+
     def hold(self) -> None:
         self._holds += 1
 
@@ -66,6 +71,21 @@ class SnapshotGate(Generic[T]):
             held, self._held = self._held, []
             for item in held:
                 self.emit_event(item)
+
+    def resync(self, reason: str) -> Awaitable[None]:
+        """Hold events now and say `resync_required`; the returned coroutine sends the fresh snapshot.
+
+        Holding at once (not when the coroutine first runs) keeps every later event behind the snapshot.
+        """
+        self.hold()
+        self.emit_frame({"type": "resync_required", "reason": reason})
+        return self._resync_view()
+
+    async def _resync_view(self) -> None:
+        try:
+            await self.send_view()
+        finally:
+            self.release()
 
     async def send_view(self) -> None:
         """Fetch and queue area_of_interest with events held meanwhile."""

@@ -55,6 +55,13 @@ class GatewayMetrics:
         for code, n in sorted(self.sessions.closed_by_code.items()):
             closes.add_metric([str(code)], n)
         yield closes
+        stats = self.streams.stats
+        for name, value, about in (("gaps", stats.gaps, "Gaps found by Nats-Last-Sequence or the sweeper"),
+                                   ("catchups", stats.catchups, "Catch-ups through a short-lived consumer"),
+                                   ("resyncs", stats.resyncs, "Fresh snapshots sent instead of a replay")):
+            yield CounterMetricFamily(f"gaia_gateway_stream_{name}", about, value=value)
+        yield GaugeMetricFamily("gaia_gateway_streams_catching_up", "Streams replaying through a consumer now",
+                                value=self.streams.counts()["catching_up"])
         yield CounterMetricFamily("gaia_gateway_nats_reconnects", "NATS reconnects of this process",
                                   value=self.link.reconnects)
         yield GaugeMetricFamily("gaia_gateway_nats_up", "1 while NATS and JetStream are reachable",

@@ -18,7 +18,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.outbox import SessionOutbox
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
-from gateway.stream import StreamSet, UserStream
+from gateway.stream import StreamSet, open_stream
 from shared.config import Settings
 from shared.natsconn import NatsLink
 from shared.schemas.errors import CloseCode, ErrorCode, ProtocolError
@@ -68,8 +68,7 @@ class Session:
         self.experience = experience
         self.conn_id = conn_id
         self.outbox: SessionOutbox[bytes] = SessionOutbox(deps.settings.session_outbox_size)
-        self.stream = UserStream(deps.link, deps.settings, user_id, experience, conn_id, self,
-                                 deps.streams.validator, deps.streams.stats)
+        self.stream = deps.streams.new(user_id, experience, conn_id, self)
         self.limiter = TokenBucket(deps.settings.msg_rate_per_s, deps.settings.msg_burst)
         self.server_close: int | None = None
         self.gate: SnapshotGate[bytes] = SnapshotGate(
@@ -96,14 +95,19 @@ class Session:
         self.gate.event(frame, event)
 
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
-        """Replay reached the stream's end as of the resume: say so, then make sure we are not stale."""
+        """Replay met the live stream: say so; a snapshot follows only if the world moved past the chain."""
         self.gate.in_order(orjson.dumps({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq,
                                          "replayed": replayed}))
-        self._spawn(self.gate.refresh_if_stale())
+        if replayed:
+            self._spawn(self.gate.refresh_if_stale())
 
-    def on_cursor_lost(self) -> None:
-        """The stream restarted without a cursor: only a fresh snapshot makes the client whole."""
-        self._spawn(self.gate.send_view())
+    def on_resync(self, reason: str) -> None:
+        """The client's cursor cannot be served (gone, too far behind, stream restarted): a fresh snapshot."""
+        self._spawn(self.gate.resync(reason))
+
+    def room(self) -> int:
+        """Frames a catch-up may queue now: it fills at most half the outbox, leaving the rest to live traffic."""
+        return self.outbox.limit // 2 - len(self.outbox) - self.gate.held
 
     async def _write_loop(self) -> None:
         """The only writer: sends everything waiting, back to back.
@@ -123,7 +127,6 @@ class Session:
         """Serve the socket until it closes; cleanup survives cancellation."""
         deps = self.deps
         deps.registry.add(self)
-        deps.streams.add(self.stream)
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
         expiry = self._schedule_expiry()
         clean = False
@@ -159,17 +162,8 @@ class Session:
             self.gate.release()
         await self.gate.send_view()
 
-    async def _open_stream(self, last_seq: int | None) -> str:
-        try:
-            result = await self.stream.open(last_seq)
-        except Exception as exc:  # noqa: BLE001 - NATS trouble: the stream set retries on its own
-            raise_if_cancelled()
-            log.warning("[%s] stream open failed (%s: %s); will retry", self.conn_id, type(exc).__name__, exc)
-            self.stream.cursor = last_seq
-            return "offline"
-        log.info("[%s] stream %s from %s (replay until %d)", self.conn_id, result.kind, result.cursor,
-                 result.replay_until)
-        return result.kind
+    async def _open_stream(self, last_seq: int | None) -> None:
+        await open_stream(self.stream, last_seq)
 
     async def _read_loop(self) -> bool:
         """The only reader. Returns True if the client closed cleanly (1000)."""
@@ -235,15 +229,20 @@ class Session:
             self._actions -= 1
 
     async def _resume(self, last_seq: int) -> None:
-        """Restart the stream from the client's cursor (on connect, or a `resume` message)."""
+        """Restart the stream from the client's cursor (on connect, or a `resume` message).
+
+        An in-socket resume replaces the stream: the old one is closed first, so nothing it still
+        receives can move the new one's cursor.
+        """
+        if self.stream.cursor is not None or self.stream.catching_up:
+            old = self.stream
+            self.stream = self.deps.streams.new(self.user_id, self.experience, self.conn_id, self)
+            await self.deps.streams.discard(old)
         self.gate.hold()
         try:
-            result = await self._open_stream(last_seq)
+            await self._open_stream(last_seq)
         finally:
             self.gate.release()
-        if result == "too_old":
-            self.send({"type": "resync_required", "reason": "last_seq is older than the stream retains"})
-            await self.gate.send_view()
 
     def _spawn(self, coro: Any) -> None:
         """Run a request concurrently so a slow kb never blocks pings or events."""
@@ -299,9 +298,8 @@ class Session:
         deps = self.deps
         for task in list(self._tasks):
             task.cancel()
-        deps.streams.discard(self.stream)
         with contextlib.suppress(Exception):
-            await self.stream.close()
+            await deps.streams.discard(self.stream)
         deps.registry.remove(self, self.server_close or self.ws.close_code)
         deps.presence.leave(self.conn_id, clean)
         if self._writer is not None:

@@ -14,9 +14,8 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from marshmallow import ValidationError
 
 from gateway.intents import parse_intent
-from gateway.keys import GATEWAY_ID, KB, METRICS, NATS, REGISTRY, SETTINGS, STREAMS, VERIFIER
+from gateway.keys import GATEWAY_ID, KB, METRICS, REGISTRY, SETTINGS, STREAMS, VERIFIER
 from gateway.kbclient import KbRejected, KbUnavailable
-from gateway.stream import UserStream
 from shared.auth import Identity, TokenError, bearer_token
 from shared.schemas import chat
 from shared.schemas.errors import ErrorCode
@@ -77,8 +76,11 @@ class ChatEvents:
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
         pass
 
-    def on_cursor_lost(self) -> None:
-        pass
+    def on_resync(self, reason: str) -> None:
+        pass  # a chat request streams only what its own action causes from now on
+
+    def room(self) -> int:
+        return self.queue.maxsize - self.queue.qsize()
 
 
 class ChatStream:
@@ -97,8 +99,8 @@ class ChatStream:
         self.body = body
         self.conn_id = f"{app[GATEWAY_ID]}-chat-{uuid.uuid4().hex[:10]}"
         self.events = ChatEvents(self.settings.session_outbox_size)
-        self.stream = UserStream(app[NATS], self.settings, self.user_id, self.experience, self.conn_id, self.events,
-                                 app[STREAMS].validator, app[STREAMS].stats)
+        self.streams = app[STREAMS]
+        self.stream = self.streams.new(self.user_id, self.experience, self.conn_id, self.events)
         self.resp: EventSourceResponse | None = None
         self.started = time.perf_counter()
         self.first_chunk_at: float | None = None
@@ -126,7 +128,7 @@ class ChatStream:
             log.info("[%s] client went away mid-stream", self.conn_id)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.stream.close())
+                await asyncio.shield(self.streams.discard(self.stream))
             registry.remove(self)
 
     async def _exchange(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import uuid
 from typing import Any
 
@@ -12,13 +13,12 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from gateway.gate import SnapshotGate
-from gateway.keys import GATEWAY_ID, KB, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import GATEWAY_ID, KB, PRESENCE, REGISTRY, SETTINGS, STREAMS
 from gateway.outbox import SessionOutbox
 from gateway.sse import authenticate, check_experience, json_error, sse_count
-from gateway.stream import UserStream
+from gateway.stream import open_stream
 from gateway.ws import parse_cursor
 from shared.schemas.errors import CloseCode
-from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 Item = tuple[str | None, bytes]
@@ -37,8 +37,8 @@ class SseSession:
         self.experience = experience
         self.conn_id = f"{app[GATEWAY_ID]}-sse-{uuid.uuid4().hex[:10]}"
         self.outbox: SessionOutbox[Item] = SessionOutbox(self.settings.session_outbox_size)
-        self.stream = UserStream(app[NATS], self.settings, user_id, experience, self.conn_id, self,
-                                 app[STREAMS].validator, app[STREAMS].stats)
+        self.streams = app[STREAMS]
+        self.stream = self.streams.new(user_id, experience, self.conn_id, self)
         self.gate: SnapshotGate[Item] = SnapshotGate(
             app[KB], experience, user_id, self.conn_id, app[GATEWAY_ID], self.outbox.limit, emit_event=self._put,
             emit_frame=lambda frame: self._put((None, orjson.dumps(frame))), on_overflow=self._overflow)
@@ -62,10 +62,14 @@ class SseSession:
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
         self.gate.in_order((None, orjson.dumps({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq,
                                                 "replayed": replayed})))
-        self._spawn(self.gate.refresh_if_stale())
+        if replayed:
+            self._spawn(self.gate.refresh_if_stale())
 
-    def on_cursor_lost(self) -> None:
-        self._spawn(self.gate.send_view())
+    def on_resync(self, reason: str) -> None:
+        self._spawn(self.gate.resync(reason))
+
+    def room(self) -> int:
+        return self.outbox.limit // 2 - len(self.outbox) - self.gate.held
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -80,11 +84,11 @@ class SseSession:
         """Stream until the client goes, the server stops, or the client falls too far behind."""
         app = self.request.app
         app[REGISTRY].add(self)
-        app[STREAMS].add(self.stream)
         try:
             async with sse_response(self.request, ping_interval=self.settings.sse_keepalive_s) as resp:
                 self.resp = resp
                 await self._open(cursor)
+                await resp.write(self._preamble())
                 app[PRESENCE].join(self.conn_id, self.user_id, self.experience)
                 writer = asyncio.create_task(self._write(resp))
                 await resp.wait()
@@ -95,30 +99,29 @@ class SseSession:
         finally:
             for task in self._tasks:
                 task.cancel()
-            app[STREAMS].discard(self.stream)
             with contextlib.suppress(Exception):
-                await asyncio.shield(self.stream.close())
+                await asyncio.shield(self.streams.discard(self.stream))
             app[REGISTRY].remove(self, CloseCode.SLOW_CONSUMER if self.overflowed else None)
             app[PRESENCE].leave(self.conn_id, clean=False)  # EventSource has no clean close: grace applies
             log.info("[%s] SSE stream closed (user=%s)", self.conn_id, self.user_id)
         assert self.resp is not None
         return self.resp
 
+    def _preamble(self) -> bytes:
+        """`id:` and `retry:` without data: the browser's Last-Event-ID is set before any event, so a
+        reconnect after a quiet start still resumes; the reconnect delay is jittered across clients."""
+        retry = self.settings.sse_retry_ms
+        lines = f"retry: {retry + random.randrange(max(1, retry))}\n"
+        if self.stream.cursor is not None:
+            lines = f"id: {self.stream.cursor}\n" + lines
+        return (lines + "\n").encode()
+
     async def _open(self, cursor: int | None) -> None:
         self.gate.hold()
         try:
-            result = await self.stream.open(cursor)
-        except Exception as exc:  # noqa: BLE001 - the stream set reopens it when NATS is back
-            raise_if_cancelled()
-            log.warning("[%s] stream open failed (%s); will retry", self.conn_id, type(exc).__name__)
-            self.stream.cursor = cursor
-            return
+            await open_stream(self.stream, cursor)
         finally:
             self.gate.release()
-        if result.kind == "too_old":
-            self._put((None, orjson.dumps({"type": "resync_required",
-                                           "reason": "Last-Event-ID is older than the stream retains"})))
-            await self.gate.send_view()
 
     async def _write(self, resp: EventSourceResponse) -> None:
         """The only writer: `id: <seq>` on stream events, so Last-Event-ID is the resume cursor."""

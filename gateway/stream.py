@@ -1,18 +1,22 @@
-"""A session's one subscription: a JetStream consumer on its experience and user subjects, live and replay alike.
+"""A session's one subscription: a core NATS subscription on its experience's live subject.
 
-Each stream owns a core subscription on its own deliver subject plus an ephemeral, ack-less push
-consumer filtered on `world.updates.exp.{experience}` (one broadcast per commit, each player's copy
-made here) and `world.updates.user.{id}` (events addressed to this user only), started at
-`cursor + 1`. The stream sequence of each message is the client's `seq`. A consumer-sequence gap, a missed heartbeat or a NATS
-reconnect recreates the consumer from the cursor, and anything at or below the cursor is dropped,
-so delivery is gap-free and duplicate-free without a second code path for replay.
+The WORLD_UPDATES stream republishes every stored message from `world.updates.>` to
+`live.world.updates.>` with two headers: `Nats-Sequence` (the stream sequence, the client's `seq`)
+and `Nats-Last-Sequence` (the previous sequence on the same subject). A session holds exactly one
+core subscription on `live.world.updates.exp.{experience}` for its whole life, so a live session
+costs nats-server one subscription and no JetStream state. A gap is exact: a message whose
+`Nats-Last-Sequence` is not this session's cursor means something between was missed.
+
+JetStream consumers exist only while catching up (a resume with a cursor, a detected gap, a NATS
+reconnect): a short-lived pull consumer from `cursor + 1`, read only as fast as the session's
+socket drains, deleted as soon as the replay meets the live messages held meanwhile. A client too
+far behind gets a fresh snapshot instead of a flood (the sink's `on_resync`).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,289 +27,367 @@ from nats.aio.subscription import Subscription
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from shared.config import Settings
 from gateway.validation import EventValidator
+from shared.config import Settings
 from shared.natsconn import NatsLink
-from shared.subjects import experience_updates, user_updates
+from shared.subjects import experience_updates, live_subject
 from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
+CATCHUP_BATCH = 256
+ROOM_POLL_S = 0.01
 
 
 class StreamSink(Protocol):
-    """What a stream tells its owner (a WebSocket session or an SSE stream)."""
+    """What a stream tells its owner (a WebSocket session, an SSE stream or a chat request)."""
 
     def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None: ...
 
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None: ...
 
-    def on_cursor_lost(self) -> None: ...
+    def on_resync(self, reason: str) -> None: ...
+
+    def room(self) -> int:
+        """How many more events the sink can queue now without crowding its live traffic."""
+        ...
 
 
 @dataclass(frozen=True)
 class OpenResult:
-    """How a stream started: `live`, `replay` (up to a target sequence), `too_old` or `offline`."""
+    """How a stream started: `live`, `replay` (catching up in the background), `too_old` or `offline`."""
 
     kind: str
     cursor: int | None = None
     replay_until: int = 0
 
 
-def ack_sequences(reply: str) -> tuple[int, int]:
-    """(stream sequence, consumer sequence) from a JetStream delivery's reply subject.
+def ack_sequences(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, consumer sequence, pending) from a JetStream delivery's reply subject.
 
     `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, or the newer form with
     domain and account hash before the stream name and a random token at the end. Read directly:
-    nats-py's `msg.metadata` builds three objects per message, a tenth of the gateway's time under fan-out.
+    nats-py's `msg.metadata` builds three objects per message.
     """
     tokens = reply.split(".")
     if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[6])
-    return int(tokens[7]), int(tokens[8])
+        return int(tokens[5]), int(tokens[6]), int(tokens[8])
+    return int(tokens[7]), int(tokens[8]), int(tokens[10])
 
 
-def with_seq(seq: int, payload: bytes) -> bytes:
-    """Add `seq` to an encoded JSON object without re-encoding it."""
-    return b'{"seq":%d,%s' % (seq, payload[1:])
+def live_sequences(msg: Msg) -> tuple[int, int]:
+    """(stream sequence, previous sequence on the same subject) of a republished message."""
+    headers = msg.headers or {}
+    return int(headers["Nats-Sequence"]), int(headers.get("Nats-Last-Sequence") or 0)
 
 
 @dataclass
 class StreamStats:
-    """Events handed to sessions (by transport) and events dropped as invalid, over the process's life."""
+    """Events handed to sessions (by transport), invalid events, gaps and catch-ups, over the process's life."""
 
     delivered: Counter[str] = field(default_factory=Counter)
     invalid: int = 0
+    gaps: int = 0
+    catchups: int = 0
+    resyncs: int = 0
 
 
 class UserStream:
     """One user's event stream for one experience, resumable from any stream sequence."""
 
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
-    __slots__ = (
-        "link", "settings", "user_id", "experience", "subject", "experience_subject", "label", "sink",
-        "validator", "stats", "transport", "cursor", "last_activity", "_sub", "_consumer", "_deliver",
-        "_generation", "_next_cseq", "_replay", "_closed", "_lock",
-    )
+    __slots__ = ("owner", "user_id", "experience", "subject", "label", "sink", "transport", "cursor",
+                 "_sub", "_held", "_held_dropped", "_catchup", "_replay", "_closed")
 
-    def __init__(self, link: NatsLink, settings: Settings, user_id: str, experience: str, label: str,
-                 sink: StreamSink, validator: EventValidator, stats: StreamStats | None = None) -> None:
-        self.link = link
-        self.settings = settings
+    def __init__(self, owner: StreamSet, user_id: str, experience: str, label: str, sink: StreamSink) -> None:
+        self.owner = owner
         self.user_id = user_id
         self.experience = experience
-        self.subject = user_updates(user_id)
-        self.experience_subject = experience_updates(experience)
+        self.subject = experience_updates(experience)
         self.label = label
         self.sink = sink
-        self.validator = validator
-        self.stats = stats or StreamStats()
         self.transport = getattr(sink, "transport", "other")
         self.cursor: int | None = None
-        self.last_activity = time.monotonic()
         self._sub: Subscription | None = None
-        self._consumer: str | None = None
-        self._deliver: str = ""
-        self._generation = 0
-        self._next_cseq = 1
-        self._replay: tuple[int, int, int] | None = None  # (from_seq, until_seq, replayed so far)
+        # Live messages held while the cursor is being set or caught up (None: live, pass them on).
+        self._held: list[tuple[int, int, bytes]] | None = []
+        self._held_dropped = False
+        self._catchup: asyncio.Task[None] | None = None
+        self._replay: tuple[int, int] | None = None  # a client's resume being served: (from_seq, replayed)
         self._closed = False
-        self._lock = asyncio.Lock()
 
     @property
-    def active(self) -> bool:
-        """True while a consumer is (believed to be) feeding this stream."""
-        return self._sub is not None
+    def live(self) -> bool:
+        """True while subscribed and passing live messages straight on."""
+        return self._sub is not None and self._held is None
 
+    @property
+    def catching_up(self) -> bool:
+        return self._catchup is not None and not self._catchup.done()
+
+    # ---- opening ----------------------------------------------------------------------------
     async def open(self, after_seq: int | None) -> OpenResult:
-        """Start at the stream's end (after_seq None) or right after a client's cursor.
+        """Subscribe, then start at the subject's end (after_seq None) or right after a client's cursor.
 
-        On a resume the replay target is the subject's last sequence, read before the consumer
-        exists, so the hand-over from replay to live is exact however fast messages arrive.
-        The sink hears `on_replayed` once the target is reached (at once if nothing was missed).
+        The subscription exists before the subject's last sequence is read, so every later message
+        reaches it; messages at or below the cursor are dropped, the rest must chain from it.
         """
-        async with self._lock:
-            js = self.link.js
-            if not self.link.jetstream_ok or js is None:
-                return OpenResult("offline")
-            if after_seq is None:
-                return OpenResult("live", await self._subscribe_at_end())
-            state = (await js.stream_info(self.settings.stream_name)).state
-            if after_seq + 1 < state.first_seq or after_seq > state.last_seq:
-                return OpenResult("too_old", await self._subscribe_at_end())
-            until = await self._last_seq_of_subject()
+        link = self.owner.link
+        if not link.jetstream_ok or link.js is None:
             self.cursor = after_seq
-            if until > after_seq:
-                self._replay = (after_seq + 1, until, 0)
-            await self._subscribe(after_seq + 1)
-            if until <= after_seq:
-                self.sink.on_replayed(after_seq + 1, after_seq, 0)
-            return OpenResult("replay", after_seq, until)
-
-    async def _subscribe_at_end(self) -> int:
-        """Subscribe for new messages only; the cursor becomes the stream's last sequence."""
-        info = await self._subscribe(None)
-        self.cursor = info.delivered.stream_seq if info.delivered else 0
-        return self.cursor
-
-    async def _last_seq_of_subject(self) -> int:
-        """Stream sequence of the newest message on the experience's or this user's subject (0 if none)."""
-        assert self.link.js is not None
-        last = 0
-        for subject in (self.experience_subject, self.subject):
-            try:
-                msg = await self.link.js.get_last_msg(self.settings.stream_name, subject, direct=True)
-            except NotFoundError:
-                continue
-            last = max(last, msg.seq or 0)
-        return last
-
-    async def reopen(self) -> None:
-        """Recreate the consumer from the cursor (after a reconnect, gap or silence)."""
-        async with self._lock:
-            if self._closed or not self.link.jetstream_ok:
-                return
-            if self.cursor is None:
-                await self._subscribe_at_end()
-                self.sink.on_cursor_lost()
-                return
-            await self._subscribe(self.cursor + 1)
-            log.info("[%s] stream resumed from seq %d", self.label, self.cursor + 1)
-
-    async def _subscribe(self, start_seq: int | None) -> js_api.ConsumerInfo:
-        """Swap in a fresh deliver subscription and consumer (new subject, so stale messages die)."""
-        nc, js = self.link.nc, self.link.js
-        assert nc is not None and js is not None
-        await self._drop_subscription()
-        self._generation += 1
-        self._deliver = f"gaia.session.{self.user_id}.{self.label}.{self._generation}"
-        self._next_cseq = 1
-        generation = self._generation
-
-        async def on_msg(msg: Msg) -> None:
-            if generation == self._generation:  # messages still queued for a replaced consumer die here
-                self._on_msg(msg)
-
-        self._sub = await nc.subscribe(self._deliver, cb=on_msg,
-                                       pending_msgs_limit=self.settings.sub_pending_msgs,
-                                       pending_bytes_limit=self.settings.sub_pending_bytes)
-        config = js_api.ConsumerConfig(
-            deliver_subject=self._deliver,
-            filter_subjects=[self.experience_subject, self.subject],
-            deliver_policy=js_api.DeliverPolicy.NEW if start_seq is None else js_api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start_seq,
-            ack_policy=js_api.AckPolicy.NONE,
-            idle_heartbeat=self.settings.stream_heartbeat_s,
-            mem_storage=True,
-            num_replicas=1,
-            inactive_threshold=max(30.0, 3 * self.settings.stream_heartbeat_s),
-        )
+            return OpenResult("offline", after_seq)
         try:
-            info = await js.add_consumer(self.settings.stream_name, config)
+            return await self._open(after_seq)
         except BaseException:
-            await self._drop_subscription()
+            await self._unsubscribe()  # so the sweeper opens it again from the client's cursor
+            self._held, self.cursor = [], after_seq
             raise
-        self._consumer = info.name
-        self.last_activity = time.monotonic()
-        return info
 
-    async def _drop_subscription(self) -> None:
-        """Unsubscribe and delete the consumer now (the server would only after its inactive threshold,
-        and each stream admits a limited number of consumers: GAIA_STREAM_MAX_CONSUMERS)."""
-        sub, self._sub = self._sub, None
-        consumer, self._consumer = self._consumer, None
-        if sub is not None:
-            try:
-                await sub.unsubscribe()
-            except Exception:  # noqa: BLE001 - the connection may already be gone
-                pass
-        if consumer is not None and self.link.js is not None and self.link.connected:
-            try:
-                await asyncio.wait_for(self.link.js.delete_consumer(self.settings.stream_name, consumer), 2.0)
-            except Exception:  # noqa: BLE001 - gone already, or NATS away: the inactive threshold removes it
-                raise_if_cancelled()
+    async def _open(self, after_seq: int | None) -> OpenResult:
+        link = self.owner.link
+        assert link.js is not None
+        await self._subscribe()
+        last = await self.owner.subject_last(self.subject)
+        if after_seq is None:
+            self._go_live_at(last)
+            return OpenResult("live", last, last)
+        state = (await link.js.stream_info(self.owner.settings.stream_name)).state
+        if after_seq + 1 < state.first_seq or after_seq > state.last_seq:
+            self._go_live_at(last)
+            self._resync("the cursor is older than the stream retains" if after_seq < state.first_seq
+                         else "the cursor is ahead of the stream")
+            return OpenResult("too_old", last, last)
+        if last <= after_seq:  # missed nothing
+            self._go_live_at(last)
+            self.sink.on_replayed(after_seq + 1, after_seq, 0)
+            return OpenResult("replay", after_seq, last)
+        self.cursor = after_seq
+        self._replay = (after_seq + 1, 0)
+        self._start_catch_up()
+        return OpenResult("replay", after_seq, last)
+
+    async def _subscribe(self) -> None:
+        """The one core subscription (made once; nats-py restores it after a reconnect)."""
+        if self._sub is not None:
+            return
+        nc = self.owner.link.nc
+        assert nc is not None
+        settings = self.owner.settings
+        self._sub = await nc.subscribe(live_subject(self.subject), cb=self._on_live,
+                                       pending_msgs_limit=settings.sub_pending_msgs,
+                                       pending_bytes_limit=settings.sub_pending_bytes)
+        await nc.flush(timeout=5)  # the server has the subscription before we read the subject's end
+
+    def _go_live_at(self, last: int) -> None:
+        """The cursor is the subject's last sequence: pass on what was held after it, if it chains."""
+        self.cursor = last
+        if not self._splice():
+            self._start_catch_up()
+
+    # ---- live messages ------------------------------------------------------------------------
+    async def _on_live(self, msg: Msg) -> None:
+        """A republished message: pass on, hold while catching up, or detect a gap."""
+        if self._closed:
+            return  # still queued in nats-py when the stream was closed (e.g. replaced by a resume)
+        seq, last = live_sequences(msg)
+        held = self._held
+        if held is not None:
+            if len(held) >= self.owner.settings.sub_pending_msgs:
+                held.clear()  # they are in the stream: the catch-up reads them there
+                self._held_dropped = True
+            held.append((seq, last, msg.data))
+            return
+        cursor = self.cursor
+        if cursor is not None and seq <= cursor:
+            return
+        if cursor is not None and last != cursor:
+            log.info("[%s] gap before seq %d (previous %d, cursor %d): catching up", self.label, seq, last, cursor)
+            self.owner.stats.gaps += 1
+            self._held = [(seq, last, msg.data)]
+            self._start_catch_up()
+            return
+        self._deliver(seq, msg.data)
+
+    def _splice(self) -> bool:
+        """Go live if the held messages chain from the cursor (True); otherwise hold anew (False)."""
+        held, dropped = self._held or [], self._held_dropped
+        self._held, self._held_dropped = None, False
+        if dropped:
+            self._held = []
+            return False
+        for index, (seq, last, data) in enumerate(held):
+            if self.cursor is not None and seq <= self.cursor:
+                continue
+            if last != self.cursor:
+                self._held = []  # still in the stream: the catch-up reads them in order
+                return False
+            self._deliver(seq, data)
+        self._finish_replay()
+        return True
+
+    def _deliver(self, seq: int, payload: bytes) -> None:
+        self.cursor = seq
+        forwarded = self._forward(seq, payload)
+        if self._replay is not None:
+            start, replayed = self._replay
+            self._replay = (start, replayed + int(forwarded))
+
+    def _finish_replay(self) -> None:
+        if self._replay is not None:
+            start, replayed = self._replay
+            self._replay = None
+            self.sink.on_replayed(start, self.cursor or 0, replayed)
+
+    def _forward(self, seq: int, payload: bytes) -> bool:
+        """Validate and pass on this player's copy; anything else only moves the cursor."""
+        try:
+            broadcast = self.owner.validator.broadcast(payload)
+            frame = broadcast.frame_for(seq, self.user_id)
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
+            self.owner.stats.invalid += 1
+            return False
+        if frame is None:
+            return False
+        self.owner.stats.delivered[self.transport] += 1
+        self.sink.on_event(seq, frame, broadcast.event)
+        return True
+
+    def _resync(self, reason: str) -> None:
+        self.owner.stats.resyncs += 1
+        self._replay = None
+        self.sink.on_resync(reason)
+
+    # ---- catching up ----------------------------------------------------------------------------
+    def _start_catch_up(self) -> None:
+        if self._held is None:
+            self._held = []
+        if not self._closed and not self.catching_up:
+            self._catchup = asyncio.get_running_loop().create_task(self._catch_up_until_done(),
+                                                                   name=f"catchup-{self.label}")
+
+    async def _catch_up_until_done(self) -> None:
+        """Catch up; on NATS trouble wait and try again from the cursor (nothing is lost meanwhile)."""
+        delay = 0.2
+        while not self._closed:
+            if self.owner.link.jetstream_ok:
+                try:
+                    await self._catch_up()
+                    return
+                except Exception as exc:  # noqa: BLE001 - NATS trouble: retried from the cursor
+                    raise_if_cancelled()
+                    log.warning("[%s] catch-up from %s failed (%s: %s); retrying", self.label, self.cursor,
+                                type(exc).__name__, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _catch_up(self) -> None:
+        """Replay from the cursor with a short-lived pull consumer, paced by the sink, then go live."""
+        owner = self.owner
+        js = owner.link.js
+        assert js is not None and self.cursor is not None
+        async with owner.catchup_slots:
+            info = await js.add_consumer(owner.settings.stream_name, owner.catchup_config(self.subject, self.cursor))
+        owner.stats.catchups += 1
+        try:
+            if info.num_pending > owner.settings.resync_after_events:
+                log.info("[%s] %d events behind: a fresh snapshot instead of a replay", self.label, info.num_pending)
+                self._held = []
+                self._go_live_at(await owner.subject_last(self.subject))
+                self._resync(f"{info.num_pending} events behind; a fresh snapshot replaces them")
+                return
+            await self._replay_from(info.name, info.num_pending)
+        finally:
+            await owner.delete_consumer(info.name)
+
+    async def _replay_from(self, consumer: str, pending: int) -> None:
+        owner = self.owner
+        assert owner.link.js is not None
+        pull = await owner.link.js.pull_subscribe_bind(consumer=consumer, stream=owner.settings.stream_name)
+        try:
+            while True:
+                while pending > 0:
+                    room = await self._room()
+                    async with owner.catchup_slots:
+                        msgs = await pull.fetch(min(room, CATCHUP_BATCH), timeout=5)
+                    for msg in msgs:
+                        seq, _, pending = ack_sequences(msg.reply)
+                        if self.cursor is None or seq > self.cursor:
+                            self._deliver(seq, msg.data)
+                if self._splice():
+                    return
+                pending = (await pull.consumer_info()).num_pending
+        finally:
+            await pull.unsubscribe()
+
+    async def _room(self) -> int:
+        """Wait until the sink can take more (a replay never overruns the socket it feeds)."""
+        while True:
+            room = self.sink.room()
+            if room > 0:
+                return room
+            await asyncio.sleep(ROOM_POLL_S)
+
+    @property
+    def needs_open(self) -> bool:
+        """True when opening failed (NATS away) and nothing is subscribed yet."""
+        return self._sub is None and not self._closed
+
+    def check(self, subject_last: int) -> None:
+        """Called after a reconnect or by the sweeper: catch up if the subject moved past the cursor."""
+        if (self._closed or self._sub is None or self.catching_up or self.cursor is None
+                or subject_last <= self.cursor):
+            return
+        log.info("[%s] behind the stream (cursor %d, subject at %d): catching up", self.label, self.cursor,
+                 subject_last)
+        self.owner.stats.gaps += 1
+        self._start_catch_up()
+
+    async def ensure_open(self) -> None:
+        """A stream whose open failed (NATS away): subscribe now, then catch up from the client's
+        cursor, or (no cursor) start at the end with a fresh snapshot for the client."""
+        if not self.needs_open:
+            return
+        await self._subscribe()
+        last = await self.owner.subject_last(self.subject)
+        if self.cursor is None:
+            self._go_live_at(last)
+            self._resync("the event stream restarted")
+        elif last > self.cursor:
+            self._start_catch_up()
+        else:
+            self._go_live_at(last)
 
     async def close(self) -> None:
         """Stop for good: no subscription and no consumer left behind."""
         self._closed = True
-        async with self._lock:
-            await self._drop_subscription()
+        if self._catchup is not None:
+            self._catchup.cancel()
+            await asyncio.gather(self._catchup, return_exceptions=True)
+        await self._unsubscribe()
 
-    def schedule_reopen(self) -> None:
-        """Recreate the consumer soon, outside the NATS callback."""
-        if not self._closed:
-            asyncio.get_running_loop().create_task(self.reopen_quietly())
+    async def _unsubscribe(self) -> None:
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - the connection may already be gone
+                raise_if_cancelled()
 
-    async def reopen_quietly(self) -> None:
-        try:
-            await self.reopen()
-        except Exception as exc:  # noqa: BLE001 - the stream sweeper will try again
-            raise_if_cancelled()
-            log.warning("[%s] stream reopen failed: %s", self.label, type(exc).__name__)
-            self._sub = None
 
-    def _on_msg(self, msg: Msg) -> None:
-        """Handle one delivery: heartbeats, gaps, duplicates, then validate and hand over."""
-        self.last_activity = time.monotonic()
-        if not msg.reply:
-            self._on_status(msg)
-            return
-        seq, cseq = ack_sequences(msg.reply)
-        if cseq != self._next_cseq:
-            log.info("[%s] consumer gap (got %d, want %d): recreating", self.label, cseq, self._next_cseq)
-            self._generation += 1
-            self.schedule_reopen()
-            return
-        self._next_cseq += 1
-        if self.cursor is not None and seq <= self.cursor:
-            return
-        self.cursor = seq
-        forwarded = self._forward(seq, msg.subject, msg.data)
-        if self._replay is not None:
-            self._count_replay(seq, forwarded)
-
-    def _on_status(self, msg: Msg) -> None:
-        """Idle heartbeats say which consumer sequence the server last sent: a lost tail shows here."""
-        headers = msg.headers or {}
-        last = headers.get("Nats-Last-Consumer")
-        if last is not None and int(last) >= self._next_cseq:
-            log.info("[%s] heartbeat shows missed messages: recreating", self.label)
-            self._generation += 1
-            self.schedule_reopen()
-
-    def _forward(self, seq: int, subject: str, payload: bytes) -> bool:
-        """Validate and pass on this player's copy; anything else only moves the cursor."""
-        try:
-            if subject == self.experience_subject:
-                broadcast = self.validator.broadcast(payload)
-                frame, event = broadcast.frame_for(seq, self.user_id), broadcast.event
-                if frame is None:
-                    return False
-            else:
-                event = self.validator.check(payload, self.user_id)
-                if event["experience"] != self.experience:
-                    return False
-                frame = with_seq(seq, payload)
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
-            self.stats.invalid += 1
-            return False
-        self.stats.delivered[self.transport] += 1
-        self.sink.on_event(seq, frame, event)
-        return True
-
-    def _count_replay(self, seq: int, forwarded: bool) -> None:
-        assert self._replay is not None
-        start, until, replayed = self._replay
-        replayed += int(forwarded)
-        if seq < until:
-            self._replay = (start, until, replayed)
-            return
-        self._replay = None
-        self.sink.on_replayed(start, seq, replayed)
+async def open_stream(stream: UserStream, cursor: int | None) -> OpenResult:
+    """Open a client's stream; on NATS trouble log it and leave it to the sweeper (which keeps the cursor)."""
+    try:
+        result = await stream.open(cursor)
+    except Exception as exc:  # noqa: BLE001 - NATS trouble: the stream set opens it later
+        raise_if_cancelled()
+        log.warning("[%s] stream open failed (%s: %s); will retry", stream.label, type(exc).__name__, exc)
+        return OpenResult("offline", cursor)
+    log.info("[%s] stream %s at %s (subject at %d)", stream.label, result.kind, result.cursor, result.replay_until)
+    return result
 
 
 class StreamSet:
-    """Every open stream of this gateway: reopened together after a reconnect, swept for silence."""
+    """Every open stream of this gateway: checked together after a reconnect and by a periodic sweep."""
 
     def __init__(self, link: NatsLink, settings: Settings) -> None:
         self.link = link
@@ -313,28 +395,105 @@ class StreamSet:
         self.streams: set[UserStream] = set()
         self.validator = EventValidator()
         self.stats = StreamStats()
-        link.on_connect(self.reopen_all)
+        # Bounds the JetStream requests of catch-ups at once: a storm of resumes queues here.
+        self.catchup_slots = asyncio.Semaphore(settings.catchup_concurrency)
+        self._swept_last: dict[str, int] = {}
+        link.on_connect(self.check_all)
 
-    def add(self, stream: UserStream) -> None:
+    def new(self, user_id: str, experience: str, label: str, sink: StreamSink) -> UserStream:
+        """A stream for one client (not yet open), registered for reconnect checks."""
+        stream = UserStream(self, user_id, experience, label, sink)
         self.streams.add(stream)
+        return stream
 
-    def discard(self, stream: UserStream) -> None:
+    async def discard(self, stream: UserStream) -> None:
+        """Close a stream and forget it."""
         self.streams.discard(stream)
+        await stream.close()
 
-    async def reopen_all(self) -> None:
-        """After NATS (re)connects: every stream continues from its cursor."""
-        if self.streams:
-            log.info("reopening %d streams after nats connect", len(self.streams))
-        await asyncio.gather(*(s.reopen_quietly() for s in list(self.streams)))
+    def catchup_config(self, subject: str, cursor: int) -> js_api.ConsumerConfig:
+        """A pull consumer for one catch-up: memory only, no acks, gone soon if its gateway dies."""
+        return js_api.ConsumerConfig(
+            filter_subject=subject, deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=cursor + 1,
+            ack_policy=js_api.AckPolicy.NONE, mem_storage=True, num_replicas=1,
+            inactive_threshold=self.settings.catchup_inactive_s)
+
+    async def delete_consumer(self, name: str) -> None:
+        """Delete a catch-up consumer now; if NATS is away its inactive threshold removes it."""
+        if self.link.js is None or not self.link.connected:
+            return
+        try:
+            await asyncio.wait_for(self.link.js.delete_consumer(self.settings.stream_name, name), 2.0)
+        except Exception:  # noqa: BLE001 - gone already, or NATS away
+            raise_if_cancelled()
+
+    async def subject_last(self, subject: str) -> int:
+        """Stream sequence of the newest message on a subject (0 if none), by direct get."""
+        assert self.link.js is not None
+        try:
+            msg = await self.link.js.get_last_msg(self.settings.stream_name, subject, direct=True)
+        except NotFoundError:
+            return 0
+        return msg.seq or 0
+
+    async def check_all(self) -> None:
+        """After NATS (re)connects: streams behind their subject catch up, oldest cursor first, bounded."""
+        streams = sorted(self.streams, key=lambda s: s.cursor if s.cursor is not None else -1)
+        if streams:
+            log.info("checking %d streams after nats connect", len(streams))
+        lasts = await self._subject_lasts({s.subject for s in streams})
+        for stream in streams:
+            try:
+                if stream.needs_open:
+                    await stream.ensure_open()
+                elif stream.subject in lasts:
+                    stream.check(lasts[stream.subject])
+            except Exception as exc:  # noqa: BLE001 - the sweeper tries again
+                raise_if_cancelled()
+                log.warning("[%s] stream check failed: %s", stream.label, type(exc).__name__)
+
+    async def _subject_lasts(self, subjects: set[str]) -> dict[str, int]:
+        """One direct get per experience, however many sessions watch it."""
+        lasts: dict[str, int] = {}
+        for subject in subjects:
+            try:
+                lasts[subject] = await self.subject_last(subject)
+            except Exception as exc:  # noqa: BLE001 - skipped this round
+                raise_if_cancelled()
+                log.warning("last sequence of %s unknown: %s", subject, type(exc).__name__)
+        return lasts
 
     async def sweep_forever(self) -> None:
-        """Reopen streams whose consumer fell silent past three heartbeats, or never started."""
-        limit = 3 * self.settings.stream_heartbeat_s
+        """Catch a lost tail: a stream still below what its subject held one sweep ago missed something.
+
+        A gap shows on the next live message; this finds the gap no later message reveals (the last
+        message of a quiet world dropped on a reconnect or a slow-consumer cut).
+        """
         while True:
-            await asyncio.sleep(self.settings.stream_heartbeat_s)
+            await asyncio.sleep(self.settings.stream_sweep_s)
             if not self.link.jetstream_ok:
                 continue
-            now = time.monotonic()
-            stale = [s for s in self.streams if not s.active or now - s.last_activity > limit]
-            for stream in stale:
-                await stream.reopen_quietly()
+            before, self._swept_last = self._swept_last, await self._subject_lasts(
+                {s.subject for s in self.streams})
+            by_subject: dict[str, list[UserStream]] = defaultdict(list)
+            for stream in self.streams:
+                by_subject[stream.subject].append(stream)
+            for subject, streams in by_subject.items():
+                for stream in streams:
+                    if stream.needs_open:
+                        await self._quietly(stream.ensure_open())
+                    elif subject in before:
+                        stream.check(before[subject])
+
+    async def _quietly(self, coro: Any) -> None:
+        try:
+            await coro
+        except Exception as exc:  # noqa: BLE001 - tried again next sweep
+            raise_if_cancelled()
+            log.warning("stream reopen failed: %s", type(exc).__name__)
+
+    def counts(self) -> dict[str, int]:
+        """Streams by state, for /metrics and tests."""
+        catching = sum(1 for s in self.streams if s.catching_up)
+        return {"open": len(self.streams), "catching_up": catching,
+                "live": sum(1 for s in self.streams if s.live)}

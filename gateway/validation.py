@@ -8,7 +8,7 @@ import orjson
 from marshmallow import ValidationError
 
 from shared.broadcast import copy_body, visible_indexes
-from shared.schemas.events import validate_broadcast, validate_stream_event
+from shared.schemas.events import validate_broadcast
 
 CACHE_SIZE = 4096
 
@@ -40,14 +40,12 @@ class Broadcast:
 class EventValidator:
     """Validates events with the marshmallow schemas, remembering contents it has already accepted.
 
-    Broadcasts (one per commit, on the experience subject) are validated once per gateway. Events
-    addressed to one user (their own subject) are checked to name the receiving user, then
-    validated under a key with that field removed.
+    Broadcasts (one per commit, on the experience subject) are validated once per gateway, however
+    many sessions receive them.
     """
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
-        self._accepted: OrderedDict[bytes, dict[str, Any]] = OrderedDict()
         self._broadcasts: OrderedDict[bytes, Broadcast] = OrderedDict()
         self.validated = 0
         self.reused = 0
@@ -65,26 +63,3 @@ class EventValidator:
         if len(self._broadcasts) > self.size:
             self._broadcasts.popitem(last=False)
         return found
-
-    def check(self, payload: bytes, user_id: str) -> dict[str, Any]:
-        """The loaded event (shared, read-only) or ValidationError / orjson.JSONDecodeError."""
-        addressed = payload.startswith(b'{"type":"world_update"')  # presence names its subject, not us
-        marker = b'"user_id":"%s"' % user_id.encode()
-        if addressed and marker not in payload:
-            raise ValidationError("event is not addressed to this user", "user_id")
-        key = payload.replace(marker, b"", 1) if addressed else payload
-        event = self._accepted.get(key)
-        if event is not None:
-            if not addressed and event["type"] == "world_update" and event["user_id"] != user_id:
-                raise ValidationError("event is not addressed to this user", "user_id")
-            self._accepted.move_to_end(key)
-            self.reused += 1
-            return event
-        event = validate_stream_event(orjson.loads(payload))
-        if event["type"] == "world_update" and event["user_id"] != user_id:
-            raise ValidationError("event is not addressed to this user", "user_id")
-        self.validated += 1
-        self._accepted[key] = event
-        if len(self._accepted) > self.size:
-            self._accepted.popitem(last=False)
-        return event

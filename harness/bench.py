@@ -477,7 +477,7 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     finally:
         system.stop()
     # Capacity with presence announcements off: 10k joins announced to up to 10k sessions are 50M frames.
-    system = await LocalSystem(presence_announce="0", stream_heartbeat_s="5", presence_renew_s="15").start()
+    system = await LocalSystem(presence_announce="0", presence_renew_s="15").start()
     try:
         await bench_capacity(system, sizes["idle"], results)
     finally:

@@ -22,7 +22,7 @@ class ClusterSystem:
         nats_urls = ",".join(node.url for node in self.nodes)
         kb_ports = [free_port() for _ in range(kbs)]
         # One machine plays every client here, so the per-IP handshake limit must not apply.
-        settings = {"presence_grace_s": "60", "presence_renew_s": "2", "stream_heartbeat_s": "1",
+        settings = {"presence_grace_s": "60", "presence_renew_s": "2", "stream_sweep_s": "1",
                     "stream_replicas": str(NODES), "handshakes_per_ip_per_s": "1000000",
                     "handshake_burst": "1000000", **env}
         if kbs > 1:

@@ -14,7 +14,7 @@ from harness.player import SimPlayer
 from harness.procs import wait_healthy
 from harness.world import normalise
 from shared.config import Settings
-from shared.subjects import experience_updates, user_updates
+from shared.subjects import experience_updates
 
 EXPERIENCE = "wylding-woods"
 
@@ -91,14 +91,12 @@ async def subject_seqs(nats_url: str, stream: str, subject: str,
 
 
 async def player_seqs(nats_url: str, stream: str, experience: str, user: str) -> list[int]:
-    """Every stream sequence a player's session must deliver: the experience's broadcasts (but
-    presence about the player themself) and anything addressed to the player alone."""
+    """Every stream sequence a player's session must deliver: the experience's broadcasts, but
+    presence about the player themself."""
     def not_about_me(payload: bytes) -> bool:
         event = orjson.loads(payload)
         return not (event.get("type") == "presence" and event.get("user_id") == user)
-    shared = await subject_seqs(nats_url, stream, experience_updates(experience), not_about_me)
-    own = await subject_seqs(nats_url, stream, user_updates(user))
-    return sorted(shared + own)
+    return await subject_seqs(nats_url, stream, experience_updates(experience), not_about_me)
 
 
 async def settle(system: Target, sims: list[SimPlayer]) -> None:

@@ -23,7 +23,8 @@ class Settings:
     stream_max_age_s: float = 24 * 3600.0
     stream_replicas: int = 1
     stream_duplicate_window_s: float = 20 * 60.0
-    # One consumer per open session (all gateways together); nats-server's default is only 1,000.
+    # Consumers exist only while sessions catch up; nats-server's default (1,000) would cap a
+    # reconnect storm's catch-ups across all gateways.
     stream_max_consumers: int = 100_000
 
     kb_host: str = "127.0.0.1"
@@ -62,12 +63,16 @@ class Settings:
     handshake_burst: int = 50
     sub_pending_msgs: int = 1024
     sub_pending_bytes: int = 1024 * 1024
-    stream_heartbeat_s: float = 5.0
+    stream_sweep_s: float = 5.0  # how often streams are checked for a lost tail
+    catchup_concurrency: int = 32  # catch-up JetStream requests in flight per gateway process
+    catchup_inactive_s: float = 10.0  # a catch-up consumer left by a dead gateway goes after this
+    resync_after_events: int = 1000  # further behind than this: a fresh snapshot instead of a replay
     heartbeat_s: float = 20.0
     presence_grace_s: float = 60.0
     presence_announce: int = 1
     presence_renew_s: float = 15.0
     sse_keepalive_s: float = 15.0
+    sse_retry_ms: int = 500  # EventSource reconnect delay: each stream gets this plus up to as much again
     shutdown_timeout_s: float = 10.0
     uvloop: int = 1  # run on uvloop when it is installed (0: asyncio's own loop)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)

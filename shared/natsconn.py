@@ -14,7 +14,7 @@ from nats.js.kv import KeyValue
 from aiohttp import web
 
 from shared.config import Settings
-from shared.subjects import STREAM_SUBJECTS
+from shared.subjects import REPUBLISH_DEST, REPUBLISH_SOURCE, STREAM_SUBJECTS
 from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ def stream_config(settings: Settings) -> js_api.StreamConfig:
         num_replicas=settings.stream_replicas,
         max_consumers=settings.stream_max_consumers,
         allow_direct=True,
+        republish=js_api.RePublish(src=REPUBLISH_SOURCE, dest=REPUBLISH_DEST),
     )
 
 

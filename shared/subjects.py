@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import re
 
-USER_UPDATES_PREFIX = "world.updates.user."
 EXPERIENCE_UPDATES_PREFIX = "world.updates.exp."
 STREAM_SUBJECTS = ("world.updates.>",)
+# The stream republishes every stored message under this prefix (with Nats-Sequence and
+# Nats-Last-Sequence headers): sessions listen there with plain core subscriptions.
+LIVE_PREFIX = "live."
+REPUBLISH_SOURCE = "world.updates.>"
+REPUBLISH_DEST = LIVE_PREFIX + REPUBLISH_SOURCE
 CLOCK_LEASE_BUCKET = "gaia_leases"
 OWNER_BUCKET = "gaia_world_owners"  # experience -> URL of the kb that writes it (lease mode)
 
@@ -24,11 +28,11 @@ def check_token(value: str) -> str:
     return value
 
 
-def user_updates(user_id: str) -> str:
-    """Subject carrying every event addressed to one user."""
-    return USER_UPDATES_PREFIX + check_token(user_id)
-
-
 def experience_updates(experience: str) -> str:
     """Subject carrying every change and presence event of one experience, once (the gateway fans out)."""
     return EXPERIENCE_UPDATES_PREFIX + check_token(experience)
+
+
+def live_subject(subject: str) -> str:
+    """Where the stream republishes what it stored on `subject`."""
+    return LIVE_PREFIX + subject

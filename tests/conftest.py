@@ -42,7 +42,7 @@ def aiohttp_server(nats_server: NatsServer, aiohttp_server: Any) -> Any:
 def settings(nats_server: NatsServer, tmp_path: Any) -> Settings:
     """Test settings: short timers so grace periods and renewals happen within a test."""
     return Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), presence_renew_s=1.0,
-                    presence_grace_s=3.0, stream_heartbeat_s=1.0, kb_timeout_s=3.0, heartbeat_s=5.0)
+                    presence_grace_s=3.0, stream_sweep_s=1.0, kb_timeout_s=3.0, heartbeat_s=5.0)
 
 
 @pytest.fixture
@@ -119,3 +119,13 @@ async def outbox_drained(kb_server: TestServer) -> None:
     async def empty() -> bool:
         return await store.outbox_depth() == 0
     await eventually(empty)
+
+
+def broadcast(version: int, note: str = "n", only: list[str] | None = None) -> bytes:
+    """A valid kb broadcast (one change to environment.note) for tests that publish as kb would."""
+    import orjson
+    return orjson.dumps({
+        "type": "world_update", "version": "0.4", "experience": EXPERIENCE, "actor_id": "world",
+        "base_version": version, "snapshot_version": version + 1, "timestamp": 1,
+        "changes": [{"operation": "update", "area_id": None, "path": "environment.note", "value": note}],
+        "audience": [None if only is None else {"only": only}]})

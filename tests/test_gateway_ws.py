@@ -18,7 +18,7 @@ from gateway.keys import REGISTRY
 from harness.client import GaiaClient
 from shared.schemas.events import WorldUpdateEventSchema
 from shared.schemas.messages import SERVER_MESSAGES
-from tests.conftest import EXPERIENCE, eventually
+from tests.conftest import EXPERIENCE, broadcast, eventually
 
 
 async def test_connect_sends_connected_then_area_of_interest(players) -> None:
@@ -55,22 +55,22 @@ async def test_event_published_while_client_is_idle_is_delivered(players, kb_ser
 
 
 async def test_subscription_lives_exactly_as_long_as_the_socket(players, nats_server) -> None:
-    async def session_subjects() -> list[str]:
-        return [s for s in await nats_server.subscriptions() if s.startswith("gaia.session.alice.")]
+    async def live_subjects() -> list[str]:
+        return [s for s in await nats_server.subscriptions() if s == f"live.world.updates.exp.{EXPERIENCE}"]
 
     alice = await players("alice")
-    assert len(await session_subjects()) == 1
-    assert await nats_server.consumer_filters() == [["world.updates.exp.wylding-woods", "world.updates.user.alice"]]
+    assert len(await live_subjects()) == 1
+    assert await nats_server.consumer_filters() == []  # a live session is a core subscription, nothing more
     await alice.close()
-    await eventually(lambda: _empty(session_subjects()))
-    await eventually(lambda: _empty(nats_server.consumer_filters()), timeout=5)  # deleted, not left to expire
+    await eventually(lambda: _empty(live_subjects()))
 
 
-async def test_the_stream_admits_a_consumer_per_session_well_past_the_server_default(gateway_server,
-                                                                                  settings) -> None:
+async def test_the_stream_republishes_to_live_subjects_and_admits_a_storm_of_catch_ups(gateway_server,
+                                                                                       settings) -> None:
     nc = await nats.connect(settings.nats_url)
     info = await nc.jetstream().stream_info(settings.stream_name)
     await nc.close()
+    assert (info.config.republish.src, info.config.republish.dest) == ("world.updates.>", "live.world.updates.>")
     assert info.config.max_consumers == settings.stream_max_consumers >= 100_000  # nats-server defaults to 1,000
 
 
@@ -80,7 +80,7 @@ async def _empty(coro) -> bool:
 
 async def test_two_devices_of_one_user_each_get_their_own_subscription_and_every_event(players, nats_server) -> None:
     phone, headset = await players("alice"), await players("alice")
-    subs = [s for s in await nats_server.subscriptions() if s.startswith("gaia.session.alice.")]
+    subs = [s for s in await nats_server.subscriptions() if s == f"live.world.updates.exp.{EXPERIENCE}"]
     assert len(subs) == 2
     await phone.act("go", destination="main_room")
     assert (await phone.next("world_update"))["seq"] == (await headset.next("world_update"))["seq"]
@@ -197,10 +197,7 @@ async def test_slow_consumer_is_closed_4408_and_others_are_unaffected(aiohttp_se
     js = nc.jetstream()
     filler = "x" * 16000
     for version in range(2000):
-        event = {"type": "world_update", "version": "0.4", "experience": EXPERIENCE, "user_id": "slowpoke",
-                 "actor_id": "world", "base_version": version, "snapshot_version": version + 1, "timestamp": 1,
-                 "changes": [{"operation": "update", "area_id": None, "path": "environment.note", "value": filler}]}
-        await js.publish("world.updates.user.slowpoke", orjson.dumps(event))
+        await js.publish(f"world.updates.exp.{EXPERIENCE}", broadcast(version, filler, only=["slowpoke"]))
         if registry.count_for("slowpoke") == 0:
             break
     await eventually(lambda: registry.count_for("slowpoke") == 0)

@@ -87,22 +87,25 @@ def test_every_server_message_type_of_the_protocol_has_a_schema() -> None:
                                     "resumed", "resync_required", "pong", "error"}
 
 
-def test_gateway_validates_each_content_once_and_only_for_its_addressee() -> None:
+def test_gateway_validates_each_broadcast_once_and_cuts_each_players_copy() -> None:
     import orjson
 
     from gateway.validation import EventValidator
+    broadcast = {k: v for k, v in EVENT.items() if k != "user_id"}
+    broadcast["audience"] = [None, {"only": ["u1"]}]
     validator = EventValidator()
-    for user in ("u1", "u2", "u3"):
-        event = {**EVENT, "user_id": user}
-        assert validator.check(orjson.dumps(event), user)["snapshot_version"] == 42
+    payload = orjson.dumps(broadcast)
+    copies = {user: orjson.loads(validator.broadcast(payload).frame_for(7, user)) for user in ("u1", "u2", "u3")}
     assert (validator.validated, validator.reused) == (1, 2)
+    assert copies["u1"]["seq"] == 7 and copies["u1"]["user_id"] == "u1" and len(copies["u1"]["changes"]) == 2
+    assert copies["u2"]["changes"] == [EVENT["changes"][0]] and "audience" not in copies["u2"]
     with pytest.raises(ValidationError):
-        validator.check(orjson.dumps({**EVENT, "user_id": "u1"}), "u2")  # someone else's event
+        validator.broadcast(orjson.dumps({**broadcast, "version": "0.3"}))
     with pytest.raises(ValidationError):
-        validator.check(orjson.dumps({**EVENT, "user_id": "u4", "version": "0.3"}), "u4")
+        validator.broadcast(orjson.dumps({**broadcast, "audience": [None]}))  # one entry per change
 
 
-def test_ack_reply_subjects_of_both_forms_give_stream_and_consumer_sequences() -> None:
+def test_ack_reply_subjects_of_both_forms_give_stream_and_consumer_sequences_and_pending() -> None:
     from gateway.stream import ack_sequences
-    assert ack_sequences("$JS.ACK.WORLD_UPDATES.abc.1.118.7.1764000000000000000.0") == (118, 7)
-    assert ack_sequences("$JS.ACK.hub.ACCHASH.WORLD_UPDATES.abc.1.118.7.1764000000000000000.0.tok") == (118, 7)
+    assert ack_sequences("$JS.ACK.WORLD_UPDATES.abc.1.118.7.1764000000000000000.3") == (118, 7, 3)
+    assert ack_sequences("$JS.ACK.hub.ACCHASH.WORLD_UPDATES.abc.1.118.7.1764000000000000000.0.tok") == (118, 7, 0)

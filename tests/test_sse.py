@@ -6,6 +6,7 @@ import asyncio
 import aiohttp
 
 from harness.sse import read_events
+from gateway.keys import STREAMS
 from kb.keys import PRESENCE as KB_PRESENCE
 from tests.conftest import EXPERIENCE, eventually, outbox_drained
 
@@ -77,7 +78,7 @@ async def test_chat_rejects_bad_requests_with_json_errors(gateway_server, token)
 
 async def test_client_leaving_mid_stream_leaves_no_subscription(gateway_server, nats_server, token) -> None:
     async def chat_subs() -> list[str]:
-        return [s for s in await nats_server.subscriptions() if ".chat-" in s]
+        return [s for s in await nats_server.subscriptions() if s == f"live.world.updates.exp.{EXPERIENCE}"]
 
     async with aiohttp.ClientSession() as http:
         resp = await http.post(gateway_server.make_url("/chat/unified"), headers={"Authorization": f"Bearer {token('sam')}"},
@@ -86,6 +87,7 @@ async def test_client_leaving_mid_stream_leaves_no_subscription(gateway_server, 
         assert first.startswith(b"data: ")
         resp.close()  # the client vanishes with the stream still open
     await eventually(lambda: _none(chat_subs()))
+    assert not gateway_server.app[STREAMS].streams
 
 
 async def _none(coro) -> bool:
@@ -105,7 +107,7 @@ async def test_persistent_stream_resumes_with_last_event_id_exactly(gateway_serv
     async with aiohttp.ClientSession() as http:
         async with http.get(url, headers=auth) as resp:
             events = read_events(resp)
-            await eventually(lambda: _some(nats_server, "gaia.session.rita."))
+            await eventually(lambda: _some(nats_server, f"live.world.updates.exp.{EXPERIENCE}"))
             await act("main_room")
             first = await asyncio.wait_for(events.__anext__(), 5)
             assert first.json()["type"] == "world_update" and first.id == str(first.json()["seq"])
@@ -119,8 +121,9 @@ async def test_persistent_stream_resumes_with_last_event_id_exactly(gateway_serv
     assert [u["changes"][0]["value"] for u in replayed] == ["counter", "main_room", "back_room"]
     assert [int(e.id) for e in got[:3]] == sorted({int(e.id) for e in got[:3]})
     assert int(got[0].id) > int(first.id)
-    assert got[3].json() == {"type": "resumed", "from_seq": int(first.id) + 1, "to_seq": int(got[2].id),
-                             "replayed": 3} and got[3].id is None
+    resumed = got[3].json()
+    assert (resumed["type"], resumed["from_seq"], resumed["replayed"]) == ("resumed", int(first.id) + 1, 3)
+    assert resumed["to_seq"] >= int(got[2].id) and got[3].id is None
 
 
 async def _some(nats_server, prefix: str) -> bool:
@@ -134,3 +137,30 @@ async def test_sse_streams_count_in_health(gateway_server, token) -> None:
                 async with http.get(gateway_server.make_url("/health")) as r:
                     return (await r.json())["sessions"]["sse"] == 1
             await eventually(counted)
+
+
+async def preamble(resp: aiohttp.ClientResponse) -> dict[str, str]:
+    """The fields of the stream's first block (before any event)."""
+    fields: dict[str, str] = {}
+    while (line := (await resp.content.readline()).decode().rstrip("\r\n")):
+        name, _, value = line.partition(": ")
+        fields[name] = value
+    return fields
+
+
+async def test_a_quiet_stream_has_its_cursor_and_a_jittered_retry_before_any_event(
+        gateway_server, kb_server, kb_http, token, settings) -> None:
+    act_url = str(kb_server.make_url(f"/experiences/{EXPERIENCE}/actions"))
+    async with kb_http.post(act_url, json={"user_id": "quinn", "action": "go", "destination": "main_room"}) as r:
+        assert (await r.json())["success"]
+    await outbox_drained(kb_server)
+    url = gateway_server.make_url(f"/sse/experience?experience={EXPERIENCE}&token={token('rita')}")
+    retries = set()
+    async with aiohttp.ClientSession() as http:
+        for _ in range(8):
+            async with http.get(url) as resp:
+                first = await preamble(resp)
+            assert "data" not in first  # sets lastEventId without firing a message
+            assert int(first["id"]) >= 1  # quinn's move is in the stream: the cursor is already past it
+            retries.add(int(first["retry"]))
+    assert all(settings.sse_retry_ms <= r < 2 * settings.sse_retry_ms for r in retries) and len(retries) > 1

@@ -1,0 +1,114 @@
+"""The per-session subscription: core NATS while live, a short-lived consumer only to catch up, exact gaps."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import aiohttp
+import nats
+import orjson
+
+from gateway.app import create_app as create_gateway
+from gateway.keys import NATS as GW_NATS
+from gateway.keys import REGISTRY, STREAMS
+from harness.client import GaiaClient
+from harness.verify import player_seqs
+from tests.conftest import EXPERIENCE, broadcast, eventually
+
+LIVE = f"live.world.updates.exp.{EXPERIENCE}"
+SUBJECT = f"world.updates.exp.{EXPERIENCE}"
+
+
+async def publish_broadcasts(url: str, count: int, first_version: int = 1000, note: str = "n") -> list[int]:
+    """Publish `count` broadcasts as kb would; their stream sequences."""
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    futures = [await js.publish_async(SUBJECT, broadcast(first_version + i, note)) for i in range(count)]
+    seqs = [(await f).seq for f in futures]
+    await nc.close()
+    return seqs
+
+
+async def test_live_sessions_add_one_core_subscription_each_and_no_consumer(players, nats_server) -> None:
+    clients = [await players(f"p{i}") for i in range(5)]
+
+    async def live_subs() -> int:
+        return sum(1 for s in await nats_server.subscriptions() if s == LIVE)
+    assert await live_subs() == 5
+    assert await nats_server.consumer_filters() == []
+    seqs = await publish_broadcasts(nats_server.url, 3)
+    for client in clients:
+        while client.last_seq != seqs[-1]:
+            await client.next("world_update")
+    assert await nats_server.consumer_filters() == []  # live traffic never touches JetStream consumers
+    for client in clients:
+        await client.close()
+    await eventually(lambda: _is(live_subs(), 0))
+
+
+async def _is(coro: Any, value: Any) -> bool:
+    return await coro == value
+
+
+async def test_a_resume_makes_a_consumer_paced_by_the_socket_that_is_gone_once_caught_up(
+        players, nats_server, gateway_server, token) -> None:
+    alice = await players("alice")
+    [cursor] = await publish_broadcasts(nats_server.url, 1)
+    await alice.next("world_update")
+    await alice.close()
+    backlog = await publish_broadcasts(nats_server.url, 400, note="x" * 16000)  # 6 MB the phone has not read
+    url = str(gateway_server.make_url("/ws/experience")).replace("http", "ws", 1)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}") as ws:
+            # The phone reads nothing yet: the replay waits for room, its consumer alive meanwhile.
+            await eventually(lambda: _is(nats_server.consumer_filters(), [[SUBJECT]]))
+            seqs, resumed = [], None
+            while resumed is None or seqs[-1:] != backlog[-1:]:
+                frame = orjson.loads((await ws.receive(timeout=10)).data)
+                if frame["type"] == "world_update":
+                    seqs.append(frame["seq"])
+                elif frame["type"] == "resumed":
+                    resumed = frame
+            assert seqs == backlog  # all of it, once, in order
+            assert (resumed["from_seq"], resumed["replayed"]) == (cursor + 1, 400)
+            assert resumed["to_seq"] >= backlog[-1]  # and past it: her own join, which she is not sent
+            await eventually(lambda: _is(nats_server.consumer_filters(), []))
+            assert gateway_server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
+
+
+async def test_a_gap_on_the_gateways_connection_is_found_by_last_sequence_and_repaired(
+        aiohttp_server, gateway_settings, token, nats_server) -> None:
+    # A two-message pending limit: nats-py drops this subscription's messages under a burst, as a
+    # slow-consumer cut would, and only Nats-Last-Sequence can tell.
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, sub_pending_msgs=2), "gwgap"))
+    assert await server.app[GW_NATS].wait_ready(10)
+    alice = GaiaClient(str(server.make_url("")).rstrip("/"), token("alice"), EXPERIENCE)
+    await alice.connect()
+    await alice.next("area_of_interest")
+    published = await publish_broadcasts(nats_server.url, 300)
+    while alice.last_seq != published[-1]:
+        await alice.next("world_update", timeout=10)
+    stats = server.app[STREAMS].stats
+    assert stats.gaps >= 1 and stats.catchups >= 1
+    assert alice.seqs == published  # nothing lost, nothing twice
+    await eventually(lambda: _is(nats_server.consumer_filters(), []))
+    await alice.close()
+
+
+async def test_a_nats_restart_loses_nothing_and_leaves_no_consumer(players, nats_server, kb_server, settings) -> None:
+    alice = await players("alice")
+    bob = await players("bob")
+    assert (await bob.act("go", destination="main_room"))["success"]
+    await alice.next("world_update")
+    nats_server.kill()
+    for place in ("counter", "main_room", "counter"):  # committed in kb while the bus is down
+        result = await bob.act("go", destination=place)
+        assert result["success"]
+    nats_server.start()
+    while alice.world.version < result["snapshot_version"]:
+        await alice.next("world_update", timeout=20)
+    expected = await player_seqs(settings.nats_url, settings.stream_name, EXPERIENCE, "alice")
+    assert alice.seqs == [s for s in expected if s >= alice.seqs[0]]
+    assert alice.world.gaps == 0
+    await eventually(lambda: _is(nats_server.consumer_filters(), []))
