@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Awaitable, Callable, Generic, TypeVar
 
+import orjson
+
 from gateway.kbclient import KbClient, KbUnavailable
 from shared.schemas.errors import ErrorCode
 from shared.schemas.messages import error_frame
@@ -89,23 +91,17 @@ class SnapshotGate(Generic[T]):
 
     async def send_view(self) -> None:
         """Fetch and queue area_of_interest with events held meanwhile."""
-        await self._snapshot(always=True)
-
-    async def refresh_if_stale(self) -> None:
-        """After a resume: a snapshot only if the replayed chain stops short of the world's version."""
-        await self._snapshot(always=False)
-
-    async def _snapshot(self, always: bool) -> None:
         self.hold()
         try:
             view = await self.kb.state(self.experience, self.user_id, self.label, self.gateway_id)
-            if always or view["snapshot_version"] != self.last_snapshot:
-                if not always:
-                    log.info("[%s] resume ended at v%s, world at v%s: fresh snapshot", self.label,
-                             self.last_snapshot, view["snapshot_version"])
-                self.last_snapshot = view["snapshot_version"]
-                self.emit_frame(view)
+            self.last_snapshot = view["snapshot_version"]
+            self.emit_frame(view)
         except KbUnavailable:
             self.emit_frame(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
         finally:
             self.release()
+
+
+def resumed_frame(from_seq: int, to_seq: int, replayed: int) -> bytes:
+    """The `resumed` frame that ends a replay."""
+    return orjson.dumps({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq, "replayed": replayed})

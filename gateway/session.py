@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from gateway.gate import SnapshotGate
+from gateway.gate import SnapshotGate, resumed_frame
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
 from gateway.limits import TokenBucket
 from gateway.metrics import GatewayMetrics
@@ -95,11 +95,8 @@ class Session:
         self.gate.event(frame, event)
 
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
-        """Replay met the live stream: say so; a snapshot follows only if the world moved past the chain."""
-        self.gate.in_order(orjson.dumps({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq,
-                                         "replayed": replayed}))
-        if replayed:
-            self._spawn(self.gate.refresh_if_stale())
+        """Replay met the live stream (the chain is exact, so no snapshot is needed): say so."""
+        self.gate.in_order(resumed_frame(from_seq, to_seq, replayed))
 
     def on_resync(self, reason: str) -> None:
         """The client's cursor cannot be served (gone, too far behind, stream restarted): a fresh snapshot."""

@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from gateway.gate import SnapshotGate
+from gateway.gate import SnapshotGate, resumed_frame
 from gateway.keys import GATEWAY_ID, KB, PRESENCE, REGISTRY, SETTINGS, STREAMS
 from gateway.outbox import SessionOutbox
 from gateway.sse import authenticate, check_experience, json_error, sse_count
@@ -60,10 +60,7 @@ class SseSession:
         self.gate.event((str(seq), frame), event)
 
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
-        self.gate.in_order((None, orjson.dumps({"type": "resumed", "from_seq": from_seq, "to_seq": to_seq,
-                                                "replayed": replayed})))
-        if replayed:
-            self._spawn(self.gate.refresh_if_stale())
+        self.gate.in_order((None, resumed_frame(from_seq, to_seq, replayed)))
 
     def on_resync(self, reason: str) -> None:
         self._spawn(self.gate.resync(reason))

@@ -150,13 +150,11 @@ class UserStream:
         if after_seq is None:
             self._go_live_at(last)
             return OpenResult("live", last, last)
-        state = (await link.js.stream_info(self.owner.settings.stream_name)).state
-        if after_seq + 1 < state.first_seq or after_seq > state.last_seq:
+        if after_seq > last:  # every cursor we hand out is a sequence of this subject
             self._go_live_at(last)
-            self._resync("the cursor is older than the stream retains" if after_seq < state.first_seq
-                         else "the cursor is ahead of the stream")
+            self._resync("the cursor is ahead of the stream")
             return OpenResult("too_old", last, last)
-        if last <= after_seq:  # missed nothing
+        if after_seq == last:  # missed nothing
             self._go_live_at(last)
             self.sink.on_replayed(after_seq + 1, after_seq, 0)
             return OpenResult("replay", after_seq, last)
@@ -289,11 +287,15 @@ class UserStream:
             info = await js.add_consumer(owner.settings.stream_name, owner.catchup_config(self.subject, self.cursor))
         owner.stats.catchups += 1
         try:
-            if info.num_pending > owner.settings.resync_after_events:
-                log.info("[%s] %d events behind: a fresh snapshot instead of a replay", self.label, info.num_pending)
+            # The server starts a consumer at the stream's first sequence when the cursor is older.
+            too_old = info.delivered.stream_seq > self.cursor
+            if too_old or info.num_pending > owner.settings.resync_after_events:
+                log.info("[%s] cursor %d: %s", self.label, self.cursor,
+                         "older than the stream" if too_old else f"{info.num_pending} events behind")
                 self._held = []
                 self._go_live_at(await owner.subject_last(self.subject))
-                self._resync(f"{info.num_pending} events behind; a fresh snapshot replaces them")
+                self._resync("the cursor is older than the stream retains" if too_old else
+                             f"{info.num_pending} events behind; a fresh snapshot replaces them")
                 return
             await self._replay_from(info.name, info.num_pending)
         finally:
