@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     setup_logging()
     web.run_app(create_app(settings, args.id), loop=new_event_loop(settings), host=args.host or settings.gateway_host,
-                port=args.port or settings.gateway_port, access_log=None,
+                port=args.port or settings.gateway_port, access_log=None, backlog=settings.listen_backlog,
                 shutdown_timeout=settings.shutdown_timeout_s, print=None)
 
 

@@ -384,7 +384,7 @@ async def open_stream(stream: UserStream, cursor: int | None) -> OpenResult:
         raise_if_cancelled()
         log.warning("[%s] stream open failed (%s: %s); will retry", stream.label, type(exc).__name__, exc)
         return OpenResult("offline", cursor)
-    log.info("[%s] stream %s at %s (subject at %d)", stream.label, result.kind, result.cursor, result.replay_until)
+    log.debug("[%s] stream %s at %s (subject at %d)", stream.label, result.kind, result.cursor, result.replay_until)
     return result
 
 

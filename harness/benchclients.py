@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,11 @@ class SocketListener:
 
 
 class GatewayListener(SocketListener):
-    """A player socket that only records arrival times of world_update frames."""
+    """A player socket that records arrival times of world_update frames and its cursor.
+
+    `rejoin` reconnects with `last_seq` after the gateway dropped it, as a real client would:
+    exponential backoff with full jitter, until the replay ends with `resumed`.
+    """
 
     def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
         self.http = http
@@ -51,11 +56,16 @@ class GatewayListener(SocketListener):
         self.ready = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.last_seq: int | None = None
+        self.resyncs = 0
 
-    async def start(self) -> None:
-        self.ws = await self.http.ws_connect(self.url, max_msg_size=0, heartbeat=None)
+    async def start(self, last_seq: int | None = None) -> None:
+        """Connect and wait for the snapshot (fresh) or the end of the replay (with last_seq)."""
+        self.ready = asyncio.Event()
+        url = self.url if last_seq is None else f"{self.url}&last_seq={last_seq}"
+        self.ws = await self.http.ws_connect(url, max_msg_size=0, heartbeat=None)
         self.task = asyncio.create_task(self._read())
-        await asyncio.wait_for(self.ready.wait(), 30)
+        await asyncio.wait_for(self.ready.wait(), 60)
 
     async def _read(self) -> None:
         assert self.ws is not None
@@ -63,12 +73,30 @@ class GatewayListener(SocketListener):
             now = time.perf_counter()
             frame = orjson.loads(msg.data)
             kind = frame["type"]
+            if "seq" in frame:
+                self.last_seq = frame["seq"]
             if kind == "world_update":
                 self.arrivals.record(frame["snapshot_version"], now)
-            elif kind == "area_of_interest":
+            elif kind in ("area_of_interest", "resumed"):
                 self.ready.set()
+            elif kind == "resync_required":
+                self.resyncs += 1
             elif kind in ("action_response", "error") and frame.get("id") in self.answers:
                 self.answers.pop(frame["id"]).set_result(frame)
+
+    async def rejoin(self, deadline: float) -> float:
+        """After a drop: reconnect with the cursor until resumed; returns when (perf_counter)."""
+        if self.task is not None:
+            await asyncio.gather(self.task, return_exceptions=True)
+        delay = 0.1
+        while time.monotonic() < deadline:
+            try:
+                await self.start(self.last_seq)
+                return time.perf_counter()
+            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+                await asyncio.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 2.0)
+        raise TimeoutError("not resumed before the deadline")
 
     async def act(self, msg_id: str, action: str, **args: Any) -> dict[str, Any]:
         assert self.ws is not None
@@ -76,6 +104,27 @@ class GatewayListener(SocketListener):
         self.answers[msg_id] = future
         await self.ws.send_str(orjson.dumps({"type": "action", "id": msg_id, "action": action, **args}).decode())
         return await asyncio.wait_for(future, 30)
+
+
+class ForwarderListener(SocketListener):
+    """A socket of the minimal forwarder (harness/forwarder.py): raw broadcasts as text frames."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str) -> None:
+        self.http = http
+        self.url = url
+        self.arrivals = Arrivals()
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.ws = await self.http.ws_connect(self.url, max_msg_size=0, heartbeat=None)
+        assert (await self.ws.receive(timeout=30)).data == "ready"  # subscribed and flushed
+        self.task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        async for msg in self.ws:
+            self.arrivals.record(orjson.loads(msg.data)["snapshot_version"], time.perf_counter())
 
 
 class NatsWsListener(SocketListener):

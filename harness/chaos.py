@@ -22,7 +22,7 @@ async def run_chaos(players: int = 4, duration_s: float = 20.0, seed: int = 7,
     """Play for duration_s with a fault every fault_every_s, then check every player's stream and world."""
     rng = random.Random(seed)
     work = Path(tempfile.mkdtemp(prefix="gaia-chaos-"))
-    system = LocalSystem(work)
+    system = LocalSystem(work, presence_renew_s="2", stream_sweep_s="1")
     report = RunReport(players=players, duration_s=duration_s)
     try:
         await system.start()

@@ -23,7 +23,7 @@ class PlayerStats:
     refused: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     reconnects: int = 0
-    resyncs: int = 0
+    repairs: int = 0  # get_state after a gap in the version chain
     latencies_ms: list[float] = field(default_factory=list)
 
 
@@ -80,7 +80,7 @@ class SimPlayer:
         """One random, sensible action based on what the local world shows."""
         if self.client.world.gaps > self._gaps_seen:
             self._gaps_seen = self.client.world.gaps
-            self.stats.resyncs += 1
+            self.stats.repairs += 1
             await self.client.get_state()
             return
         action, args = self.choose()

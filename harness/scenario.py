@@ -58,7 +58,7 @@ async def run_scenario(players: int, duration_s: float, seed: int, target: Targe
     """Play, then verify every stream and every world; returns the report and the social counts."""
     system: LocalSystem | None = None
     if target is None:
-        system = await LocalSystem(kb_clock_tick_s=str(tick_s)).start()
+        system = await LocalSystem(kb_clock_tick_s=str(tick_s), presence_renew_s="2", stream_sweep_s="1").start()
         target = system
     try:
         rng = random.Random(seed)

@@ -6,6 +6,8 @@ import signal
 import tempfile
 from pathlib import Path
 
+import psutil
+
 from harness.procs import NatsServer, ServiceProcess, free_port, service_env, wait_healthy
 
 
@@ -19,8 +21,8 @@ class LocalSystem:
                                ws_port=nats_ws_port, sync_always=sync_always)
         kb_port, self.gw_port = free_port(), free_port()
         # One machine plays every client here, so the per-IP handshake limit must not apply.
-        settings = {"presence_grace_s": "60", "presence_renew_s": "2", "stream_sweep_s": "1",
-                    "handshakes_per_ip_per_s": "1000000", "handshake_burst": "1000000", **env}
+        settings = {"handshakes_per_ip_per_s": "1000000", "handshake_burst": "1000000", **env}
+        self.env_settings = settings
         environ = service_env(self.nats.url, kb_port, str(self.work / "kb.sqlite3"), **settings)
         self.kb = ServiceProcess("kb", kb_port, environ, log_path=str(self.work / "kb.log"))
         self.gateway = ServiceProcess("gateway", self.gw_port, environ, log_path=str(self.work / "gateway.log"))
@@ -44,6 +46,10 @@ class LocalSystem:
         await wait_healthy(self.kb.url)
         await wait_healthy(self.gateway.url)
         return self
+
+    def server_procs(self) -> list[psutil.Process]:
+        """nats-server, kb and gateway as psutil processes (for CPU and memory figures)."""
+        return [psutil.Process(p.proc.pid) for p in (self.nats, self.kb, self.gateway)]  # type: ignore[union-attr]
 
     def stop(self) -> None:
         for proc in (self.gateway, self.kb, self.nats):

@@ -42,6 +42,7 @@ class RunReport:
     published: int = 0
     expected: int = 0
     delivered: int = 0
+    replaced: int = 0
     lost: int = 0
     duplicated: int = 0
     out_of_order: int = 0
@@ -49,54 +50,125 @@ class RunReport:
     actions: int = 0
     reconnects: int = 0
     resyncs: int = 0
+    repairs: int = 0
 
     @property
     def ok(self) -> bool:
-        return self.lost == 0 and self.duplicated == 0 and self.out_of_order == 0 and self.diverged == 0
+        return (self.lost == 0 and self.duplicated == 0 and self.out_of_order == 0 and self.diverged == 0
+                and self.repairs == 0)
 
     def lines(self) -> list[str]:
         return [
             f"players {self.players}, {self.duration_s:.0f} s, actions {self.actions}, "
-            f"reconnects {self.reconnects}, resyncs {self.resyncs}",
+            f"reconnects {self.reconnects}",
             f"faults injected ({len(self.faults)}): {', '.join(self.faults) or 'none'}",
-            f"events in the stream {self.published}; addressed to players after their first event "
-            f"{self.expected}; delivered {self.delivered}",
+            f"events in the stream {self.published}; addressed to players since they connected {self.expected}; "
+            f"delivered {self.delivered}; replaced by a snapshot after resync_required {self.replaced}",
+            f"resyncs {self.resyncs}, gap repairs with get_state {self.repairs}",
             f"lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}, "
             f"diverged worlds {self.diverged}",
         ]
 
 
-async def subject_seqs(nats_url: str, stream: str, subject: str,
-                       keep: Callable[[bytes], bool] = lambda _: True) -> list[int]:
-    """Stream sequences of every message on a subject (whose payload `keep` accepts), read back in order."""
+@dataclass(frozen=True)
+class StreamMessage:
+    """One message of an experience subject, as far as delivery checks care."""
+
+    seq: int
+    kind: str
+    version: int | None  # snapshot_version of a world_update
+    about: str | None  # the user a presence event is about
+
+
+async def read_subject(nats_url: str, stream: str, subject: str, each: Callable[[int, bytes], None]) -> None:
+    """Call each(seq, payload) for every message on a subject, in order."""
     nc = await nats.connect(nats_url.split(","))
     try:
         js = nc.jetstream()
         try:
             last = (await js.get_last_msg(stream, subject)).seq
         except nats.js.errors.NotFoundError:
-            return []
+            return
         sub = await js.subscribe(subject, ordered_consumer=True, stream=stream)
-        seqs: list[int] = []
         seq = 0
         while seq < last:
             msg = await sub.next_msg(timeout=5)
             seq = msg.metadata.sequence.stream
-            if keep(msg.data):
-                seqs.append(seq)
+            each(seq, msg.data)
         await sub.unsubscribe()
-        return seqs
     finally:
         await nc.close()
 
 
-async def player_seqs(nats_url: str, stream: str, experience: str, user: str) -> list[int]:
-    """Every stream sequence a player's session must deliver: the experience's broadcasts, but
-    presence about the player themself."""
-    def not_about_me(payload: bytes) -> bool:
+async def subject_seqs(nats_url: str, stream: str, subject: str,
+                       keep: Callable[[bytes], bool] = lambda _: True) -> list[int]:
+    """Stream sequences of every message on a subject (whose payload `keep` accepts), read back in order."""
+    seqs: list[int] = []
+    await read_subject(nats_url, stream, subject, lambda seq, data: seqs.append(seq) if keep(data) else None)
+    return seqs
+
+
+async def stream_messages(nats_url: str, stream: str, subject: str) -> list[StreamMessage]:
+    """Every message on a subject, read back in order."""
+    out: list[StreamMessage] = []
+
+    def keep(seq: int, payload: bytes) -> None:
         event = orjson.loads(payload)
-        return not (event.get("type") == "presence" and event.get("user_id") == user)
-    return await subject_seqs(nats_url, stream, experience_updates(experience), not_about_me)
+        out.append(StreamMessage(seq, event.get("type", "?"), event.get("snapshot_version"), event.get("user_id")))
+    await read_subject(nats_url, stream, subject, keep)
+    return out
+
+
+async def player_seqs(nats_url: str, stream: str, experience: str, user: str) -> list[int]:
+    """Every stream sequence a player's session delivers: the experience's broadcasts, but presence
+    about the player themself."""
+    messages = await stream_messages(nats_url, stream, experience_updates(experience))
+    return [m.seq for m in messages if not (m.kind == "presence" and m.about == user)]
+
+
+def first_past(messages: list[StreamMessage], version: int) -> float:
+    """Sequence of the first world_update past `version` (infinity if none)."""
+    return next((m.seq for m in messages if m.kind == "world_update" and (m.version or 0) > version), float("inf"))
+
+
+def resync_windows(frames: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """(last seq before a resync_required, version of the snapshot that followed it), for each resync."""
+    windows, last_seq, pending = [], 0, False
+    for frame in frames:
+        if frame.get("type") == "resync_required":
+            pending = True
+        elif frame.get("type") == "area_of_interest" and pending:
+            windows.append((last_seq, frame["snapshot_version"]))
+            pending = False
+        if "seq" in frame:
+            last_seq = frame["seq"]
+    return windows
+
+
+def due_and_replaced(messages: list[StreamMessage], frames: list[dict[str, Any]],
+                     user: str) -> tuple[set[int], set[int]]:
+    """Sequences this player had to receive since its first snapshot, and those a resync snapshot replaced.
+
+    A world_update is due when its version is past the first snapshot's, whether or not anything
+    arrived before it; a presence event when it follows the first world_update past that snapshot
+    (earlier ones may precede the subscription). After `resync_required`, what the next snapshot
+    covers counts as replaced, not lost.
+    """
+    views = [f["snapshot_version"] for f in frames if f.get("type") == "area_of_interest"]
+    if not views:
+        return set(), set()
+    mine = [m for m in messages if not (m.kind == "presence" and m.about == user)]
+    windows = resync_windows(frames)
+    presence_from = first_past(mine, views[0])
+    due, replaced = set(), set()
+    for m in mine:
+        is_update = m.kind == "world_update"
+        if (is_update and (m.version or 0) <= views[0]) or (not is_update and m.seq < presence_from):
+            continue
+        covered = any(after < m.seq and ((m.version or 0) <= version if is_update
+                                         else m.seq < first_past(mine, version)) for after, version in windows)
+        (replaced if covered else due).add(m.seq)
+    return due, replaced
 
 
 async def settle(system: Target, sims: list[SimPlayer]) -> None:
@@ -115,37 +187,35 @@ async def settle(system: Target, sims: list[SimPlayer]) -> None:
 
 
 async def check(system: Target, sims: list[SimPlayer], report: RunReport) -> None:
-    """Compare each player's seq list with the stream, and its world with kb's."""
+    """Compare what each player received with the stream, and its delta-built world with kb's."""
     settings = Settings.from_env()
+    messages = await stream_messages(system.nats_url, settings.stream_name, experience_updates(EXPERIENCE))
+    report.published += len(messages)
     async with aiohttp.ClientSession(headers={"X-API-Key": settings.kb_api_key}) as http:
         for sim in sims:
             user = sim.client.connected["user_id"] if sim.client.connected else "?"
             got = sim.client.seqs
-            stream = await player_seqs(system.nats_url, settings.stream_name, EXPERIENCE, user)
-            expected = [s for s in stream if got and s >= got[0]]
-            report.published += len(stream)
-            report.expected += len(expected)
+            due, replaced = due_and_replaced(messages, sim.client.frames, user)
+            report.expected += len(due)
+            report.replaced += len(replaced)
             report.delivered += len(got)
-            report.lost += len(set(expected) - set(got))
+            report.lost += len(due - set(got))
             report.duplicated += len(got) - len(set(got))
             report.out_of_order += sum(1 for a, b in zip(got, got[1:]) if b <= a)
             report.actions += sim.stats.actions
             report.reconnects += sim.stats.reconnects
-            report.resyncs += sim.stats.resyncs
+            report.resyncs += sum(1 for f in sim.client.frames if f.get("type") == "resync_required")
+            report.repairs += sim.stats.repairs
             report.diverged += int(not await converged(http, system, sim, user))
 
 
 async def converged(http: aiohttp.ClientSession, system: Target, sim: SimPlayer, user: str) -> bool:
-    """Does the player's delta-built world equal kb's view of it (waiting briefly for the last deltas)?"""
+    """Does the player's delta-built world equal kb's view of it? Compared as it stands: no refresh first."""
     url = f"{system.kb_url}/experiences/{EXPERIENCE}/players/{user}/state"
-    for _ in range(50):
+    for _ in range(50):  # the last deltas may still be on their way
         async with http.get(url) as resp:
             view: dict[str, Any] = await resp.json()
         if sim.client.world.version == view["snapshot_version"]:
-            return sim.client.world.comparable() == normalise(view)
-        if sim.client.world.version > view["snapshot_version"] or sim.client.world.gaps > 0:
-            await sim.client.get_state()
+            return sim.client.world.gaps == 0 and sim.client.world.comparable() == normalise(view)
         await asyncio.sleep(0.1)
     return False
-
-

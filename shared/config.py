@@ -42,6 +42,9 @@ class Settings:
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    # Pending connections the kernel queues per listening socket: a reconnect storm arrives at once,
+    # and a full queue drops handshakes for a whole SYN retransmit (1 s). Capped by net.core.somaxconn.
+    listen_backlog: int = 4096
 
     jwt_secret: str = DEV_JWT_SECRET
     jwt_algorithm: str = "HS256"

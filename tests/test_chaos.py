@@ -10,4 +10,6 @@ async def test_no_event_lost_duplicated_or_reordered_through_random_crashes() ->
     assert len(report.faults) >= 3 and set(report.faults) == {"nats", "gateway", "kb"}
     assert report.delivered > 0 and report.expected > 0 and report.reconnects > 0
     assert report.lost == 0 and report.duplicated == 0 and report.out_of_order == 0
-    assert report.diverged == 0, "every player's world equals kb's at the end"
+    assert report.repairs == 0, "no player's version chain broke (no get_state was needed)"
+    assert report.diverged == 0, "every player's delta-built world equals kb's at the end, unrefreshed"
+    assert report.ok

@@ -1,0 +1,83 @@
+"""What the benchmark's phases share: CPU quiet and metering, connecting players, publishing broadcasts."""
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import nats
+import orjson
+import psutil
+
+from harness.benchclients import GatewayListener
+from harness.system import LocalSystem
+from shared.auth import issue_token
+from shared.config import Settings
+from shared.subjects import experience_updates
+
+EXPERIENCE = "wylding-woods"
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
+async def cpu_quiet(procs: list[psutil.Process], limit: float = 0.05, window: float = 0.5,
+                    timeout: float = 120.0) -> None:
+    """Wait until every process uses less than `limit` of a core over `window` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = [cpu_seconds(p) for p in procs]
+        await asyncio.sleep(window)
+        if all((cpu_seconds(p) - b) / window < limit for p, b in zip(procs, before)):
+            return
+
+
+def ws_url(system: LocalSystem, token: str) -> str:
+    return system.gateway_url.replace("http", "ws", 1) + f"/ws/experience?experience={EXPERIENCE}&token={token}"
+
+
+async def connect_many(http: aiohttp.ClientSession, system: LocalSystem, prefix: str, count: int,
+                       batch: int = 50) -> list[GatewayListener]:
+    """Connect `count` listeners, `batch` at a time, each having received its snapshot."""
+    settings = Settings.from_env()
+    listeners = [GatewayListener(http, ws_url(system, issue_token(settings, f"{prefix}{i}"))) for i in range(count)]
+    for start in range(0, count, batch):
+        await asyncio.gather(*(l.start() for l in listeners[start:start + batch]))
+    return listeners
+
+
+def event_payload(version: int) -> bytes:
+    """A broadcast world_update as kb publishes it (everyone may see its one change)."""
+    return orjson.dumps({"type": "world_update", "version": "0.4", "experience": EXPERIENCE,
+                         "actor_id": "bench", "base_version": version - 1, "snapshot_version": version,
+                         "timestamp": int(time.time() * 1000),
+                         "changes": [{"operation": "update", "area_id": None, "path": "environment.weather",
+                                      "value": "drizzle"}], "audience": [None],
+                         "metadata": {"source": "bench", "trace_id": ""}})
+
+
+async def publish_broadcasts(nats_url: str, count: int, rate: float, first: int = 10**6) -> float:
+    """Publish `count` broadcasts into the stream at `rate` per second; returns when it started."""
+    nc = await nats.connect(nats_url)
+    payloads = [event_payload(first + v) for v in range(count)]
+    started = time.perf_counter()
+    for index, payload in enumerate(payloads):
+        await nc.publish(experience_updates(EXPERIENCE), payload)
+        due = started + (index + 1) / rate
+        if due > time.perf_counter():
+            await nc.flush()
+            await asyncio.sleep(due - time.perf_counter())
+    await nc.flush()
+    await nc.close()
+    return started
+
+
+async def wait_all(listeners: list[Any], total: int, timeout: float) -> int:
+    """Wait until the listeners received `total` events (or the timeout); returns how many they got."""
+    deadline = time.monotonic() + timeout
+    while sum(l.arrivals.count for l in listeners) < total and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return sum(l.arrivals.count for l in listeners)

