@@ -21,8 +21,8 @@ from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, N
 from harness.benchcapacity import bench_capacity, bench_restart
 from harness.benchkit import (EXPERIENCE, connect_many, cpu_quiet, cpu_seconds, event_payload, publish_broadcasts,
                               wait_all)
-from harness.benchreport import (Phase, all_met, machine, non_default_settings, pct, render, tail, tail_value,
-                                 verdict_rows)
+from harness.benchreport import (SCALING_END, SCALING_START, Phase, all_met, machine, non_default_settings, pct,
+                                 render, replace_section, scaling_section, tail, tail_value, verdict_rows)
 from harness.procs import NatsServer, free_port, stop_process, wait_for_port
 from harness.system import LocalSystem
 from shared.auth import issue_token
@@ -31,6 +31,7 @@ from shared.subjects import experience_updates, live_subject
 
 DOC = Path("docs/benchmarks.md")
 PLOT = Path("docs/latency.png")
+SCALING = Path("docs/scaling.md")
 ROUNDS = 3
 
 
@@ -196,6 +197,8 @@ async def bench_fanout(clients: int, events: int, rate: float, run: Run) -> None
                               {"nats-server": nats_proc}, system, events, rate, run, phase, 3 * 10**6)
             await asyncio.gather(*(n.close() for n in native))
         run.figures["cpu_vs_forwarder"] = line_ours["gateway"] / max(line_fwd["forwarder"], 1e-9)
+        run.figures["gateway_us_per_delivery"] = line_ours["gateway"]
+        run.figures["nats_us_per_delivery"] = line_ours["nats-server"]
         phase.rows += ["", f"Gateway CPU per delivery / forwarder CPU per delivery: "
                            f"{run.figures['cpu_vs_forwarder']:.2f}. A client process near 100% means that line's "
                            "deliveries/s is the client's limit, not the server's; CPU per delivery is not affected."]
@@ -237,6 +240,8 @@ async def bench_durability(count: int, run: Run) -> None:
                 await js.publish("d.x", event_payload(1), headers={"Nats-Msg-Id": str(i)})
                 samples.append((time.perf_counter() - started) * 1000)
             phase.rows.append(f"| {label} | {pct(samples, 50):.2f} | {tail(samples)} | {len(samples)} |")
+            if sync:
+                run.figures["ack_p50_fsync_ms"] = pct(samples, 50)
             await nc.close()
         finally:
             server.cleanup()
@@ -331,7 +336,9 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     if write:
         DOC.write_text(render(run.phases, run.figures, command, seconds, run.failures, PLOT.name))
         plot(run)
-        print(f"wrote {DOC} and {PLOT}")
+        if section := scaling_section(run.figures, command):
+            SCALING.write_text(replace_section(SCALING.read_text(), section, SCALING_START, SCALING_END))
+        print(f"wrote {DOC}, {PLOT} and the measured section of {SCALING}")
     if not all_met(run.figures):
         print("not every target is met (see the verdicts)")
     return 1 if run.failures else 0

@@ -43,7 +43,7 @@ async def bench_capacity(http: aiohttp.ClientSession, system: LocalSystem, sessi
         held = (await resp.json())["sessions"]["websocket"]
     subs, consumers = await nats_counts(system)
     figures.update({
-        "connects_per_s": sessions / elapsed, "consumers_per_live_session": consumers / max(held, 1),
+        "sessions_held": held, "connects_per_s": sessions / elapsed, "consumers_per_live_session": consumers / max(held, 1),
         "gateway_kb_per_idle_session": (after - before) / sessions / 1024,
         "nats_kb_per_idle_session": (nats_after - nats_before) / sessions / 1024})
     phase.rows += [

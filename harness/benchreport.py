@@ -141,3 +141,55 @@ def render(phases: list[Phase], figures: dict[str, float], command: str, seconds
     if plot_name:
         text += [f"![latency against players]({plot_name})", ""]
     return "\n".join(text)
+
+
+SIZING_PLAYERS = 100_000
+SIZING_DELIVERIES_PER_S = 200_000  # each player acts every 5 s, each change reaches about 10 players
+SCALING_START, SCALING_END = "<!-- bench:scaling:start -->", "<!-- bench:scaling:end -->"
+
+
+def scaling_section(figures: dict[str, float], command: str) -> str:
+    """docs/scaling.md's measured capacity and sizing arithmetic, from this run's figures only."""
+    f = figures.get
+    if f("gateway_us_per_delivery") is None or f("sessions_held") is None:
+        return ""
+    cores_delivery = SIZING_DELIVERIES_PER_S * f("gateway_us_per_delivery") / 1e6
+    procs_sessions = SIZING_PLAYERS / f("sessions_held")
+    gateways = -(-max(cores_delivery, procs_sessions) * 1.3 // 1)
+    return "\n".join([
+        SCALING_START,
+        f"Written by `{command}` on {time.strftime('%Y-%m-%d')} ({machine()}); every figure below is from that run "
+        "(docs/benchmarks.md has the phases and their settings). One gateway process; clients, kb and "
+        "nats-server on the same machine, so these are floors.", "",
+        "| measure, one gateway process | this run |", "|---|---|",
+        f"| idle sessions held (the benchmark's size, not a ceiling) | {f('sessions_held'):.0f} |",
+        f"| memory per idle session: gateway / nats-server (KB) | {f('gateway_kb_per_idle_session'):.1f} / "
+        f"{f('nats_kb_per_idle_session'):.2f} |",
+        f"| connect rate, snapshot included (sessions/s) | {f('connects_per_s'):.0f} |",
+        f"| all sessions resumed after a gateway SIGTERM and restart (s) | {f('restart_resumed_s', float('nan')):.1f} |",
+        f"| CPU per delivery: gateway / nats-server (us) | {f('gateway_us_per_delivery'):.1f} / "
+        f"{f('nats_us_per_delivery'):.1f} |",
+        f"| JetStream publish -> ack p50, fsync on every write (ms) | {f('ack_p50_fsync_ms', float('nan')):.2f} |",
+        "",
+        f"Sizing for {SIZING_PLAYERS:,} concurrent players making {SIZING_DELIVERIES_PER_S:,} deliveries/s "
+        "(state your own numbers and redo it):", "",
+        "| resource | arithmetic | result |", "|---|---|---|",
+        f"| gateway cores for delivery | {SIZING_DELIVERIES_PER_S:,} x {f('gateway_us_per_delivery'):.1f} us | "
+        f"{cores_delivery:.1f} cores |",
+        f"| gateway processes for sessions | {SIZING_PLAYERS:,} / {f('sessions_held'):.0f} | {procs_sessions:.0f} |",
+        f"| gateway processes with 30% headroom | max of the two x 1.3 | **{gateways:.0f}** (one per core) |",
+        f"| gateway memory | {SIZING_PLAYERS:,} x {f('gateway_kb_per_idle_session'):.1f} KB | "
+        f"{SIZING_PLAYERS * f('gateway_kb_per_idle_session') / 2**20:.1f} GB |",
+        f"| nats-server memory for sessions | {SIZING_PLAYERS:,} x {f('nats_kb_per_idle_session'):.2f} KB | "
+        f"{SIZING_PLAYERS * f('nats_kb_per_idle_session') / 2**10:.0f} MB over the nodes |",
+        f"| nats-server CPU for delivery | {SIZING_DELIVERIES_PER_S:,} x {f('nats_us_per_delivery'):.1f} us | "
+        f"{SIZING_DELIVERIES_PER_S * f('nats_us_per_delivery') / 1e6:.1f} cores over the nodes |",
+        SCALING_END])
+
+
+def replace_section(text: str, section: str, start: str, end: str) -> str:
+    """Put `section` between the markers (appended when they are missing)."""
+    if start in text:
+        head, rest = text.split(start, 1)
+        return head + section + rest.split(end, 1)[1]
+    return text.rstrip() + "\n\n" + section + "\n"
