@@ -5,6 +5,7 @@ import asyncio
 import logging
 
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
+from shared.tasks import wait_event
 
 log = logging.getLogger(__name__)
 RENEW_CHUNK = 500
@@ -41,10 +42,7 @@ class PresenceReporter:
         loop = asyncio.get_running_loop()
         next_renew = loop.time() + self.renew_s
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_renew - loop.time()))
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wake, max(0.0, next_renew - loop.time()))
             self._wake.clear()
             renew = loop.time() >= next_renew
             if renew:

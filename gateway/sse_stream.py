@@ -5,6 +5,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 import uuid
 from typing import Any
 
@@ -18,10 +19,12 @@ from gateway.outbox import SessionOutbox
 from gateway.sse import authenticate, check_experience, json_error, sse_count
 from gateway.stream import open_stream
 from gateway.ws import parse_cursor
-from shared.schemas.errors import CloseCode
+from shared.schemas.errors import CloseCode, ErrorCode
+from shared.schemas.messages import error_frame
 
 log = logging.getLogger(__name__)
-Item = tuple[str | None, bytes]
+Item = tuple[str | None, bytes, str | None]  # (id, data, event type)
+EXPIRED = "token_expired"
 
 
 class SseSession:
@@ -29,8 +32,9 @@ class SseSession:
 
     transport = "sse"
 
-    def __init__(self, request: web.Request, user_id: str, experience: str) -> None:
+    def __init__(self, request: web.Request, user_id: str, experience: str, expires_at: float | None = None) -> None:
         app = request.app
+        self.expires_at = expires_at
         self.request = request
         self.settings = app[SETTINGS]
         self.user_id = user_id
@@ -41,7 +45,7 @@ class SseSession:
         self.stream = self.streams.new(user_id, experience, self.conn_id, self)
         self.gate: SnapshotGate[Item] = SnapshotGate(
             app[KB], experience, user_id, self.conn_id, app[GATEWAY_ID], self.outbox.limit, emit_event=self._put,
-            emit_frame=lambda frame: self._put((None, orjson.dumps(frame))), on_overflow=self._overflow)
+            emit_frame=lambda frame: self._put((None, orjson.dumps(frame), None)), on_overflow=self._overflow)
         self.resp: EventSourceResponse | None = None
         self.overflowed = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -57,10 +61,10 @@ class SseSession:
             self.resp.stop_streaming()
 
     def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None:
-        self.gate.event((str(seq), frame), event)
+        self.gate.event((str(seq), frame, None), event)
 
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
-        self.gate.in_order((None, resumed_frame(from_seq, to_seq, replayed)))
+        self.gate.in_order((None, resumed_frame(from_seq, to_seq, replayed), None))
 
     def on_resync(self, reason: str) -> None:
         self._spawn(self.gate.resync(reason))
@@ -88,7 +92,10 @@ class SseSession:
                 await resp.write(self._preamble())
                 app[PRESENCE].join(self.conn_id, self.user_id, self.experience)
                 writer = asyncio.create_task(self._write(resp))
+                expiry = self._schedule_expiry()
                 await resp.wait()
+                if expiry is not None:
+                    expiry.cancel()
                 writer.cancel()
                 await asyncio.gather(writer, return_exceptions=True)
         except ConnectionResetError:
@@ -103,6 +110,19 @@ class SseSession:
             log.info("[%s] SSE stream closed (user=%s)", self.conn_id, self.user_id)
         assert self.resp is not None
         return self.resp
+
+    def _schedule_expiry(self) -> asyncio.TimerHandle | None:
+        """When the token expires the stream ends, with a last `token_expired` event that says why
+        (EventSource itself only shows a bare error, then stops on the 401 of its reconnect)."""
+        if self.expires_at is None:
+            return None
+        delay = max(0.0, self.expires_at + self.settings.jwt_leeway_s - time.time())
+        return asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        frame = orjson.dumps(error_frame(ErrorCode.TOKEN_EXPIRED, "the token expired; reconnect with a new one"))
+        if not self.outbox.put((None, frame, EXPIRED)) and self.resp is not None:
+            self.resp.stop_streaming()  # a full outbox: the stream ends without the last word
 
     def _preamble(self) -> bytes:
         """`id:` and `retry:` without data: the browser's Last-Event-ID is set before any event, so a
@@ -125,8 +145,12 @@ class SseSession:
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             while True:
                 items = await self.outbox.take()
-                for event_id, data in items:
-                    await resp.send(data.decode(), id=event_id)
+                for event_id, data, name in items:
+                    await resp.send(data.decode(), id=event_id, event=name)
+                    if name == EXPIRED:
+                        log.info("[%s] token expired: SSE stream closed", self.conn_id)
+                        resp.stop_streaming()
+                        return
                 del items, data  # no sent frame stays referenced while we wait
 
 
@@ -147,4 +171,4 @@ async def sse_experience(request: web.Request) -> web.StreamResponse:
         cursor = parse_cursor(request.headers.get("Last-Event-ID") or request.query.get("last_event_id"))
     except ValueError:
         return json_error(400, "invalid_message", "Last-Event-ID must be a non-negative integer")
-    return await SseSession(request, identity.user_id, experience).run(cursor)
+    return await SseSession(request, identity.user_id, experience, identity.expires_at).run(cursor)

@@ -95,12 +95,13 @@ class UserStream:
     """One user's event stream for one experience, resumable from any stream sequence."""
 
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
-    __slots__ = ("owner", "user_id", "experience", "subject", "label", "sink", "transport", "cursor",
+    __slots__ = ("owner", "user_id", "user_json", "experience", "subject", "label", "sink", "transport", "cursor",
                  "_sub", "_held", "_held_dropped", "_catchup", "_replay", "_closed")
 
     def __init__(self, owner: StreamSet, user_id: str, experience: str, label: str, sink: StreamSink) -> None:
         self.owner = owner
         self.user_id = user_id
+        self.user_json = orjson.dumps(user_id)
         self.experience = experience
         self.subject = experience_updates(experience)
         self.label = label
@@ -238,8 +239,8 @@ class UserStream:
     def _forward(self, seq: int, payload: bytes) -> bool:
         """Validate and pass on this player's copy; anything else only moves the cursor."""
         try:
-            broadcast = self.owner.validator.broadcast(payload)
-            frame = broadcast.frame_for(seq, self.user_id)
+            broadcast = self.owner.validator.broadcast(seq, payload)
+            frame = broadcast.frame_for(self.user_id, self.user_json)
         except (orjson.JSONDecodeError, ValidationError) as exc:
             log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
             self.owner.stats.invalid += 1

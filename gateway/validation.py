@@ -1,7 +1,6 @@
 """Schema validation of bus events, done once per distinct content rather than once per session."""
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -16,50 +15,57 @@ CACHE_SIZE = 4096
 class Broadcast:
     """One validated message of an experience subject, and the per-player frames made from it.
 
-    Players who may see the same changes share one encoded body; each frame only adds its own
-    `seq` and `user_id` in front, so a change seen by a thousand players is encoded a few times.
+    Players who may see the same changes share one encoded body; each frame only puts its own
+    `user_id` between a prefix and that body, so a change seen by a thousand players is encoded a
+    few times and each copy costs one concatenation.
     """
 
-    def __init__(self, payload: bytes, event: dict[str, Any]) -> None:
-        self.payload = payload
+    __slots__ = ("event", "_head", "_tail", "_about", "_bodies")
+
+    def __init__(self, seq: int, payload: bytes, event: dict[str, Any]) -> None:
         self.event = event
         self._bodies: dict[tuple[int, ...], bytes] = {}
-
-    def frame_for(self, seq: int, user_id: str) -> bytes | None:
-        """This player's frame, or None if the message is not for them (their own presence)."""
-        event = self.event
+        self._about: str | None = None
+        self._head = b'{"seq":%d,"user_id":' % seq
+        self._tail: bytes | None = None  # the shared part when every player gets the same copy
         if event["type"] == "presence":
-            return None if event["user_id"] == user_id else b'{"seq":%d,%s' % (seq, self.payload[1:])
-        indexes = visible_indexes(event, user_id)
+            self._about = event["user_id"]
+            self._tail = b'{"seq":%d,%s' % (seq, payload[1:])
+        elif all(who is None for who in event["audience"]):
+            self._tail = b"," + orjson.dumps(copy_body(event, tuple(range(len(event["changes"])))))[1:]
+
+    def frame_for(self, user_id: str, user_json: bytes) -> bytes | None:
+        """This player's frame (`user_json` is their id, JSON-encoded), or None for their own presence."""
+        if self._about is not None:
+            return None if self._about == user_id else self._tail
+        if self._tail is not None:
+            return self._head + user_json + self._tail
+        indexes = visible_indexes(self.event, user_id)
         body = self._bodies.get(indexes)
         if body is None:
-            body = self._bodies[indexes] = orjson.dumps(copy_body(event, indexes))
-        return b'{"seq":%d,"user_id":%s,%s' % (seq, orjson.dumps(user_id), body[1:])
+            body = self._bodies[indexes] = b"," + orjson.dumps(copy_body(self.event, indexes))[1:]
+        return self._head + user_json + body
 
 
 class EventValidator:
-    """Validates events with the marshmallow schemas, remembering contents it has already accepted.
-
-    Broadcasts (one per commit, on the experience subject) are validated once per gateway, however
-    many sessions receive them.
-    """
+    """Validates broadcasts with the marshmallow schemas once per gateway, however many sessions
+    receive them, remembered by stream sequence (a stored message never changes)."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
-        self._broadcasts: OrderedDict[bytes, Broadcast] = OrderedDict()
+        self._broadcasts: dict[int, Broadcast] = {}
         self.validated = 0
         self.reused = 0
 
-    def broadcast(self, payload: bytes) -> Broadcast:
-        """A message of an experience subject, validated once however many sessions receive it."""
-        found = self._broadcasts.get(payload)
+    def broadcast(self, seq: int, payload: bytes) -> Broadcast:
+        """The message at stream sequence `seq`, validated on its first delivery to this gateway."""
+        found = self._broadcasts.get(seq)
         if found is not None:
-            self._broadcasts.move_to_end(payload)
             self.reused += 1
             return found
-        found = Broadcast(payload, validate_broadcast(orjson.loads(payload)))
+        found = Broadcast(seq, payload, validate_broadcast(orjson.loads(payload)))
         self.validated += 1
-        self._broadcasts[payload] = found
+        self._broadcasts[seq] = found
         if len(self._broadcasts) > self.size:
-            self._broadcasts.popitem(last=False)
+            del self._broadcasts[next(iter(self._broadcasts))]  # the oldest sequence first
         return found

@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--seed", type=int, default=7)
     chaos.add_argument("--fault-every", type=float, default=4.0)
     chaos.add_argument("--write", action="store_true", help="update docs/reliability.md with the figures")
+    sse = sub.add_parser("sse-restart", help="Chromium EventSource pages across a gateway SIGKILL and restart")
+    sse.add_argument("--pages", type=int, default=5)
+    sse.add_argument("--down-events", type=int, default=2, help="events committed while the gateway is down")
+    sse.add_argument("--write", action="store_true", help="update docs/reliability.md with the figures")
     bench = sub.add_parser("bench", help="latency, fan-out throughput vs nats-server's WebSocket, capacity")
     bench.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     bench.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
@@ -49,6 +53,13 @@ def main(argv: list[str] | None = None) -> None:
         if args.write:
             write_report(report, Path("docs/reliability.md"), "gaia-harness " + " ".join(argv or sys.argv[1:]))
         sys.exit(0 if report.ok else 1)
+    if args.command == "sse-restart":
+        from harness.ssebrowser import run_sse_restart, write_report as write_sse
+        sse_report = asyncio.run(run_sse_restart(args.pages, args.down_events))
+        print("\n".join(sse_report.lines()))
+        if args.write:
+            write_sse(sse_report, Path("docs/reliability.md"), "gaia-harness " + " ".join(argv or sys.argv[1:]))
+        sys.exit(0 if sse_report.ok else 1)
     if args.command == "bench":
         from harness.bench import run_bench
         sys.exit(asyncio.run(run_bench(quick=args.quick, write=not args.no_write)))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import orjson
 
+from harness.benchreport import machine, replace_section
 from harness.player import SimPlayer
 from harness.system import LocalSystem
 from harness.verify import EXPERIENCE, RunReport, check, settle
@@ -54,16 +55,10 @@ async def run_chaos(players: int = 4, duration_s: float = 20.0, seed: int = 7,
 
 def write_report(report: RunReport, path: Path, command: str) -> None:
     """Replace the chaos section of docs/reliability.md with this run's figures."""
-    text = path.read_text() if path.exists() else ""
-    marker_start, marker_end = "<!-- chaos:start -->", "<!-- chaos:end -->"
-    body = "\n".join([marker_start, f"Last run: `{command}` on {time.strftime('%Y-%m-%d')}", "",
-                      *[f"- {line}" for line in report.lines()], marker_end])
-    if marker_start in text:
-        head, rest = text.split(marker_start, 1)
-        text = head + body + rest.split(marker_end, 1)[1]
-    else:
-        text += "\n" + body + "\n"
-    path.write_text(text)
+    start, end = "<!-- chaos:start -->", "<!-- chaos:end -->"
+    body = "\n".join([start, f"Last run: `{command}` on {time.strftime('%Y-%m-%d')}, {machine()}", "",
+                      *[f"- {line}" for line in report.lines()], end])
+    path.write_text(replace_section(path.read_text() if path.exists() else "", body, start, end))
 
 
 def summarize(report: RunReport) -> str:

@@ -10,7 +10,7 @@ from nats.js.errors import NotFoundError
 from kb.store import OutboxRow, Store
 from shared.config import Settings
 from shared.natsconn import NatsLink
-from shared.tasks import raise_if_cancelled
+from shared.tasks import raise_if_cancelled, wait_event
 
 log = logging.getLogger(__name__)
 BATCH = 512
@@ -43,10 +43,7 @@ class OutboxPublisher:
         """Forever: wait for work (or a 1 s poll), publish what is pending, prune old rows."""
         backoff = 0.1
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=1.0)
-            except asyncio.TimeoutError:
-                pass
+            await wait_event(self._wake, 1.0)
             self._wake.clear()
             if not self.link.jetstream_ok:
                 continue

@@ -51,3 +51,17 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for `event` at most `timeout` seconds; True if it was set.
+
+    Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives just as the
+    inner wait completes (shutdown sets the event, then cancels), leaving the task running on.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

@@ -95,14 +95,18 @@ def test_gateway_validates_each_broadcast_once_and_cuts_each_players_copy() -> N
     broadcast["audience"] = [None, {"only": ["u1"]}]
     validator = EventValidator()
     payload = orjson.dumps(broadcast)
-    copies = {user: orjson.loads(validator.broadcast(payload).frame_for(7, user)) for user in ("u1", "u2", "u3")}
+    copies = {user: orjson.loads(validator.broadcast(7, payload).frame_for(user, orjson.dumps(user)))
+              for user in ("u1", "u2", "u3")}
     assert (validator.validated, validator.reused) == (1, 2)
     assert copies["u1"]["seq"] == 7 and copies["u1"]["user_id"] == "u1" and len(copies["u1"]["changes"]) == 2
     assert copies["u2"]["changes"] == [EVENT["changes"][0]] and "audience" not in copies["u2"]
     with pytest.raises(ValidationError):
-        validator.broadcast(orjson.dumps({**broadcast, "version": "0.3"}))
+        validator.broadcast(8, orjson.dumps({**broadcast, "version": "0.3"}))
     with pytest.raises(ValidationError):
-        validator.broadcast(orjson.dumps({**broadcast, "audience": [None]}))  # one entry per change
+        validator.broadcast(9, orjson.dumps({**broadcast, "audience": [None]}))  # one entry per change
+    public = orjson.loads(validator.broadcast(10, orjson.dumps({**broadcast, "audience": [None, None]}))
+                          .frame_for("u9", b'"u9"'))
+    assert public["seq"] == 10 and public["user_id"] == "u9" and public["changes"] == EVENT["changes"]
 
 
 def test_ack_reply_subjects_of_both_forms_give_stream_and_consumer_sequences_and_pending() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import orjson
 
 from harness.sse import read_events
 from gateway.keys import STREAMS
@@ -164,3 +165,19 @@ async def test_a_quiet_stream_has_its_cursor_and_a_jittered_retry_before_any_eve
             assert int(first["id"]) >= 1  # quinn's move is in the stream: the cursor is already past it
             retries.add(int(first["retry"]))
     assert all(settings.sse_retry_ms <= r < 2 * settings.sse_retry_ms for r in retries) and len(retries) > 1
+
+
+async def test_a_stream_whose_token_expires_ends_with_a_token_expired_event(gateway_server, settings) -> None:
+    from shared.auth import issue_token
+    short = issue_token(settings, "tess", ttl_s=1.0 - settings.jwt_leeway_s)  # expires (with leeway) in 1 s
+    url = gateway_server.make_url(f"/sse/experience?experience={EXPERIENCE}&token={short}")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(url) as resp:
+            assert resp.status == 200
+            lines = (await asyncio.wait_for(resp.content.read(), 10)).decode().splitlines()
+    assert "event: token_expired" in lines
+    data = orjson.loads(lines[lines.index("event: token_expired") + 1].removeprefix("data: "))
+    assert data["type"] == "error" and data["code"] == "token_expired"
+    async with aiohttp.ClientSession() as http:  # and the browser's reconnect is refused
+        async with http.get(url) as resp:
+            assert resp.status == 401

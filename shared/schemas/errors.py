@@ -16,6 +16,7 @@ class ErrorCode:
     KB_UNAVAILABLE = "kb_unavailable"
     UNKNOWN_EXPERIENCE = "unknown_experience"
     INTERNAL_ERROR = "internal_error"
+    TOKEN_EXPIRED = "token_expired"
 
 
 class CloseCode:
