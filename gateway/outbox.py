@@ -23,6 +23,11 @@ class SessionOutbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._frames)
 
+    @property
+    def writer_idle(self) -> bool:
+        """True while the writer waits for frames (nothing queued, nothing being sent)."""
+        return self._waiter is not None and not self._frames
+
     def put(self, frame: T) -> bool:
         """Queue a frame; False (and nothing queued) when the bound is reached."""
         if len(self._frames) >= self.limit:

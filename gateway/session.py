@@ -19,6 +19,7 @@ from gateway.outbox import SessionOutbox
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
 from gateway.stream import StreamSet, open_stream
+from gateway.websocket import GatewayWebSocket
 from shared.config import Settings
 from shared.natsconn import NatsLink
 from shared.schemas.errors import CloseCode, ErrorCode, ProtocolError
@@ -56,7 +57,7 @@ class Session:
 
     transport = "websocket"
 
-    def __init__(self, ws: web.WebSocketResponse, deps: SessionDeps, user_id: str, experience: str,
+    def __init__(self, ws: GatewayWebSocket, deps: SessionDeps, user_id: str, experience: str,
                  conn_id: str, transport: asyncio.BaseTransport | None = None,
                  expires_at: float | None = None) -> None:
         self.ws = ws
@@ -86,7 +87,13 @@ class Session:
         self._push(orjson.dumps(frame))
 
     def _push(self, data: bytes) -> None:
-        if self.server_close is None and not self.outbox.put(data):
+        if self.server_close is not None:
+            return
+        # The writer is idle and nothing waits: hand the frame to the socket now instead of waking
+        # the writer for it (a task switch per frame is most of what a session adds to a delivery).
+        if self.outbox.writer_idle and self.ws.try_write(data):
+            return
+        if not self.outbox.put(data):
             log.warning("[%s] slow consumer: outbox full (%d frames); closing 4408", self.conn_id, self.outbox.limit)
             self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
 
@@ -115,9 +122,8 @@ class Session:
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             while True:
                 frames = await self.outbox.take()
-                for frame in frames:
-                    await self.ws.send_frame(frame, WSMsgType.TEXT)
-                del frames, frame
+                await self.ws.send_texts(frames)
+                del frames
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def run(self, last_seq: int | None) -> None:

@@ -171,10 +171,13 @@ class UserStream:
         nc = self.owner.link.nc
         assert nc is not None
         settings = self.owner.settings
+        # No flush: the server handles one connection's operations in order, so the request that
+        # reads the subject's end (sent after this SUB) sees a stream that already feeds us. In a
+        # cluster the interest reaches other nodes a moment later; a message lost to that shows as a
+        # gap on the next one, or to the sweeper, and is caught up.
         self._sub = await nc.subscribe(live_subject(self.subject), cb=self._on_live,
                                        pending_msgs_limit=settings.sub_pending_msgs,
                                        pending_bytes_limit=settings.sub_pending_bytes)
-        await nc.flush(timeout=5)  # the server has the subscription before we read the subject's end
 
     def _go_live_at(self, last: int) -> None:
         """The cursor is the subject's last sequence: pass on what was held after it, if it chains."""
@@ -401,6 +404,7 @@ class StreamSet:
         # Bounds the JetStream requests of catch-ups at once: a storm of resumes queues here.
         self.catchup_slots = asyncio.Semaphore(settings.catchup_concurrency)
         self._swept_last: dict[str, int] = {}
+        self._last_asked: dict[str, asyncio.Future[int]] = {}
         link.on_connect(self.check_all)
 
     def new(self, user_id: str, experience: str, label: str, sink: StreamSink) -> UserStream:
@@ -430,14 +434,31 @@ class StreamSet:
         except Exception:  # noqa: BLE001 - gone already, or NATS away
             raise_if_cancelled()
 
-    async def subject_last(self, subject: str) -> int:
-        """Stream sequence of the newest message on a subject (0 if none), by direct get."""
-        assert self.link.js is not None
+    def subject_last(self, subject: str) -> asyncio.Future[int]:
+        """Stream sequence of the newest message on a subject (0 if none), by direct get.
+
+        Everyone who asks within one turn of the event loop shares one request, sent after all of
+        their subscriptions: a connect storm of one experience costs one request per turn, not one
+        per session, and each asker still gets an answer read after its own SUB.
+        """
+        pending = self._last_asked.get(subject)
+        if pending is None:
+            pending = self._last_asked[subject] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().create_task(self._read_last(subject, pending))
+        return asyncio.shield(pending)
+
+    async def _read_last(self, subject: str, answer: asyncio.Future[int]) -> None:
+        del self._last_asked[subject]  # later askers get a request of their own, sent after their SUB
         try:
+            assert self.link.js is not None
             msg = await self.link.js.get_last_msg(self.settings.stream_name, subject, direct=True)
+            answer.set_result(msg.seq or 0)
         except NotFoundError:
-            return 0
-        return msg.seq or 0
+            answer.set_result(0)
+        except BaseException as exc:  # noqa: BLE001 - every asker hears the same failure
+            answer.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     async def check_all(self) -> None:
         """After NATS (re)connects: streams behind their subject catch up, oldest cursor first, bounded."""

@@ -4,23 +4,15 @@ from __future__ import annotations
 import logging
 import uuid
 
-from aiohttp import WSCloseCode, web
+from aiohttp import web
 
 from gateway.keys import GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS, VERIFIER
 from gateway.session import Session, SessionDeps
+from gateway.websocket import GatewayWebSocket
 from shared.auth import TokenError, bearer_token
 from shared.schemas.errors import CloseCode
 
 log = logging.getLogger(__name__)
-
-
-class GatewayWebSocket(web.WebSocketResponse):
-    """aiohttp closes oversized frames with 1009; our protocol says 4413."""
-
-    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
-        if code == WSCloseCode.MESSAGE_TOO_BIG:
-            code, message = CloseCode.FRAME_TOO_LARGE, b"frame too large"
-        return await super().close(code=code, message=message, drain=drain)
 
 
 def session_deps(app: web.Application) -> SessionDeps:

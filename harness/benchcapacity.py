@@ -34,7 +34,7 @@ async def bench_capacity(http: aiohttp.ClientSession, system: LocalSystem, sessi
     started = time.perf_counter()
     idle: list[GatewayListener] = []
     for start in range(0, sessions, 500):
-        idle += await connect_many(http, system, f"idle{start}_", min(500, sessions - start), batch=250)
+        idle += await connect_many(http, system, f"idle{start}_", min(500, sessions - start), in_flight=250)
     elapsed = time.perf_counter() - started
     client_share = (cpu_seconds(me) - client_before) / elapsed
     await cpu_quiet(system.server_procs())

@@ -40,12 +40,17 @@ def ws_url(system: LocalSystem, token: str) -> str:
 
 
 async def connect_many(http: aiohttp.ClientSession, system: LocalSystem, prefix: str, count: int,
-                       batch: int = 50) -> list[GatewayListener]:
-    """Connect `count` listeners, `batch` at a time, each having received its snapshot."""
+                       in_flight: int = 50) -> list[GatewayListener]:
+    """Connect `count` listeners, at most `in_flight` connecting at once (a new one starts as soon as
+    one has its snapshot), each having received its snapshot."""
     settings = Settings.from_env()
     listeners = [GatewayListener(http, ws_url(system, issue_token(settings, f"{prefix}{i}"))) for i in range(count)]
-    for start in range(0, count, batch):
-        await asyncio.gather(*(l.start() for l in listeners[start:start + batch]))
+    slots = asyncio.Semaphore(in_flight)
+
+    async def connect(listener: GatewayListener) -> None:
+        async with slots:
+            await listener.start()
+    await asyncio.gather(*(connect(l) for l in listeners))
     return listeners
 
 
