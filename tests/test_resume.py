@@ -108,3 +108,17 @@ async def test_sigterm_drains_the_gateway_sessions_get_1001_and_it_exits_promptl
         gateway.stop()
         kb.stop()
         server.cleanup()
+
+
+async def test_a_resume_that_missed_nothing_gets_resumed_and_no_snapshot(players, kb_server) -> None:
+    alice = await players("alice")
+    await alice.act("go", destination="main_room")
+    await outbox_drained(kb_server)
+    await alice.next("world_update")
+    views = len([f for f in alice.frames if f["type"] == "area_of_interest"])
+    await alice.send({"type": "resume", "last_seq": alice.last_seq})
+    assert await alice.next("resumed") == {"type": "resumed", "from_seq": alice.last_seq + 1,
+                                           "to_seq": alice.last_seq, "replayed": 0}
+    await asyncio.sleep(0.5)  # a snapshot would be fetched and queued well within this
+    await alice.ping()
+    assert len([f for f in alice.frames if f["type"] == "area_of_interest"]) == views
