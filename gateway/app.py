@@ -10,8 +10,9 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from gateway.keys import (BACKGROUND, GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS,
+from gateway.keys import (BACKGROUND, CHAT, GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS,
                           STREAMS, VERIFIER)
+from gateway.chat import ChatService
 from gateway.metrics import GatewayMetrics
 from gateway.kbclient import KbClient
 from gateway.limits import HandshakeLimiter
@@ -82,6 +83,7 @@ def add_routes(app: web.Application) -> None:
 async def _kb_ctx(app: web.Application) -> AsyncIterator[None]:
     kb = KbClient(app[SETTINGS])
     app[KB] = kb
+    app[CHAT] = ChatService(kb)
     yield
     await kb.close()
 

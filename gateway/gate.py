@@ -1,6 +1,7 @@
 """Keeps snapshots and stream events in a safe order for one client, whatever its transport."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Awaitable, Callable, Generic, TypeVar
 
@@ -25,7 +26,7 @@ class SnapshotGate(Generic[T]):
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
     __slots__ = (
         "kb", "experience", "user_id", "label", "gateway_id", "limit", "emit_event", "emit_frame",
-        "on_overflow", "last_snapshot", "_holds", "_held",
+        "on_overflow", "last_snapshot", "_holds", "_held", "_waiting",
     )
 
     def __init__(self, kb: KbClient, experience: str, user_id: str, label: str, gateway_id: str, limit: int,
@@ -43,12 +44,38 @@ class SnapshotGate(Generic[T]):
         self.last_snapshot: int | None = None
         self._holds = 0
         self._held: list[T] = []
+        self._waiting: list[tuple[int, asyncio.Future[None]]] | None = None  # chats waiting for a version
 
     def event(self, item: T, event: dict[str, Any]) -> None:
         """A stream event: passed on now, or held behind a snapshot being fetched."""
         if event["type"] == "world_update":
             self.last_snapshot = event["snapshot_version"]
         self.in_order(item)
+        if self._waiting:
+            self._wake_waiting()
+
+    async def reached(self, version: int, timeout: float) -> bool:
+        """Wait until the world_update at `version` (or a snapshot past it) is queued for the client.
+
+        Whatever is queued after that, through `in_order`, reaches the client after it.
+        """
+        if self.last_snapshot is not None and self.last_snapshot >= version:
+            return True
+        entry = (version, asyncio.get_running_loop().create_future())
+        self._waiting = (self._waiting or []) + [entry]
+        try:
+            async with asyncio.timeout(timeout):
+                await entry[1]
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._waiting = [w for w in self._waiting or [] if w is not entry] or None
+
+    def _wake_waiting(self) -> None:
+        for version, future in self._waiting or []:
+            if self.last_snapshot is not None and version <= self.last_snapshot and not future.done():
+                future.set_result(None)
 
     def in_order(self, item: T) -> None:
         """Pass a frame on now, or hold it (bounded) behind a snapshot being fetched."""
@@ -96,6 +123,8 @@ class SnapshotGate(Generic[T]):
             view = await self.kb.state(self.experience, self.user_id, self.label, self.gateway_id)
             self.last_snapshot = view["snapshot_version"]
             self.emit_frame(view)
+            if self._waiting:
+                self._wake_waiting()
         except KbUnavailable:
             self.emit_frame(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
         finally:

@@ -5,6 +5,7 @@ import asyncio
 
 from aiohttp import web
 
+from gateway.chat import ChatService
 from gateway.kbclient import KbClient
 from gateway.limits import HandshakeLimiter
 from gateway.metrics import GatewayMetrics
@@ -26,3 +27,4 @@ BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
 HANDSHAKES = web.AppKey("handshakes", HandshakeLimiter)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 METRICS = web.AppKey("metrics", GatewayMetrics)
+CHAT = web.AppKey("chat", ChatService)

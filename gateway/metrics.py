@@ -1,6 +1,7 @@
 """The gateway's Prometheus metrics: sessions, events, outboxes, actions, slow consumers, NATS."""
 from __future__ import annotations
 
+import time
 from typing import Iterable
 
 from prometheus_client import Histogram
@@ -14,6 +15,7 @@ from shared.natsconn import NatsLink
 from shared.schemas.errors import CloseCode
 
 TRANSPORTS = ("websocket", "sse", "chat")
+SEEN_WINDOW_S = 3600.0  # distinct users per transport are counted over the last hour
 
 
 class GatewayMetrics:
@@ -24,9 +26,29 @@ class GatewayMetrics:
         self.streams = streams
         self.link = link
         self.registry = new_registry(self._read)
+        self._chats: dict[str, int] = {"websocket": 0, "sse": 0}
+        # user -> when last seen, per client transport: the migration's progress (bounded by the window).
+        self._seen: dict[str, dict[str, float]] = {"websocket": {}, "sse": {}}
         self.action_seconds = Histogram(
             "gaia_gateway_action_seconds", "Action round trip through kb, by transport",
             ["transport"], buckets=LATENCY_BUCKETS, registry=self.registry)
+
+    def user_seen(self, transport: str, user_id: str) -> None:
+        """A user opened a session or chatted over `transport` ("websocket" or "sse")."""
+        seen = self._seen[transport]
+        seen.pop(user_id, None)  # re-inserted at the end: the dict stays ordered by last sight
+        seen[user_id] = time.monotonic()
+        self._forget_old(seen)
+
+    def chat_seen(self, transport: str, user_id: str) -> None:
+        self._chats[transport] += 1
+        self.user_seen(transport, user_id)
+
+    @staticmethod
+    def _forget_old(seen: dict[str, float]) -> None:
+        horizon = time.monotonic() - SEEN_WINDOW_S
+        while seen and next(iter(seen.values())) < horizon:
+            del seen[next(iter(seen))]
 
     def _read(self) -> Iterable[Metric]:
         counts = self.sessions.counts()
@@ -62,6 +84,15 @@ class GatewayMetrics:
             yield CounterMetricFamily(f"gaia_gateway_stream_{name}", about, value=value)
         yield GaugeMetricFamily("gaia_gateway_streams_catching_up", "Streams replaying through a consumer now",
                                 value=self.streams.counts()["catching_up"])
+        chats = CounterMetricFamily("gaia_gateway_chats", "Chat lines handled, by transport", labels=["transport"])
+        users = GaugeMetricFamily("gaia_gateway_users_last_hour", "Distinct users seen in the last hour, by "
+                                  "transport (SSE at 0 for long: it can be switched off)", labels=["transport"])
+        for transport, seen in self._seen.items():
+            self._forget_old(seen)
+            chats.add_metric([transport], self._chats[transport])
+            users.add_metric([transport], len(seen))
+        yield chats
+        yield users
         yield CounterMetricFamily("gaia_gateway_nats_reconnects", "NATS reconnects of this process",
                                   value=self.link.reconnects)
         yield GaugeMetricFamily("gaia_gateway_nats_up", "1 while NATS and JetStream are reachable",

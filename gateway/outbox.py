@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Generic, TypeVar
+from typing import Callable, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -37,6 +37,17 @@ class SessionOutbox(Generic[T]):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
         return True
+
+    @property
+    def frames(self) -> list[T]:
+        """What is queued, oldest first (read only)."""
+        return self._frames
+
+    def drop(self, unwanted: Callable[[T], bool]) -> int:
+        """Remove the queued frames `unwanted` picks; how many went."""
+        kept = [frame for frame in self._frames if not unwanted(frame)]
+        dropped, self._frames = len(self._frames) - len(kept), kept
+        return dropped
 
     async def take(self) -> list[T]:
         """Wait for frames, then return all of them (so the writer can send them back to back)."""

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
+from gateway.chat import ChatService
 from gateway.gate import SnapshotGate, resumed_frame
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
 from gateway.limits import TokenBucket
@@ -20,6 +21,7 @@ from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
 from gateway.stream import StreamSet, open_stream
 from gateway.websocket import GatewayWebSocket
+from gateway.wschat import socket_chat
 from shared.config import Settings
 from shared.natsconn import NatsLink
 from shared.schemas.errors import CloseCode, ErrorCode, ProtocolError
@@ -27,6 +29,16 @@ from shared.schemas.messages import error_frame, parse_client_message
 from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
+
+
+def is_event(frame: bytes) -> bool:
+    """Stream events (world_update, presence) are the frames that start with their `seq`."""
+    return frame.startswith(b'{"seq":')
+
+
+def event_seq(frame: bytes) -> int:
+    """The `seq` an event frame starts with."""
+    return int(frame[7:frame.index(b",", 7)])
 
 
 def now_ms() -> int:
@@ -44,6 +56,7 @@ class SessionDeps:
     registry: SessionRegistry
     presence: PresenceReporter
     metrics: GatewayMetrics
+    chat: ChatService
 
 
 class Session:
@@ -52,7 +65,7 @@ class Session:
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
     __slots__ = (
         "ws", "expires_at", "_transport", "_closer", "deps", "user_id", "experience", "conn_id", "outbox",
-        "stream", "limiter", "server_close", "gate", "_strikes", "_tasks", "_actions", "_writer",
+        "stream", "limiter", "server_close", "gate", "_strikes", "_tasks", "_actions", "_writer", "_rewound_at",
     )
 
     transport = "websocket"
@@ -80,6 +93,7 @@ class Session:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._actions = 0
         self._writer: asyncio.Task[None] | None = None
+        self._rewound_at = -1e9
 
     # ---- outgoing -------------------------------------------------------------------------
     def send(self, frame: dict[str, Any]) -> None:
@@ -93,9 +107,32 @@ class Session:
         # the writer for it (a task switch per frame is most of what a session adds to a delivery).
         if self.outbox.writer_idle and self.ws.try_write(data):
             return
-        if not self.outbox.put(data):
-            log.warning("[%s] slow consumer: outbox full (%d frames); closing 4408", self.conn_id, self.outbox.limit)
-            self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+        if self.outbox.put(data) or self._rewind(data):
+            return
+        log.warning("[%s] slow consumer: outbox full (%d frames) again; closing 4408", self.conn_id, self.outbox.limit)
+        self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _rewind(self, data: bytes) -> bool:
+        """A full outbox: drop the events waiting in it and let the stream read them again, paced by
+        the socket (or a snapshot if that is too far). Once per `GAIA_REWIND_EVERY_S`; full again
+        within that time (or full of answers, not events) means too slow to keep."""
+        now = time.monotonic()
+        first = next((f for f in self.outbox.frames if is_event(f)), data if is_event(data) else None)
+        if first is None or now - self._rewound_at < self.deps.settings.rewind_every_s:
+            return False
+        self._rewound_at = now
+        dropped = self.outbox.drop(is_event)
+        if not is_event(data):
+            self.outbox.put(data)
+        log.info("[%s] outbox full: %d events dropped, read again from the stream", self.conn_id, dropped)
+        self.stream.rewind(event_seq(first) - 1)
+        return True
+
+    def on_stalled(self) -> None:
+        """Events wait and the client took nothing for `GAIA_SLOW_CONSUMER_S`."""
+        log.warning("[%s] slow consumer: nothing taken for %.0fs; closing 4408", self.conn_id,
+                    self.deps.settings.slow_consumer_s)
+        self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None:
         """A stream event: queued, or held while a snapshot is being fetched."""
@@ -130,6 +167,7 @@ class Session:
         """Serve the socket until it closes; cleanup survives cancellation."""
         deps = self.deps
         deps.registry.add(self)
+        deps.metrics.user_seen("websocket", self.user_id)
         self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
         expiry = self._schedule_expiry()
         clean = False
@@ -204,12 +242,12 @@ class Session:
             self._spawn(self.gate.send_view())
         elif kind == "resume":
             self._spawn(self._resume(message["last_seq"]))
-        elif kind == "action":
+        elif kind in ("action", "chat"):
             if self._actions >= self.deps.settings.session_max_actions:
-                self.send(error_frame(ErrorCode.RATE_LIMITED, "too many actions in flight", message["id"]))
+                self.send(error_frame(ErrorCode.RATE_LIMITED, f"too many {kind}s in flight", message["id"]))
                 return
             self._actions += 1
-            self._spawn(self._act(message))
+            self._spawn(self._act(message) if kind == "action" else self._chat(message))
 
     async def _act(self, message: dict[str, Any]) -> None:
         """Send one action to kb and answer with action_response (or an error with the same id)."""
@@ -228,6 +266,12 @@ class Session:
         except KbRejected as exc:
             self.send(error_frame(exc.body.get("error", ErrorCode.INVALID_MESSAGE), str(exc), msg_id,
                                   exc.body.get("details")))
+        finally:
+            self._actions -= 1
+
+    async def _chat(self, message: dict[str, Any]) -> None:
+        try:
+            await socket_chat(self, message)
         finally:
             self._actions -= 1
 

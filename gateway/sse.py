@@ -13,15 +13,14 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 from marshmallow import ValidationError
 
-from gateway.intents import parse_intent
-from gateway.keys import GATEWAY_ID, KB, METRICS, REGISTRY, SETTINGS, STREAMS, VERIFIER
-from gateway.kbclient import KbRejected, KbUnavailable
+from shared.tasks import wait_event
+from shared.schemas.messages import error_frame
+from gateway.keys import CHAT, GATEWAY_ID, KB, METRICS, REGISTRY, SETTINGS, STREAMS, VERIFIER
 from shared.auth import Identity, TokenError, bearer_token
 from shared.schemas import chat
 from shared.schemas.errors import ErrorCode
 
 log = logging.getLogger(__name__)
-EVENT_WAIT_S = 2.0
 _CHAT = chat.ChatRequestSchema()
 
 
@@ -82,9 +81,13 @@ class ChatEvents:
     def room(self) -> int:
         return self.queue.maxsize - self.queue.qsize()
 
+    def on_stalled(self) -> None:
+        self.overflowed = True
+
 
 class ChatStream:
-    """One POST /chat/unified: subscribe first, act, stream events, then the narrative."""
+    """One POST /chat/unified: subscribe first, then the shared chat pipeline; events are forwarded as
+    they come by a task of their own, the narrative after the action's own world_update."""
 
     transport = "sse"
 
@@ -92,8 +95,7 @@ class ChatStream:
         app = request.app
         self.request = request
         self.settings = app[SETTINGS]
-        self.kb = app[KB]
-        self.metrics = app[METRICS]
+        self.chat = app[CHAT]
         self.user_id = identity.user_id
         self.experience = body["experience"]
         self.body = body
@@ -102,9 +104,8 @@ class ChatStream:
         self.streams = app[STREAMS]
         self.stream = self.streams.new(self.user_id, self.experience, self.conn_id, self.events)
         self.resp: EventSourceResponse | None = None
-        self.started = time.perf_counter()
-        self.first_chunk_at: float | None = None
         self.last_version = -1
+        self._progress = asyncio.Event()
 
     async def shutdown(self, code: int, reason: str) -> None:
         if self.resp is not None:
@@ -132,80 +133,53 @@ class ChatStream:
             registry.remove(self)
 
     async def _exchange(self) -> None:
-        await self.send(chat.start_metadata(self.body["conversation_id"]))
+        conversation = self.body["conversation_id"]
+        await self.send(chat.start_metadata(conversation))
         try:
             await self.stream.open(None)
         except Exception as exc:  # noqa: BLE001 - no bus: the narrative still comes, events do not
             log.warning("[%s] no event stream for this request (%s)", self.conn_id, type(exc).__name__)
-        args = parse_intent(self.body["message"])
+        self.request.app[METRICS].chat_seen("sse", self.user_id)
+        forwarder = asyncio.create_task(self._forward_events())
         try:
-            result = await self._act_while_forwarding(args)
-        except KbUnavailable:
-            await self._fail(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; try again")
-            return
-        except KbRejected as exc:
-            await self._fail(exc.body.get("error", ErrorCode.INVALID_MESSAGE), str(exc))
-            return
-        if result["changes"]:
-            await self._forward_until(result["snapshot_version"], time.monotonic() + EVENT_WAIT_S)
-        await self._forward_ready()
-        for piece in chat.narrative_chunks(result["message"]):
-            if self.first_chunk_at is None:
-                self.first_chunk_at = time.perf_counter()
-            await self.send(chat.completion_chunk(self.body["conversation_id"], piece))
-        await self._finish("stop")
-
-    async def _act_while_forwarding(self, args: dict[str, Any]) -> dict[str, Any]:
-        """Send the action; forward events the moment they arrive, even before kb answers."""
-        action = asyncio.ensure_future(self.kb.act(self.experience, self.user_id, args, self.conn_id))
-        started = time.perf_counter()
-        try:
-            while not action.done():
-                getter = asyncio.ensure_future(self.events.queue.get())
-                await asyncio.wait({getter, action}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    await self._forward(*getter.result())
-                else:
-                    getter.cancel()
-            result = action.result()
-            self.metrics.action_seconds.labels("chat").observe(time.perf_counter() - started)
-            return result
+            outcome = await self.chat.run(self.user_id, self.experience, self.body["message"], conversation,
+                                          self.conn_id, self)
         finally:
-            action.cancel()
+            forwarder.cancel()
+            await asyncio.gather(forwarder, return_exceptions=True)
+        await self._forward_ready()
+        if outcome.error is not None:
+            await self.send(error_frame(*outcome.error, details=outcome.details))
+        await self.send(chat.end_metadata(outcome.first_chunk_ms, outcome.total_ms))
+        await self.send(chat.done("error" if outcome.error else "stop"))
+        assert self.resp is not None
+        await self.resp.send("[DONE]")
+
+    # ChatSink
+    async def events_through(self, version: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.last_version < version:
+            self._progress.clear()
+            if not await wait_event(self._progress, deadline - time.monotonic()):
+                return self.last_version >= version
+        return True
+
+    async def chunk(self, delta: str) -> None:
+        await self.send(chat.completion_chunk(self.body["conversation_id"], delta))
+
+    async def _forward_events(self) -> None:
+        while True:
+            await self._forward(*await self.events.queue.get())
 
     async def _forward(self, seq: int, frame: bytes, event: dict[str, Any]) -> None:
+        await self.send(frame, seq)
         if event["type"] == "world_update":
             self.last_version = max(self.last_version, event["snapshot_version"])
-        await self.send(frame, seq)
-
-    async def _forward_until(self, version: int, deadline: float) -> None:
-        """Wait (briefly) for this action's own world_update so it precedes the narrative."""
-        while self.last_version < version:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                log.warning("[%s] world_update v%d not seen within %.1fs", self.conn_id, version, EVENT_WAIT_S)
-                return
-            try:
-                item = await asyncio.wait_for(self.events.queue.get(), remaining)
-            except asyncio.TimeoutError:
-                continue
-            await self._forward(*item)
+            self._progress.set()
 
     async def _forward_ready(self) -> None:
         while not self.events.queue.empty():
             await self._forward(*self.events.queue.get_nowait())
-
-    async def _fail(self, code: str, message: str) -> None:
-        await self.send({"type": "error", "code": code, "message": message})
-        await self._finish("error")
-
-    async def _finish(self, reason: str) -> None:
-        now = time.perf_counter()
-        first = (self.first_chunk_at or now) - self.started
-        await self.send(chat.end_metadata(first * 1000, (now - self.started) * 1000))
-        await self.send(chat.done(reason))
-        assert self.resp is not None
-        await self.resp.send("[DONE]")
 
 
 async def chat_unified(request: web.Request) -> web.StreamResponse:
@@ -231,13 +205,29 @@ async def chat_unified(request: web.Request) -> web.StreamResponse:
     return chat_stream.resp or web.Response(status=499)
 
 
+class CollectedChat:
+    """`"stream": false`: the narrative gathered into one answer; events go to the persistent stream."""
+
+    def __init__(self) -> None:
+        self.text: list[str] = []
+
+    async def events_through(self, version: int, timeout: float) -> bool:
+        return True
+
+    async def chunk(self, delta: str) -> None:
+        self.text.append(delta)
+
+
 async def _chat_once(request: web.Request, identity: Identity, body: dict[str, Any]) -> web.Response:
-    """`"stream": false`: one JSON answer, no events (they arrive on the persistent stream)."""
-    try:
-        result = await request.app[KB].act(body["experience"], identity.user_id, parse_intent(body["message"]),
-                                           body["conversation_id"])
-    except KbUnavailable:
-        return json_error(503, ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; try again")
+    """`"stream": false`: one JSON answer through the same pipeline, no events."""
+    collected = CollectedChat()
+    request.app[METRICS].chat_seen("sse", identity.user_id)
+    outcome = await request.app[CHAT].run(identity.user_id, body["experience"], body["message"],
+                                          body["conversation_id"], f"{request.app[GATEWAY_ID]}-chat-once", collected)
+    if outcome.error is not None:
+        code, message = outcome.error
+        return json_error(503 if code == ErrorCode.KB_UNAVAILABLE else 422, code, message, outcome.details)
     return web.Response(content_type="application/json", body=orjson.dumps({
-        "conversation_id": body["conversation_id"], "model": chat.MODEL, "success": result["success"],
-        "message": result["message"], "snapshot_version": result["snapshot_version"]}))
+        "conversation_id": body["conversation_id"], "model": request.app[CHAT].narrator.model,
+        "success": outcome.success, "message": "".join(collected.text), "action": outcome.action,
+        "snapshot_version": outcome.snapshot_version}))

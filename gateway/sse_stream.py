@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
 from gateway.gate import SnapshotGate, resumed_frame
-from gateway.keys import GATEWAY_ID, KB, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import GATEWAY_ID, KB, METRICS, PRESENCE, REGISTRY, SETTINGS, STREAMS
 from gateway.outbox import SessionOutbox
 from gateway.sse import authenticate, check_experience, json_error, sse_count
 from gateway.stream import open_stream
@@ -72,6 +72,9 @@ class SseSession:
     def room(self) -> int:
         return self.outbox.limit // 2 - len(self.outbox) - self.gate.held
 
+    def on_stalled(self) -> None:
+        self._overflow()
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
         self._tasks.add(task)
@@ -85,6 +88,7 @@ class SseSession:
         """Stream until the client goes, the server stops, or the client falls too far behind."""
         app = self.request.app
         app[REGISTRY].add(self)
+        app[METRICS].user_seen("sse", self.user_id)
         try:
             async with sse_response(self.request, ping_interval=self.settings.sse_keepalive_s) as resp:
                 self.resp = resp

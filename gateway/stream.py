@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,6 +47,10 @@ class StreamSink(Protocol):
     def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None: ...
 
     def on_resync(self, reason: str) -> None: ...
+
+    def on_stalled(self) -> None:
+        """Events wait for room and the client took nothing for a long while."""
+        ...
 
     def room(self) -> int:
         """How many more events the sink can queue now without crowding its live traffic."""
@@ -326,12 +331,26 @@ class UserStream:
             await pull.unsubscribe()
 
     async def _room(self) -> int:
-        """Wait until the sink can take more (a replay never overruns the socket it feeds)."""
+        """Wait until the sink can take more (a replay never overruns the socket it feeds); a sink
+        that takes nothing for `GAIA_SLOW_CONSUMER_S` hears `on_stalled`."""
+        waiting_since = time.monotonic()
         while True:
             room = self.sink.room()
             if room > 0:
                 return room
+            if time.monotonic() - waiting_since > self.owner.settings.slow_consumer_s:
+                self.sink.on_stalled()
+                waiting_since = time.monotonic()
             await asyncio.sleep(ROOM_POLL_S)
+
+    def rewind(self, cursor: int) -> None:
+        """The sink dropped what it had queued after `cursor`: read it again, paced by the sink."""
+        if self._catchup is not None:
+            self._catchup.cancel()  # its own cleanup deletes its consumer
+            self._catchup = None
+        self.cursor = cursor
+        self._held = []
+        self._start_catch_up()
 
     @property
     def needs_open(self) -> bool:

@@ -6,7 +6,7 @@ import uuid
 
 from aiohttp import web
 
-from gateway.keys import GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS, VERIFIER
+from gateway.keys import CHAT, GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS, VERIFIER
 from gateway.session import Session, SessionDeps
 from gateway.websocket import GatewayWebSocket
 from shared.auth import TokenError, bearer_token
@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 def session_deps(app: web.Application) -> SessionDeps:
     """The shared pieces every session uses."""
-    return SessionDeps(app[SETTINGS], app[KB], app[NATS], app[STREAMS], app[REGISTRY], app[PRESENCE], app[METRICS])
+    return SessionDeps(app[SETTINGS], app[KB], app[NATS], app[STREAMS], app[REGISTRY], app[PRESENCE], app[METRICS],
+                       app[CHAT])
 
 
 def parse_cursor(raw: str | None) -> int | None:

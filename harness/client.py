@@ -7,13 +7,21 @@ import itertools
 import socket
 import time
 from collections import defaultdict, deque
-from typing import Any
+from typing import Any, AsyncIterator
 from urllib.parse import urlencode
 
 import aiohttp
 import orjson
 
 from harness.world import LocalWorld
+
+
+class ChatError(Exception):
+    """A chat ended with an `error` frame (kept as `.frame`)."""
+
+    def __init__(self, frame: dict[str, Any]) -> None:
+        super().__init__(f"{frame.get('code')}: {frame.get('message')}")
+        self.frame = frame
 
 
 class GaiaClient:
@@ -47,6 +55,7 @@ class GaiaClient:
         self._arrived = asyncio.Condition()
         self._ids = itertools.count(1)
         self._answers: dict[Any, asyncio.Future[dict[str, Any]]] = {}
+        self._chats: dict[Any, asyncio.Queue[dict[str, Any]]] = {}
 
     async def __aenter__(self) -> "GaiaClient":
         await self.connect()
@@ -115,6 +124,8 @@ class GaiaClient:
             self.last_seq = frame["seq"]
             self.received_at[frame["seq"]] = time.perf_counter()
         self.world.apply(frame)
+        if frame_type in ("chat_chunk", "chat_done", "error") and frame.get("id") in self._chats:
+            self._chats[frame["id"]].put_nowait(frame)
         if frame_type in ("action_response", "error") and frame.get("id") in self._answers:
             future = self._answers.pop(frame["id"])
             if not future.done():
@@ -164,6 +175,31 @@ class GaiaClient:
             return await asyncio.wait_for(future, timeout)
         finally:
             self._answers.pop(msg_id, None)
+
+    async def chat(self, message: str, conversation_id: str | None = None,
+                   timeout: float = 10.0) -> AsyncIterator[dict[str, Any]]:
+        """Say a line; yields its `chat_chunk` frames, then its `chat_done`. An `error` raises ChatError.
+
+        ```python
+        async for frame in player.chat("take dream bottle"):
+            print(frame.get("delta", ""), end="")
+        ```
+        """
+        msg_id = f"c{next(self._ids)}"
+        frames: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._chats[msg_id] = frames
+        try:
+            request = {"type": "chat", "id": msg_id, "message": message}
+            await self.send({**request, "conversation_id": conversation_id} if conversation_id else request)
+            while True:
+                frame = await asyncio.wait_for(frames.get(), timeout)
+                if frame["type"] == "error":
+                    raise ChatError(frame)
+                yield frame
+                if frame["type"] == "chat_done":
+                    return
+        finally:
+            self._chats.pop(msg_id, None)
 
     async def get_state(self, timeout: float = 10.0) -> dict[str, Any]:
         """Ask for a fresh area_of_interest and wait for it."""

@@ -56,6 +56,8 @@ class Settings:
     allowed_experiences: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     session_outbox_size: int = 256
+    rewind_every_s: float = 10.0  # a full outbox is read again from the stream once per this; full again: 4408
+    slow_consumer_s: float = 10.0  # events waiting and nothing taken by the client this long: 4408
     session_max_actions: int = 4
     max_frame_bytes: int = 64 * 1024
     msg_rate_per_s: float = 20.0

@@ -70,6 +70,17 @@ async def test_a_player_logs_in_collects_and_drops_and_watches_another_player(br
     if shots:
         await page.screenshot(path=str(shots / "live-page.png"), full_page=True)
 
+    # The chat box: the player's own words, narrated after the change they cause.
+    await page.fill("#say", "drop dream bottle")
+    await page.click("#say-send")
+    await page.wait_for_selector("#narrative:has-text('dream bottle')")
+    await page.wait_for_selector("#items li[data-instance=dream_bottle_1]")
+    assert (await bob.next("world_update"))["actor_id"] == "webplayer"
+    await page.fill("#say", "take dream bottle")
+    await page.click("#say-send")
+    await page.wait_for_selector("#inventory li[data-instance=dream_bottle_1]")
+    assert (await bob.next("world_update"))["actor_id"] == "webplayer"
+
     await page.click("#inventory li[data-instance=dream_bottle_1] button")
     await page.wait_for_selector("#items li[data-instance=dream_bottle_1]")
     bob_sees_drop = await bob.next("world_update")

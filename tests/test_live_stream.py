@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from dataclasses import replace
 from typing import Any
 
@@ -112,3 +113,33 @@ async def test_a_nats_restart_loses_nothing_and_leaves_no_consumer(players, nats
     assert alice.seqs == [s for s in expected if s >= alice.seqs[0]]
     assert alice.world.gaps == 0
     await eventually(lambda: _is(nats_server.consumer_filters(), []))
+
+
+def small_receive_buffer(addr_info: Any) -> socket.socket:
+    """A phone's socket: a small receive buffer, so what it has not read backs up into the gateway."""
+    family, kind, proto, _, _ = addr_info
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    return sock
+
+
+async def test_a_burst_beyond_the_outbox_is_read_again_paced_not_closed(aiohttp_server, gateway_settings, token,
+                                                                       nats_server) -> None:
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, session_outbox_size=16), "gwburst"))
+    assert await server.app[GW_NATS].wait_ready(10)
+    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_receive_buffer)) as http:
+        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}", max_msg_size=0) as ws:
+            while orjson.loads((await ws.receive(timeout=10)).data)["type"] != "area_of_interest":
+                pass
+            # 5 MB while the phone looks away for a second: far more than 16 frames of outbox.
+            published = await publish_broadcasts(nats_server.url, 300, note="x" * 16000)
+            await asyncio.sleep(1.0)
+            seqs: list[int] = []
+            while seqs[-1:] != published[-1:]:
+                frame = orjson.loads((await ws.receive(timeout=10)).data)
+                if frame["type"] == "world_update":
+                    seqs.append(frame["seq"])
+            assert seqs == published and not ws.closed  # all of it, once, in order, still connected
+    assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
+    assert server.app[STREAMS].stats.catchups >= 1  # the overflow was read again from the stream

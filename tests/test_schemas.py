@@ -84,7 +84,7 @@ def test_valid_client_frames_load() -> None:
 
 def test_every_server_message_type_of_the_protocol_has_a_schema() -> None:
     assert set(SERVER_MESSAGES) == {"connected", "area_of_interest", "world_update", "action_response", "presence",
-                                    "resumed", "resync_required", "pong", "error"}
+                                    "resumed", "resync_required", "pong", "error", "chat_chunk", "chat_done"}
 
 
 def test_gateway_validates_each_broadcast_once_and_cuts_each_players_copy() -> None:

@@ -3,7 +3,8 @@
 
 const $ = (id) => document.getElementById(id);
 const state = { ws: null, view: null, version: -1, lastSeq: null, players: new Map(), nextId: 1,
-                wanted: false, retryMs: 500, me: null };
+                wanted: false, retryMs: 500, me: null, chatId: null,
+                conversation: `page-${Math.random().toString(36).slice(2)}` };
 
 function log(kind, text) {
   const li = document.createElement("li");
@@ -36,7 +37,10 @@ function connect() {
   state.wanted = true;
   const ws = new WebSocket(`${scheme}://${location.host}/ws/experience?${query}`);
   state.ws = ws;
-  ws.onopen = () => { state.retryMs = 500; $("connect").disabled = true; $("disconnect").disabled = false; };
+  ws.onopen = () => {
+    state.retryMs = 500; $("connect").disabled = true; $("disconnect").disabled = false;
+    $("say").disabled = false; $("say-send").disabled = false;
+  };
   ws.onmessage = (msg) => onFrame(JSON.parse(msg.data));
   ws.onclose = (ev) => {
     if (state.ws !== ws) return;
@@ -85,7 +89,15 @@ function onFrame(frame) {
     case "resync_required":
       log("error", `resync required: ${frame.reason}`);
       break;
+    case "chat_chunk":
+      if (frame.id !== state.chatId) break;
+      $("narrative").textContent += frame.delta;
+      break;
+    case "chat_done":
+      log("chat", `${frame.action || "chat"}: ${$("narrative").textContent} (${frame.total_time_ms} ms)`);
+      break;
     case "error":
+      if (frame.id === state.chatId) $("narrative").textContent = `${frame.code}: ${frame.message}`;
       log("error", `${frame.code}: ${frame.message}`);
       break;
   }
@@ -182,6 +194,15 @@ function render() {
   }));
 }
 
+$("chat").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const message = $("say").value.trim();
+  if (!message) return;
+  state.chatId = `c${state.nextId++}`;
+  $("narrative").textContent = "";
+  send({ type: "chat", id: state.chatId, message, conversation_id: state.conversation });
+  $("say").value = "";
+});
 $("login").addEventListener("submit", (ev) => { ev.preventDefault(); state.lastSeq = null; connect(); });
 $("disconnect").addEventListener("click", () => {
   state.wanted = false;

@@ -86,8 +86,17 @@ class ResumeMessageSchema(_Message):
     last_seq = fields.Integer(required=True, strict=True, validate=validate.Range(min=0, max=MAX_SEQ))
 
 
+class ChatMessageSchema(_Message):
+    """`chat`: a line the player said or typed; answered by its events, `chat_chunk`s and `chat_done`."""
+
+    id = fields.Raw(required=True, validate=lambda v: _check_client_id(v))
+    message = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    conversation_id = fields.String(validate=_ID)
+
+
 CLIENT_MESSAGES: dict[str, Schema] = {
     "action": ActionMessageSchema(),
+    "chat": ChatMessageSchema(),
     "get_state": GetStateMessageSchema(),
     "ping": PingMessageSchema(),
     "resume": ResumeMessageSchema(),
@@ -142,6 +151,25 @@ class PongSchema(_Message):
     timestamp = fields.Raw(allow_none=True)
 
 
+class ChatChunkSchema(_Message):
+    """A piece of a chat's narrative, in order; all of a chat's world_updates came before the first."""
+
+    id = fields.Raw(required=True)
+    conversation_id = fields.String(required=True)
+    delta = fields.String(required=True)
+
+
+class ChatDoneSchema(_Message):
+    """The end of a chat: what it did and how long it took."""
+
+    id = fields.Raw(required=True)
+    conversation_id = fields.String(required=True)
+    action = fields.String(allow_none=True)
+    success = fields.Boolean(required=True)
+    time_to_first_chunk_ms = fields.Float(required=True)
+    total_time_ms = fields.Float(required=True)
+
+
 class ErrorSchema(_Message):
     code = fields.String(required=True)
     message = fields.String(required=True)
@@ -154,6 +182,8 @@ SERVER_MESSAGES: dict[str, Schema] = {
     "area_of_interest": AreaOfInterestSchema(),
     "world_update": WorldUpdateEventSchema(),
     "action_response": ActionResponseSchema(),
+    "chat_chunk": ChatChunkSchema(),
+    "chat_done": ChatDoneSchema(),
     "presence": PresenceEventSchema(),
     "resumed": ResumedSchema(),
     "resync_required": ResyncRequiredSchema(),
