@@ -42,6 +42,7 @@ class RunReport:
     published: int = 0
     expected: int = 0
     delivered: int = 0
+    before_count: int = 0  # received before the count starts (presence that may precede a subscription)
     replaced: int = 0
     lost: int = 0
     duplicated: int = 0
@@ -62,8 +63,9 @@ class RunReport:
             f"players {self.players}, {self.duration_s:.0f} s, actions {self.actions}, "
             f"reconnects {self.reconnects}",
             f"faults injected ({len(self.faults)}): {', '.join(self.faults) or 'none'}",
-            f"events in the stream {self.published}; addressed to players since they connected {self.expected}; "
-            f"delivered {self.delivered}; replaced by a snapshot after resync_required {self.replaced}",
+            f"events in the stream {self.published}; addressed to players since they connected {self.expected}, "
+            f"of those delivered {self.delivered}, replaced by a snapshot after resync_required {self.replaced}; "
+            f"also received from before the count starts {self.before_count}",
             f"resyncs {self.resyncs}, gap repairs with get_state {self.repairs}",
             f"lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}, "
             f"diverged worlds {self.diverged}",
@@ -198,7 +200,8 @@ async def check(system: Target, sims: list[SimPlayer], report: RunReport) -> Non
             due, replaced = due_and_replaced(messages, sim.client.frames, user)
             report.expected += len(due)
             report.replaced += len(replaced)
-            report.delivered += len(got)
+            report.delivered += len(due & set(got))
+            report.before_count += len(set(got) - due - replaced)
             report.lost += len(due - set(got))
             report.duplicated += len(got) - len(set(got))
             report.out_of_order += sum(1 for a, b in zip(got, got[1:]) if b <= a)

@@ -13,7 +13,8 @@ def test_scenario_command_plays_converges_and_exits_zero(capsys) -> None:
     assert done.value.code == 0, out
     assert "lost 0, duplicated 0, out of order 0, diverged worlds 0" in out and out.rstrip().endswith("OK")
     assert "gap repairs with get_state 0" in out
-    assert int(out.split("addressed to players since they connected ")[1].split(";")[0]) > 0
+    due = int(out.split("addressed to players since they connected ")[1].split(",")[0])
+    assert due > 0 and f"of those delivered {due}," in out
     others = int(out.split("changes by other players seen ")[1].split(";")[0])
     world = int(out.split("autonomous world changes seen ")[1].split()[0])
     assert others > 0 and world > 0
