@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from urllib.parse import quote, urlencode
 from typing import Any
 
 import aiohttp
@@ -12,6 +13,11 @@ from shared.config import Settings
 
 log = logging.getLogger(__name__)
 EXPERIENCES_TTL_S = 30.0
+
+
+def seg(value: str) -> str:
+    """One URL path segment from input: every character that could change the path is escaped."""
+    return quote(value, safe="")
 
 
 class KbUnavailable(Exception):
@@ -73,14 +79,14 @@ class KbClient:
     async def act(self, experience: str, user_id: str, args: dict[str, Any], trace_id: str) -> dict[str, Any]:
         """POST an action; returns {success, message, snapshot_version, changes}."""
         body = {**args, "user_id": user_id, "trace_id": trace_id}
-        return await self._call("POST", f"/experiences/{experience}/actions", body)
+        return await self._call("POST", f"/experiences/{seg(experience)}/actions", body)
 
     async def state(self, experience: str, user_id: str, session_id: str | None = None,
                     gateway_id: str | None = None) -> dict[str, Any]:
         """The player's area_of_interest frame; with a session id kb also marks it present."""
-        path = f"/experiences/{experience}/players/{user_id}/state"
+        path = f"/experiences/{seg(experience)}/players/{seg(user_id)}/state"
         if session_id:
-            path += f"?session_id={session_id}&gateway_id={gateway_id or ''}"
+            path += "?" + urlencode({"session_id": session_id, "gateway_id": gateway_id or ""})
         return await self._call("GET", path)
 
     async def presence(self, update: dict[str, Any]) -> dict[str, Any]:

@@ -255,7 +255,8 @@ class Session:
         args = {k: v for k, v in message.items() if k not in ("type", "id")}
         started = time.perf_counter()
         try:
-            result = await self.deps.kb.act(self.experience, self.user_id, args, f"{self.conn_id}:{msg_id}")
+            trace = f"{self.conn_id}:{msg_id}"[:128]  # ids may be 128 characters themselves; kb takes 128
+            result = await self.deps.kb.act(self.experience, self.user_id, args, trace)
             self.deps.metrics.action_seconds.labels(self.transport).observe(time.perf_counter() - started)
             self.send({"type": "action_response", "id": msg_id, "action": message["action"],
                        "success": result["success"], "message": result["message"],

@@ -1,6 +1,8 @@
 """Turning one committed outcome into ONE broadcast event on the experience subject (the gateway fans out)."""
 from __future__ import annotations
 
+import logging
+import secrets
 from typing import Any
 
 import orjson
@@ -10,6 +12,7 @@ from kb.world.rules import Outcome, ScopedChange
 from shared.schemas.events import EVENT_VERSION, BroadcastWorldUpdateSchema
 from shared.subjects import experience_updates
 
+log = logging.getLogger(__name__)
 _BROADCAST_SCHEMA = BroadcastWorldUpdateSchema()
 OutboxEvent = tuple[str, str, bytes]
 
@@ -31,15 +34,20 @@ def world_update_events(outcome: Outcome, *, experience: str, actor_id: str, vis
     """The commit's one broadcast; a player who may see none of its changes still gets the version step."""
     world = outcome.world
     assert world is not None
+    commit_id = secrets.token_hex(8)
+    log.info("commit %s v%d trace %s", commit_id, base_version + 1, trace_id[:128])
     event: dict[str, Any] = {
         "type": "world_update", "version": EVENT_VERSION, "experience": experience, "actor_id": actor_id,
         "base_version": base_version, "snapshot_version": base_version + 1, "timestamp": now_ms,
         "changes": [c.change for c in outcome.changes],
         "audience": [audience(c, actor_id, visibility, world) for c in outcome.changes],
-        "metadata": {"source": "kb", "trace_id": trace_id},
+        # Every player gets this: an opaque id of the commit, never the caller's trace (user text,
+        # connection ids). The caller's trace is in kb's log beside this id.
+        "metadata": {"source": "kb", "trace_id": commit_id},
     }
     _BROADCAST_SCHEMA.load(event)  # a bad rule output fails here, before commit (every copy is a subset)
-    msg_id = f"{experience}:{base_version + 1}"
+    # Unguessable: a forger who could predict it would make JetStream drop our event as a duplicate.
+    msg_id = f"{experience}:{base_version + 1}:{commit_id}"
     return [(msg_id, experience_updates(experience), orjson.dumps(event))]
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 
 from nats.js.errors import NotFoundError
@@ -31,6 +32,7 @@ class OutboxPublisher:
         self.settings = settings
         self.published = 0
         self.republished = 0
+        self.forged = 0  # duplicate acks for messages that were not ours
         self._wake = asyncio.Event()
         self._last_prune = 0.0
         link.on_connect(self.recover_lost_tail)
@@ -80,6 +82,9 @@ class OutboxPublisher:
         try:
             for row, fut in zip(rows, futures):
                 ack = await asyncio.wait_for(fut, timeout=5.0)
+                if ack.duplicate and not await self._stored_is(ack.seq, row.payload):
+                    await self._forged(row, ack.seq)
+                    break  # this row and the rest go again, in order
                 acks.append((row.id, ack.seq))
         except Exception as exc:  # noqa: BLE001 - the rest is retried
             log.warning("publish of %s not acknowledged: %s", rows[len(acks)].msg_id, type(exc).__name__)
@@ -87,6 +92,19 @@ class OutboxPublisher:
             for fut in futures[len(acks):]:
                 fut.cancel()
         return acks
+
+    async def _stored_is(self, seq: int, payload: bytes) -> bool:
+        """Is the stream's message at `seq` ours? (A duplicate ack only says its id was seen.)"""
+        assert self.link.js is not None
+        stored = await self.link.js.get_msg(self.settings.stream_name, seq, direct=True)
+        return stored.data == payload
+
+    async def _forged(self, row: OutboxRow, seq: int) -> None:
+        """Someone else published under our message id: an alarm, and our event goes under a new id."""
+        self.forged += 1
+        log.error("ALARM: stream message %d carries our message id %s but not our event: a forged publish "
+                  "on the bus; re-publishing ours under a new id", seq, row.msg_id)
+        await self.store.rename(row.id, f"{row.msg_id}:{secrets.token_hex(8)}")
 
     async def recover_lost_tail(self) -> None:
         """After a (re)connect: re-publish acknowledged events the bus no longer has.

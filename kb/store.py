@@ -152,6 +152,14 @@ class Store:
         self.db.executemany("UPDATE outbox SET published_ms = ?, stream_seq = ? WHERE id = ?",
                             [(now_ms, seq, row_id) for row_id, seq in acks])
 
+    async def rename(self, row_id: int, msg_id: str) -> None:
+        """Give a row a new message id (its old one was taken on the bus by a message not ours)."""
+        await self._run(self._rename, row_id, msg_id)
+
+    def _rename(self, row_id: int, msg_id: str) -> None:
+        self.db.execute("UPDATE outbox SET msg_id = ? WHERE id = ?", (msg_id, row_id))
+        self.db.commit()
+
     async def mark_unpublished(self, row_ids: list[int]) -> None:
         """Put rows back in the queue (their acknowledged copy was lost by the bus)."""
         await self._run(self._unmark, row_ids)

@@ -10,6 +10,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from kb.forward import forward_presence, local_world_or_forward
+from shared.subjects import BadSubjectToken, check_token
 from kb.keys import METRICS, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
 from kb.responses import json_response, problem
 from shared.apidocs import document
@@ -82,6 +83,10 @@ async def get_player_state(request: web.Request) -> web.Response:
     if isinstance(world, web.Response):
         return world
     user_id = request.match_info["user_id"]
+    try:
+        check_token(user_id)
+    except BadSubjectToken:
+        return problem(422, "invalid_message", "not a valid user id")
     session_id, gateway_id = request.query.get("session_id"), request.query.get("gateway_id", "unknown")
     if not session_id:
         return json_response(world.view(user_id))

@@ -59,6 +59,9 @@ def verify_token(settings: Settings, token: str | None, key: Any = None) -> Iden
         raise TokenError("token expired") from exc
     except jwt.PyJWTError as exc:
         raise TokenError(f"invalid token: {type(exc).__name__}") from exc
+    # Compared, not subtracted: an `exp` of 10**400 is a valid int that no float can hold.
+    if not isinstance(claims["exp"], (int, float)) or claims["exp"] > time.time() + settings.jwt_max_lifetime_s:
+        raise TokenError(f"invalid token: expires more than {settings.jwt_max_lifetime_s:.0f} s from now")
     sub = claims.get("sub")
     if not isinstance(sub, str):
         raise TokenError("invalid token: sub must be a string")

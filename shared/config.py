@@ -51,6 +51,7 @@ class Settings:
     jwt_audience: str = ""
     jwt_issuer: str = ""
     jwt_leeway_s: float = 10.0
+    jwt_max_lifetime_s: float = 30 * 24 * 3600.0  # an `exp` further away than this is refused
     jwt_jwks_url: str = ""
 
     allowed_experiences: tuple[str, ...] = ()

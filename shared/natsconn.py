@@ -64,6 +64,7 @@ class NatsLink:
         self.js: JetStreamContext | None = None
         self.jetstream_ok = False
         self.reconnects = 0
+        self.errors = 0
         self._listeners: list[Listener] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -154,7 +155,9 @@ class NatsLink:
         asyncio.create_task(self._after_connect(), name=f"nats-after-reconnect-{self.name}")
 
     async def _on_error(self, exc: Exception) -> None:
-        log.debug("nats error: %s: %s", type(exc).__name__, exc)
+        """nats-py's asynchronous errors: slow-consumer drops among them, which must be seen."""
+        self.errors += 1
+        log.warning("nats error: %s: %s", type(exc).__name__, exc)
 
     async def close(self) -> None:
         """Stop connecting; drain the connection if there is one. Bounded: never hangs shutdown."""

@@ -14,7 +14,7 @@ CLOCK_LEASE_BUCKET = "gaia_leases"
 OWNER_BUCKET = "gaia_world_owners"  # experience -> URL of the kb that writes it (lease mode)
 
 # NATS subject tokens must not contain separators or wildcards; user ids come from tokens.
-_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9_\-@:+=]{1,128}$")
+_SAFE_TOKEN = re.compile(r"[A-Za-z0-9_\-@:+=]{1,128}")
 
 
 class BadSubjectToken(ValueError):
@@ -23,7 +23,7 @@ class BadSubjectToken(ValueError):
 
 def check_token(value: str) -> str:
     """Return value if it is a safe single subject token, else raise BadSubjectToken."""
-    if not _SAFE_TOKEN.match(value):
+    if not _SAFE_TOKEN.fullmatch(value):  # not match + `$`: `$` also matches before a final newline
         raise BadSubjectToken(f"not usable as a subject token: {value!r}")
     return value
 

@@ -1,18 +1,27 @@
 """kb's HTTP API bodies (gateway -> kb): actions, presence and their answers."""
 from __future__ import annotations
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from shared.schemas.events import ChangeSchema
 from shared.schemas.messages import ActionArgsSchema
+from shared.subjects import BadSubjectToken, check_token
 
 _ID = validate.Length(min=1, max=128)
+
+
+def _user_id(value: str) -> None:
+    """A user id is one safe subject token, matched whole (no trailing newline, no separators)."""
+    try:
+        check_token(value)
+    except BadSubjectToken as exc:
+        raise ValidationError("not a valid user id") from exc
 
 
 class ActionRequestSchema(ActionArgsSchema):
     """POST /experiences/{exp}/actions: the gateway acts for the user it authenticated."""
 
-    user_id = fields.String(required=True, validate=_ID)
+    user_id = fields.String(required=True, validate=_user_id)
     trace_id = fields.String(load_default="", validate=validate.Length(max=128))
 
 

@@ -74,10 +74,22 @@ class GetStateMessageSchema(_Message):
     """`get_state`: ask for a fresh `area_of_interest`."""
 
 
+MAX_ECHO_DEPTH = 32  # an echoed value nested deeper than this cannot be encoded back (orjson stops at 254)
+
+
+def _shallow(value: Any, depth: int = 0) -> None:
+    """Reject values nested deeper than MAX_ECHO_DEPTH (the pong must be able to echo them)."""
+    if depth > MAX_ECHO_DEPTH:
+        raise ValidationError(f"nested deeper than {MAX_ECHO_DEPTH} levels")
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    for child in children:
+        _shallow(child, depth + 1)
+
+
 class PingMessageSchema(_Message):
     """`ping`: answered by `pong` echoing the timestamp."""
 
-    timestamp = fields.Raw(load_default=None)
+    timestamp = fields.Raw(load_default=None, validate=_shallow)
 
 
 class ResumeMessageSchema(_Message):

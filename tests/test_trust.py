@@ -1,0 +1,106 @@
+"""Identities are matched whole, tokens have a bounded life, and what reaches other players is only theirs."""
+from __future__ import annotations
+
+import time
+
+import aiohttp
+import jwt
+import nats
+import orjson
+
+from shared.config import Settings
+from tests.conftest import EXPERIENCE
+
+
+def signed(settings: Settings, **claims) -> str:
+    return jwt.encode({"sub": "x", "exp": int(time.time()) + 60, **claims}, settings.jwt_secret,
+                      algorithm=settings.jwt_algorithm)
+
+
+async def test_a_user_id_with_a_trailing_newline_is_refused_and_sees_nobodys_world(gateway_server, players,
+                                                                                  settings) -> None:
+    victim = await players("victim")
+    assert (await victim.act("go", destination="main_room"))["success"]
+    url = str(gateway_server.make_url("/ws/experience")).replace("http", "ws", 1)
+    token = signed(settings, sub="victim\n")
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token}") as ws:
+            msg = await ws.receive(timeout=5)
+            assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4401
+
+
+async def test_kb_refuses_a_user_id_that_is_not_one_whole_token(kb_server, kb_http) -> None:
+    base = str(kb_server.make_url(f"/experiences/{EXPERIENCE}"))
+    async with kb_http.get(f"{base}/players/victim%0A/state") as resp:
+        assert resp.status == 422
+    async with kb_http.post(f"{base}/actions", json={"user_id": "victim\n", "action": "examine"}) as resp:
+        assert resp.status == 422
+
+
+async def test_an_exp_beyond_the_maximum_lifetime_is_401_not_500(gateway_server, settings) -> None:
+    async with aiohttp.ClientSession() as http:
+        for exp in (10**400, int(time.time()) + settings.jwt_max_lifetime_s + 3600):
+            token = signed(settings, exp=exp)
+            async with http.get(gateway_server.make_url(f"/sse/experience?experience={EXPERIENCE}&token={token}")) as r:
+                assert r.status == 401, exp
+
+
+async def test_a_ping_nested_deeper_than_can_be_echoed_gets_an_error_and_the_session_lives(players) -> None:
+    alice = await players("alice")
+    deep = "[" * 1000 + "1" + "]" * 1000  # orjson reads it; no encoder could echo it
+    await alice._ws.send_str('{"type": "ping", "timestamp": %s}' % deep)
+    error = await alice.next("error")
+    assert error["code"] == "invalid_message" and "timestamp" in error["details"]
+    assert await alice.ping() > 0
+
+
+async def test_an_action_id_of_128_characters_works(players) -> None:
+    alice = await players("alice")
+    long_id = "a" * 128
+    await alice.send({"type": "action", "id": long_id, "action": "go", "destination": "main_room"})
+    answer = await alice.next("action_response")
+    assert answer["id"] == long_id and answer["success"]
+
+
+async def test_other_players_never_see_the_actors_trace_or_connection(players, settings, kb_server) -> None:
+    alice, bob = await players("alice"), await players("bob")
+    await alice.send({"type": "action", "id": "secret-note-for-me", "action": "go", "destination": "main_room"})
+    seen = await bob.next("world_update")
+    assert seen["actor_id"] == "alice"
+    trace = seen["metadata"]["trace_id"]
+    assert "secret" not in trace and alice.connected["connection_id"] not in trace
+    nc = await nats.connect(settings.nats_url)  # nor does anyone reading the bus
+    stored = await nc.jetstream().get_last_msg(settings.stream_name, f"world.updates.exp.{EXPERIENCE}")
+    await nc.close()
+    assert b"secret" not in stored.data and orjson.loads(stored.data)["metadata"]["trace_id"] == trace
+
+
+async def test_a_forged_publish_under_kbs_message_id_is_an_alarm_and_kbs_event_still_lands(nats_server,
+                                                                                          tmp_path) -> None:
+    import asyncio
+
+    from kb.outbox import OutboxPublisher
+    from kb.store import Store
+    from shared.natsconn import NatsLink
+    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"))
+    store = Store(settings.kb_db_path)
+    await store.open()
+    link = NatsLink(settings, "test")
+    link.start()
+    assert await link.wait_ready(10)
+    ours, forged = b'{"n": "ours"}', b'{"n": "forged"}'
+    await link.js.publish("world.updates.exp.x", forged, headers={"Nats-Msg-Id": "x:1:abc"})  # the forger first
+    await store.commit(EXPERIENCE, 0, None, [("x:1:abc", "world.updates.exp.x", ours)], 0)
+    publisher = OutboxPublisher(store, link, settings)
+    task = asyncio.create_task(publisher.run())
+    publisher.notify()
+    for _ in range(200):
+        if await store.outbox_depth() == 0:
+            break
+        await asyncio.sleep(0.02)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert publisher.forged == 1 and await store.outbox_depth() == 0
+    assert (await link.js.get_last_msg("WORLD_UPDATES", "world.updates.exp.x")).data == ours
+    await link.close()
+    await store.close()
