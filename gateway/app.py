@@ -119,7 +119,7 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> web.Applica
     app[GATEWAY_ID] = gateway_id or f"gw{uuid.uuid4().hex[:6]}"
     app[HANDSHAKES] = HandshakeLimiter(settings.handshakes_per_ip_per_s, settings.handshake_burst)
     app[VERIFIER] = TokenVerifier(settings)
-    app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}"))
+    app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}", manage_stream=False))
     app.cleanup_ctx.append(_kb_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.on_shutdown.append(close_all_sessions)

@@ -176,7 +176,7 @@ async def bench_fanout(clients: int, events: int, rate: float, run: Run) -> None
     phase.rows += ["| round, line | delivered/expected | deliveries/s | CPU per delivery by process (us) | "
                    "servers' total (us) | client process CPU |", "|---|---|---|---|---|---|"]
     forwarder = psutil.Popen([sys.executable, "-m", "harness.forwarder", "--port", str(fwd_port),
-                              "--nats", system.nats_url])
+                              "--nats", system.nats.url_as("gateway")])  # a gateway's rights, no more
     used: dict[str, float] = {"gateway": 0.0, "forwarder": 0.0, "nats-server": 0.0, "delivered": 0.0}
     try:
         wait_for_port(fwd_port, proc=forwarder)  # type: ignore[arg-type]
@@ -191,8 +191,9 @@ async def bench_fanout(clients: int, events: int, rate: float, run: Run) -> None
              lambda http: started([ForwarderListener(http, f"ws://127.0.0.1:{fwd_port}/ws?subject={live}")
                                    for _ in range(clients)])),
             ("nats-server's own WebSocket listener (NATS protocol)", {"nats-server": nats_proc},
-             lambda http: started([NatsWsListener(http, f"ws://127.0.0.1:{system.nats.ws_port}",
-                                                  experience_updates(EXPERIENCE)) for _ in range(clients)])),
+             lambda http: started([NatsWsListener(http, f"ws://127.0.0.1:{system.nats.ws_port}", live,
+                                                  "gateway", system.nats.passwords["gateway"])
+                                   for _ in range(clients)])),
         ]
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             for r in range(FANOUT_ROUNDS):
@@ -250,7 +251,7 @@ async def bench_durability(count: int, run: Run) -> None:
     for label, sync in (("sync_interval: always (shipped)", True), ("nats-server default flush", False)):
         server = NatsServer(sync_always=sync).start()
         try:
-            nc = await nats.connect(server.url)
+            nc = await nats.connect(server.url_as("operator"))
             js = nc.jetstream()
             await js.add_stream(name="D", subjects=["d.>"])
             samples = []
@@ -273,7 +274,7 @@ async def bench_live_path(count: int, run: Run) -> None:
     phase.rows += ["| line | p50 (ms) | tail (ms) | n |", "|---|---|---|---|"]
     server = NatsServer().start()
     try:
-        nc = await nats.connect(server.url)
+        nc = await nats.connect(server.url_as("operator"))
         from shared.natsconn import ensure_stream
         await ensure_stream(nc.jetstream(), Settings())
         arrived: dict[bytes, float] = {}

@@ -130,10 +130,11 @@ class ForwarderListener(SocketListener):
 class NatsWsListener(SocketListener):
     """A NATS client speaking the NATS protocol over nats-server's WebSocket listener (core SUB)."""
 
-    def __init__(self, http: aiohttp.ClientSession, url: str, subject: str) -> None:
+    def __init__(self, http: aiohttp.ClientSession, url: str, subject: str, user: str, password: str) -> None:
         self.http = http
         self.url = url
         self.subject = subject
+        self.login = {"user": user, "pass": password}
         self.arrivals = Arrivals()
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.task: asyncio.Task[None] | None = None
@@ -143,8 +144,8 @@ class NatsWsListener(SocketListener):
     async def start(self) -> None:
         """Connect and subscribe; returns once the server answered the PING, so the SUB is in place."""
         self.ws = await self.http.ws_connect(self.url, max_msg_size=0, heartbeat=None)
-        await self.ws.send_bytes(b'CONNECT {"verbose":false,"pedantic":false,"protocol":1}\r\n'
-                                 + f"SUB {self.subject} 1\r\nPING\r\n".encode())
+        connect = {"verbose": False, "pedantic": False, "protocol": 1, "headers": True, **self.login}
+        await self.ws.send_bytes(b"CONNECT " + orjson.dumps(connect) + f"\r\nSUB {self.subject} 1\r\nPING\r\n".encode())
         self.task = asyncio.create_task(self._read())
         await asyncio.wait_for(self._ponged.wait(), 30)
 
@@ -163,11 +164,13 @@ class NatsWsListener(SocketListener):
             if end < 0:
                 break
             line = buf[:end]
-            if line.startswith(b"MSG "):
-                size = int(line.rsplit(b" ", 1)[1])
+            if line.startswith((b"MSG ", b"HMSG ")):  # HMSG: headers first, their size before the total
+                tokens = line.split(b" ")
+                size, headers = int(tokens[-1]), int(tokens[-2]) if line.startswith(b"H") else 0
                 if len(buf) < end + 2 + size + 2:
                     break
-                self.arrivals.record(orjson.loads(buf[end + 2:end + 2 + size])["snapshot_version"], now)
+                body = buf[end + 2 + headers:end + 2 + size]
+                self.arrivals.record(orjson.loads(body)["snapshot_version"], now)
                 buf = buf[end + 2 + size + 2:]
                 continue
             if line == b"PING":

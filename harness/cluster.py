@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from harness.procs import NatsServer, ServiceProcess, free_port, service_env, wait_healthy
+from shared.natsauth import new_passwords, url_with
 
 NODES = 3
 
@@ -17,8 +18,10 @@ class ClusterSystem:
     def __init__(self, work: Path | None = None, gateways: int = 2, kbs: int = 1, **env: str) -> None:
         self.work = work or Path(tempfile.mkdtemp(prefix="gaia-cluster-"))
         routes = [free_port() for _ in range(NODES)]
+        self.passwords = new_passwords(operator=True)  # the same users on every node
         self.nodes = [NatsServer(store_dir=str(self.work / f"nats{i + 1}"), log_path=str(self.work / f"nats{i + 1}.log"),
-                                 server_name=f"n{i + 1}", cluster_port=routes[i], routes=routes) for i in range(NODES)]
+                                 server_name=f"n{i + 1}", cluster_port=routes[i], routes=routes,
+                                 passwords=self.passwords) for i in range(NODES)]
         nats_urls = ",".join(node.url for node in self.nodes)
         kb_ports = [free_port() for _ in range(kbs)]
         # One machine plays every client here, so the per-IP handshake limit must not apply.
@@ -29,7 +32,8 @@ class ClusterSystem:
             settings.setdefault("kb_ownership", "lease")
         db = str(self.work / "kb.sqlite3")
         self.kbs = [ServiceProcess("kb", port, service_env(nats_urls, port, db, kb_advertise_url=f"http://127.0.0.1:{port}",
-                                                          **settings), log_path=str(self.work / f"kb{i + 1}.log"))
+                                                          **settings), log_path=str(self.work / f"kb{i + 1}.log"),
+                                  nats_password=self.passwords["kb"])
                     for i, port in enumerate(kb_ports)]
         # Gateway i prefers kb i (mod kbs) and fails over to the others, so with two kb a request can
         # reach a kb that does not own its world (and is forwarded), or a dead kb (and moves on).
@@ -39,7 +43,8 @@ class ClusterSystem:
             kb_urls = ",".join(f"http://127.0.0.1:{p}" for p in order)
             env_i = service_env(nats_urls, order[0], db, **{**settings, "kb_url": kb_urls})
             self.gateways.append(ServiceProcess("gateway", free_port(), env_i,
-                                                log_path=str(self.work / f"gateway{i + 1}.log")))
+                                                log_path=str(self.work / f"gateway{i + 1}.log"),
+                                                nats_password=self.passwords["gateway"]))
 
     @staticmethod
     def _alive(procs: list[ServiceProcess]) -> ServiceProcess:
@@ -50,8 +55,9 @@ class ClusterSystem:
 
     @property
     def nats_url(self) -> str:
-        """Every node that is up, comma-separated (what clients are configured with)."""
-        return ",".join(n.url for n in self.nodes if n.proc is not None and n.proc.poll() is None)
+        """Every node that is up, comma-separated, with the operator's credentials (for tools and checks)."""
+        up = ",".join(n.url for n in self.nodes if n.proc is not None and n.proc.poll() is None)
+        return url_with(up, "operator", self.passwords["operator"])
 
     @property
     def kb_url(self) -> str:

@@ -8,7 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
+import orjson
+
 from harness.procs import NatsServer, ServiceProcess, service_env, wait_healthy
+from shared.natsauth import new_passwords
 from shared.auth import issue_token
 from shared.config import Settings
 
@@ -28,12 +31,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> None:
     """Start everything, print how to use it, wait for a signal, stop in reverse order."""
     RUN_DIR.mkdir(exist_ok=True)
+    # Fresh credentials every run (never a fixed password): kb and the gateway, nobody else.
+    passwords = new_passwords()
+    secret = RUN_DIR / "nats-credentials.json"
+    secret.write_text(orjson.dumps(passwords).decode())
+    secret.chmod(0o600)
     nats_server = NatsServer(store_dir=str(RUN_DIR / "nats"), port=args.nats_port, monitor_port=8222,
-                             log_path=str(RUN_DIR / "nats.log"))
+                             log_path=str(RUN_DIR / "nats.log"), passwords=passwords)
     env = service_env(nats_server.url, args.kb_port, str(RUN_DIR / "kb.sqlite3"), kb_clock_tick_s=str(args.tick),
                       gateway_port=str(args.gateway_port))
-    kb = ServiceProcess("kb", args.kb_port, env, log_path=str(RUN_DIR / "kb.log"))
-    gateway = ServiceProcess("gateway", args.gateway_port, env, log_path=str(RUN_DIR / "gateway.log"))
+    kb = ServiceProcess("kb", args.kb_port, env, log_path=str(RUN_DIR / "kb.log"), nats_password=passwords["kb"])
+    gateway = ServiceProcess("gateway", args.gateway_port, env, log_path=str(RUN_DIR / "gateway.log"),
+                             nats_password=passwords["gateway"])
     started = []
     try:
         for proc in (nats_server, kb, gateway):
@@ -74,6 +83,7 @@ def print_banner(args: argparse.Namespace, nats_server: NatsServer, kb: ServiceP
     print(f"""
 GAIA is running (logs in .run/):
   nats-server  {nats_server.url}   monitoring {nats_server.monitor_url}
+               users kb and gateway, passwords generated for this run in .run/nats-credentials.json
   kb           {kb.url}/health
   gateway      {gateway.url}/health
 

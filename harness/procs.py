@@ -16,6 +16,8 @@ from typing import Any
 
 import aiohttp
 
+from shared.natsauth import authorization_block, new_passwords, url_with
+
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
@@ -75,11 +77,18 @@ class NatsServer:
     routes: list[int] = field(default_factory=list)
     extra_config: str = ""
     log_path: str | None = None
+    # Every server we start asks for credentials: kb, gateway, and (tests, harness) an operator.
+    passwords: dict[str, str] = field(default_factory=lambda: new_passwords(operator=True))
     proc: subprocess.Popen[Any] | None = None
 
     @property
     def url(self) -> str:
+        """The address, without credentials (what services are given; they log in with their own)."""
         return f"nats://127.0.0.1:{self.port}"
+
+    def url_as(self, user: str) -> str:
+        """The address with `user`'s credentials, for tools and tests (never for a service's logs)."""
+        return url_with(self.url, user, self.passwords[user])
 
     @property
     def monitor_url(self) -> str:
@@ -91,7 +100,8 @@ class NatsServer:
         ws = f"\nwebsocket {{\n  listen: \"127.0.0.1:{self.ws_port}\"\n  no_tls: true\n}}" if self.ws_port else ""
         name = f"server_name: {self.server_name}\n" if self.server_name else ""
         return (f"{name}listen: 127.0.0.1:{self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n"
-                f"jetstream {{\n  store_dir: \"{self.store_dir}\"{sync}\n}}{ws}\n{self.cluster_text()}{self.extra_config}\n")
+                f"jetstream {{\n  store_dir: \"{self.store_dir}\"{sync}\n}}{ws}\n{self.cluster_text()}"
+                f"{authorization_block(self.passwords)}{self.extra_config}\n")
 
     def cluster_text(self) -> str:
         """The cluster block (routes to the other nodes), or nothing for a single server."""
@@ -156,13 +166,15 @@ class ServiceProcess:
     port: int
     env: dict[str, str]
     log_path: str | None = None
+    nats_password: str = ""  # logs in to NATS as the user named like the module ("kb", "gateway")
     proc: subprocess.Popen[Any] | None = None
 
     def start(self, timeout: float = 20.0) -> "ServiceProcess":
         """Start and wait until /health answers."""
         out = open(self.log_path or os.devnull, "ab")
+        login = {"GAIA_NATS_USER": self.module, "GAIA_NATS_PASSWORD": self.nats_password} if self.nats_password else {}
         self.proc = subprocess.Popen([sys.executable, "-m", self.module, "--port", str(self.port)],
-                                     env={**os.environ, **self.env}, stdout=out, stderr=out)
+                                     env={**os.environ, **self.env, **login}, stdout=out, stderr=out)
         wait_for_port(self.port, timeout=timeout, proc=self.proc)
         return self
 

@@ -24,8 +24,10 @@ class LocalSystem:
         settings = {"handshakes_per_ip_per_s": "1000000", "handshake_burst": "1000000", **env}
         self.env_settings = settings
         environ = service_env(self.nats.url, kb_port, str(self.work / "kb.sqlite3"), **settings)
-        self.kb = ServiceProcess("kb", kb_port, environ, log_path=str(self.work / "kb.log"))
-        self.gateway = ServiceProcess("gateway", self.gw_port, environ, log_path=str(self.work / "gateway.log"))
+        self.kb = ServiceProcess("kb", kb_port, environ, log_path=str(self.work / "kb.log"),
+                                 nats_password=self.nats.passwords["kb"])
+        self.gateway = ServiceProcess("gateway", self.gw_port, environ, log_path=str(self.work / "gateway.log"),
+                                      nats_password=self.nats.passwords["gateway"])
 
     @property
     def gateway_url(self) -> str:
@@ -37,7 +39,8 @@ class LocalSystem:
 
     @property
     def nats_url(self) -> str:
-        return self.nats.url
+        """With the operator's credentials: the harness publishes as kb would and reads the stream back."""
+        return self.nats.url_as("operator")
 
     async def start(self) -> "LocalSystem":
         self.nats.start()

@@ -88,7 +88,7 @@ async def read_subject(nats_url: str, stream: str, subject: str, each: Callable[
     try:
         js = nc.jetstream()
         try:
-            last = (await js.get_last_msg(stream, subject)).seq
+            last = (await js.get_last_msg(stream, subject, direct=True)).seq
         except nats.js.errors.NotFoundError:
             return
         sub = await js.subscribe(subject, ordered_consumer=True, stream=stream)

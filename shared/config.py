@@ -19,6 +19,11 @@ class Settings:
     """Every tunable of both services; one instance per process, never mutated."""
 
     nats_url: str = "nats://127.0.0.1:4222"
+    # This process's NATS user (shared/natsauth.py has the permissions): a password, or an NKey/JWT
+    # creds file. Never in the URL of a service, so it never reaches a log.
+    nats_user: str = ""
+    nats_password: str = ""
+    nats_creds: str = ""
     stream_name: str = "WORLD_UPDATES"
     stream_max_age_s: float = 24 * 3600.0
     stream_replicas: int = 1

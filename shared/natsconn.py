@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import nats
 from nats.aio.client import Client as NATS
@@ -14,6 +14,7 @@ from nats.js.kv import KeyValue
 from aiohttp import web
 
 from shared.config import Settings
+from shared.natsauth import redacted
 from shared.subjects import REPUBLISH_DEST, REPUBLISH_SOURCE, STREAM_SUBJECTS
 from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
@@ -55,11 +56,16 @@ async def lease_bucket(js: JetStreamContext, bucket: str, ttl_s: float) -> KeyVa
 
 
 class NatsLink:
-    """Owns the process's NATS connection and tells listeners when it (re)connects."""
+    """Owns the process's NATS connection and tells listeners when it (re)connects.
 
-    def __init__(self, settings: Settings, name: str) -> None:
+    With `manage_stream` (kb) it creates or updates WORLD_UPDATES; otherwise (gateways, whose
+    credentials may not) it waits until the stream exists.
+    """
+
+    def __init__(self, settings: Settings, name: str, manage_stream: bool = True) -> None:
         self.settings = settings
         self.name = name
+        self.manage_stream = manage_stream
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.jetstream_ok = False
@@ -101,6 +107,7 @@ class NatsLink:
                 self.nc = await nats.connect(
                     servers=self.settings.nats_url.split(","),
                     name=self.name,
+                    **credentials(self.settings),
                     connect_timeout=2,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
@@ -115,11 +122,11 @@ class NatsLink:
             except Exception as exc:  # noqa: BLE001 - any failure means "retry later"
                 raise_if_cancelled()
                 log.warning("nats connect to %s failed (%s); retrying in %.1fs",
-                            self.settings.nats_url, type(exc).__name__, delay)
+                            redacted(self.settings.nats_url), type(exc).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self.js = self.nc.jetstream(timeout=5)
-        log.info("nats connected: %s", self.nc.connected_url.netloc if self.nc.connected_url else "?")
+        log.info("nats connected: %s", self.nc.connected_url.netloc.rsplit("@", 1)[-1] if self.nc.connected_url else "?")
         await self._after_connect()
 
     async def _after_connect(self) -> None:
@@ -128,7 +135,10 @@ class NatsLink:
         delay = 0.1
         while self.connected:
             try:
-                await ensure_stream(self.js, self.settings)
+                if self.manage_stream:
+                    await ensure_stream(self.js, self.settings)
+                else:
+                    await self.js.stream_info(self.settings.stream_name)
                 self.jetstream_ok = True
                 break
             except Exception as exc:  # noqa: BLE001 - JetStream may still be recovering
@@ -171,13 +181,22 @@ class NatsLink:
             await bounded(self.nc.close(), 2.0, f"nats close ({self.name})")
 
 
+def credentials(settings: Settings) -> dict[str, Any]:
+    """nats.connect arguments for this process's NATS user: an NKey/JWT creds file, or user and password."""
+    if settings.nats_creds:
+        return {"user_credentials": settings.nats_creds}
+    if settings.nats_user:
+        return {"user": settings.nats_user, "password": settings.nats_password}
+    return {}
+
+
 def nats_cleanup_ctx(
-    settings_key: web.AppKey[Settings], link_key: web.AppKey[NatsLink], name: str
+    settings_key: web.AppKey[Settings], link_key: web.AppKey[NatsLink], name: str, manage_stream: bool = True
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx generator that owns a NatsLink stored under link_key."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        link = NatsLink(app[settings_key], name)
+        link = NatsLink(app[settings_key], name, manage_stream)
         app[link_key] = link
         link.start()
         yield

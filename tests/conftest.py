@@ -42,7 +42,8 @@ def aiohttp_server(nats_server: NatsServer, aiohttp_server: Any) -> Any:
 def settings(nats_server: NatsServer, tmp_path: Any) -> Settings:
     """Test settings: short timers so grace periods and renewals happen within a test."""
     return Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), presence_renew_s=1.0,
-                    presence_grace_s=3.0, stream_sweep_s=1.0, kb_timeout_s=3.0, heartbeat_s=5.0)
+                    presence_grace_s=3.0, stream_sweep_s=1.0, kb_timeout_s=3.0, heartbeat_s=5.0,
+                    nats_user="kb", nats_password=nats_server.passwords["kb"])
 
 
 @pytest.fixture
@@ -53,8 +54,9 @@ async def kb_server(aiohttp_server: Any, settings: Settings) -> TestServer:
 
 
 @pytest.fixture
-def gateway_settings(settings: Settings, kb_server: TestServer) -> Settings:
-    return replace(settings, kb_url=str(kb_server.make_url("")).rstrip("/"))
+def gateway_settings(settings: Settings, kb_server: TestServer, nats_server: NatsServer) -> Settings:
+    return replace(settings, kb_url=str(kb_server.make_url("")).rstrip("/"), nats_user="gateway",
+                   nats_password=nats_server.passwords["gateway"])
 
 
 @pytest.fixture

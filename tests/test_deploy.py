@@ -14,15 +14,35 @@ import yaml
 
 from harness.procs import nats_server_binary
 from shared.config import Settings
+from shared.natsauth import authorization_block
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 K8S_VERSION = "1.30"
 
 
+USERS_FROM_ENV = {"kb": "$KB_NATS_PASSWORD", "gateway": "$GATEWAY_NATS_PASSWORD"}
+
+
 def nats_config_ok(conf: Path, **env: str) -> subprocess.CompletedProcess[str]:
     """`nats-server -c conf -t` with the environment the config refers to."""
+    passwords = {"KB_NATS_PASSWORD": "kb-secret", "GATEWAY_NATS_PASSWORD": "gw-secret"}
     return subprocess.run([nats_server_binary(), "-c", str(conf), "-t"], capture_output=True, text=True,
-                          env={**os.environ, **env})
+                          env={**os.environ, **passwords, **env})
+
+
+def test_every_shipped_nats_config_asks_for_credentials_with_the_permissions_in_code() -> None:
+    """deploy/ and shared/natsauth.py name the same users with the same rights; no password is written down."""
+    block = authorization_block(USERS_FROM_ENV)
+    configs = [conf.read_text() for conf in sorted(DEPLOY.glob("nats/*.conf"))]
+    config_map = next(d for d in k8s_docs() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config")
+    for text in (*configs, config_map["data"]["nats.conf"]):
+        assert block in text and text.count("password:") == 2
+    for name in ("kb", "gateway"):
+        workload = next(d for d in k8s_docs() if d["kind"] in ("Deployment", "StatefulSet")
+                        and d["metadata"]["name"] == name)
+        env = {e["name"]: e for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["GAIA_NATS_USER"]["value"] == name
+        assert env["GAIA_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "gaia-nats-users", "key": name}
 
 
 def k8s_docs() -> list[dict]:
@@ -84,6 +104,7 @@ def test_compose_file_describes_the_whole_system() -> None:
     env = {k: re.sub(r"\$\{[^}]+\}", "x", str(v)) for k, v in services["gateway-1"]["environment"].items()}
     settings = Settings.from_env(env)
     assert settings.stream_replicas == 3 and len(settings.kb_url.split(",")) == 2
+    assert settings.nats_user == "gateway" and services["kb-1"]["environment"]["GAIA_NATS_USER"] == "kb"
     assert (DEPLOY / services["gateway-1"]["build"]["dockerfile"].removeprefix("deploy/")).exists()
     nginx = (DEPLOY / "nginx/nginx.conf").read_text()
     assert "proxy_set_header Upgrade $http_upgrade" in nginx and "proxy_buffering off" in nginx

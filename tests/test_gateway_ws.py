@@ -66,8 +66,8 @@ async def test_subscription_lives_exactly_as_long_as_the_socket(players, nats_se
 
 
 async def test_the_stream_republishes_to_live_subjects_and_admits_a_storm_of_catch_ups(gateway_server,
-                                                                                       settings) -> None:
-    nc = await nats.connect(settings.nats_url)
+                                                                                       settings, nats_server) -> None:
+    nc = await nats.connect(nats_server.url_as("gateway"))
     info = await nc.jetstream().stream_info(settings.stream_name)
     await nc.close()
     assert (info.config.republish.src, info.config.republish.dest) == ("world.updates.>", "live.world.updates.>")
@@ -185,7 +185,7 @@ async def raw_ws_connect(port: int, path: str) -> socket.socket:
 
 
 async def test_slow_consumer_is_closed_4408_and_others_are_unaffected(aiohttp_server, gateway_settings, token,
-                                                                      settings) -> None:
+                                                                      settings, nats_server) -> None:
     server = await aiohttp_server(create_gateway(replace(gateway_settings, session_outbox_size=16, slow_consumer_s=1.0),
                                                  "gwslow"))
     assert await server.app[GW_NATS].wait_ready(10)
@@ -194,7 +194,7 @@ async def test_slow_consumer_is_closed_4408_and_others_are_unaffected(aiohttp_se
     sock = await raw_ws_connect(server.port, f"/ws/experience?experience={EXPERIENCE}&token={token('slowpoke')}")
     registry = server.app[REGISTRY]
     await eventually(lambda: registry.count_for("slowpoke") == 1)
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(nats_server.url_as("kb"))  # publishing as kb would
     js = nc.jetstream()
     filler = "x" * 16000
     for version in range(2000):

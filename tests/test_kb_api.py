@@ -22,8 +22,8 @@ async def post_action(kb_http, kb_server, user: str, **args):
 
 
 async def test_each_commit_publishes_one_broadcast_that_yields_valid_v04_copies(kb_server, kb_http,
-                                                                                 settings) -> None:
-    nc = await nats.connect(settings.nats_url)
+                                                                                 nats_server) -> None:
+    nc = await nats.connect(nats_server.url_as("operator"))  # a listener on the stored subject: tests only
     sub = await nc.subscribe("world.updates.>")
     await post_action(kb_http, kb_server, "alice", action="go", destination="main_room")
     status, body = await post_action(kb_http, kb_server, "alice", action="collect_item", instance_id="dream_bottle_1")

@@ -38,7 +38,7 @@ async def test_live_sessions_add_one_core_subscription_each_and_no_consumer(play
         return sum(1 for s in await nats_server.subscriptions() if s == LIVE)
     assert await live_subs() == 5
     assert await nats_server.consumer_filters() == []
-    seqs = await publish_broadcasts(nats_server.url, 3)
+    seqs = await publish_broadcasts(nats_server.url_as("kb"), 3)
     for client in clients:
         while client.last_seq != seqs[-1]:
             await client.next("world_update")
@@ -55,10 +55,10 @@ async def _is(coro: Any, value: Any) -> bool:
 async def test_a_resume_makes_a_consumer_paced_by_the_socket_that_is_gone_once_caught_up(
         players, nats_server, gateway_server, token) -> None:
     alice = await players("alice")
-    [cursor] = await publish_broadcasts(nats_server.url, 1)
+    [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
     await alice.next("world_update")
     await alice.close()
-    backlog = await publish_broadcasts(nats_server.url, 400, note="x" * 16000)  # 6 MB the phone has not read
+    backlog = await publish_broadcasts(nats_server.url_as("kb"), 400, note="x" * 16000)  # 6 MB the phone has not read
     url = str(gateway_server.make_url("/ws/experience")).replace("http", "ws", 1)
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}") as ws:
@@ -87,7 +87,7 @@ async def test_a_gap_on_the_gateways_connection_is_found_by_last_sequence_and_re
     alice = GaiaClient(str(server.make_url("")).rstrip("/"), token("alice"), EXPERIENCE)
     await alice.connect()
     await alice.next("area_of_interest")
-    published = await publish_broadcasts(nats_server.url, 300)
+    published = await publish_broadcasts(nats_server.url_as("kb"), 300)
     while alice.last_seq != published[-1]:
         await alice.next("world_update", timeout=10)
     stats = server.app[STREAMS].stats
@@ -109,7 +109,7 @@ async def test_a_nats_restart_loses_nothing_and_leaves_no_consumer(players, nats
     nats_server.start()
     while alice.world.version < result["snapshot_version"]:
         await alice.next("world_update", timeout=20)
-    expected = await player_seqs(settings.nats_url, settings.stream_name, EXPERIENCE, "alice")
+    expected = await player_seqs(nats_server.url_as("gateway"), settings.stream_name, EXPERIENCE, "alice")
     assert alice.seqs == [s for s in expected if s >= alice.seqs[0]]
     assert alice.world.gaps == 0
     await eventually(lambda: _is(nats_server.consumer_filters(), []))
@@ -133,7 +133,7 @@ async def test_a_burst_beyond_the_outbox_is_read_again_paced_not_closed(aiohttp_
             while orjson.loads((await ws.receive(timeout=10)).data)["type"] != "area_of_interest":
                 pass
             # 5 MB while the phone looks away for a second: far more than 16 frames of outbox.
-            published = await publish_broadcasts(nats_server.url, 300, note="x" * 16000)
+            published = await publish_broadcasts(nats_server.url_as("kb"), 300, note="x" * 16000)
             await asyncio.sleep(1.0)
             seqs: list[int] = []
             while seqs[-1:] != published[-1:]:

@@ -22,7 +22,8 @@ async def test_kb_killed_between_commit_and_publish_delivers_exactly_once_after_
     nats_server = NatsServer(store_dir=str(tmp_path / "nats"), port=nats_port)
     kb_port = free_port()
     env = service_env(nats_server.url, kb_port, str(tmp_path / "kb.sqlite3"))
-    kb = ServiceProcess("kb", kb_port, env, log_path=str(tmp_path / "kb.log")).start()  # NATS not running yet
+    kb = ServiceProcess("kb", kb_port, env, log_path=str(tmp_path / "kb.log"),
+                        nats_password=nats_server.passwords["kb"]).start()  # NATS not running yet
     try:
         await wait_healthy(kb.url, want="degraded")
         async with aiohttp.ClientSession(headers={"X-API-Key": "dev-kb-key"}) as http:
@@ -32,16 +33,17 @@ async def test_kb_killed_between_commit_and_publish_delivers_exactly_once_after_
         kb.proc.send_signal(signal.SIGKILL)  # committed, never published
         kb.proc.wait()
         nats_server.start()
-        kb = ServiceProcess("kb", kb_port, env, log_path=str(tmp_path / "kb.log")).start()
+        kb = ServiceProcess("kb", kb_port, env, log_path=str(tmp_path / "kb.log"),
+                            nats_password=nats_server.passwords["kb"]).start()
         health = await wait_healthy(kb.url)
         for _ in range(100):
             if health["outbox"]["pending"] == 0:
                 break
             await asyncio.sleep(0.05)
             health = await wait_healthy(kb.url)
-        seqs = await subject_seqs(nats_server.url, "WORLD_UPDATES", "world.updates.exp.wylding-woods")
+        seqs = await subject_seqs(nats_server.url_as("gateway"), "WORLD_UPDATES", "world.updates.exp.wylding-woods")
         assert len(seqs) == 1
-        nc = await nats.connect(nats_server.url)
+        nc = await nats.connect(nats_server.url_as("operator"))
         event = orjson.loads((await nc.jetstream().get_msg("WORLD_UPDATES", seqs[0])).data)
         await nc.close()
         assert (event["base_version"], event["snapshot_version"]) == (0, 1)
@@ -51,7 +53,8 @@ async def test_kb_killed_between_commit_and_publish_delivers_exactly_once_after_
 
 
 async def test_republishing_an_acknowledged_row_is_deduplicated_by_msg_id(nats_server, tmp_path) -> None:
-    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"))
+    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), nats_user="kb",
+                        nats_password=nats_server.passwords["kb"])
     store = Store(settings.kb_db_path)
     await store.open()
     link = NatsLink(settings, "test")
@@ -83,7 +86,8 @@ async def test_republishing_an_acknowledged_row_is_deduplicated_by_msg_id(nats_s
 
 async def test_lost_tail_of_the_stream_is_republished_on_reconnect(nats_server, tmp_path) -> None:
     """If the bus comes back without events it acknowledged, kb's kept rows fill the hole."""
-    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"))
+    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), nats_user="kb",
+                        nats_password=nats_server.passwords["kb"])
     store = Store(settings.kb_db_path)
     await store.open()
     link = NatsLink(settings, "test")
@@ -98,8 +102,10 @@ async def test_lost_tail_of_the_stream_is_republished_on_reconnect(nats_server, 
         if await store.outbox_depth() == 0:
             break
         await asyncio.sleep(0.02)
-    await link.js.delete_stream("WORLD_UPDATES")  # the server lost everything
-    await link.js.add_stream(name="WORLD_UPDATES", subjects=["world.updates.>"])
+    operator = await nats.connect(nats_server.url_as("operator"))  # kb itself may not delete streams
+    await operator.jetstream().delete_stream("WORLD_UPDATES")  # the server lost everything
+    await operator.jetstream().add_stream(name="WORLD_UPDATES", subjects=["world.updates.>"], allow_direct=True)
+    await operator.close()
     await publisher.recover_lost_tail()
     for _ in range(100):
         if await store.outbox_depth() == 0:

@@ -30,7 +30,7 @@ async def test_in_socket_resume_replays_exactly_what_followed_the_cursor(players
     assert alice.seqs[-2:] == rest
 
 
-async def test_cursor_older_than_the_stream_gets_resync_and_a_fresh_snapshot(players, kb_server, settings) -> None:
+async def test_cursor_older_than_the_stream_gets_resync_and_a_fresh_snapshot(players, kb_server, settings, nats_server) -> None:
     alice = await players("alice")
     await alice.act("go", destination="main_room")
     await alice.next("world_update")
@@ -42,7 +42,7 @@ async def test_cursor_older_than_the_stream_gets_resync_and_a_fresh_snapshot(pla
             await http.post(str(kb_server.make_url(f"/experiences/{EXPERIENCE}/actions")),
                             json={"user_id": "alice", "action": "go", "destination": place})
     await outbox_drained(kb_server)
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(nats_server.url_as("operator"))
     last = (await nc.jetstream().stream_info(settings.stream_name)).state.last_seq
     await nc.jetstream().purge_stream(settings.stream_name, seq=last)  # retention ran out for older events
     await nc.close()
@@ -70,14 +70,14 @@ async def test_sigkilled_nats_server_loses_no_acknowledged_event(tmp_path) -> No
     """fsync before ack (sync_interval: always): what JetStream acknowledged survives SIGKILL."""
     server = NatsServer(store_dir=str(tmp_path / "nats")).start()
     try:
-        nc = await nats.connect(server.url)
+        nc = await nats.connect(server.url_as("kb"))
         js = nc.jetstream()
-        await js.add_stream(name="WORLD_UPDATES", subjects=["world.updates.>"])
+        await js.add_stream(name="WORLD_UPDATES", subjects=["world.updates.>"], allow_direct=True)
         acked = [(await js.publish("world.updates.user.z", b'{"n": %d}' % i)).seq for i in range(200)]
         await nc.close()
         server.kill()
         server.start()
-        assert await subject_seqs(server.url, "WORLD_UPDATES", "world.updates.user.z") == acked
+        assert await subject_seqs(server.url_as("gateway"), "WORLD_UPDATES", "world.updates.user.z") == acked
     finally:
         server.cleanup()
 
@@ -86,8 +86,10 @@ async def test_sigterm_drains_the_gateway_sessions_get_1001_and_it_exits_promptl
     server = NatsServer(store_dir=str(tmp_path / "nats")).start()
     kb_port, gw_port = free_port(), free_port()
     env = service_env(server.url, kb_port, str(tmp_path / "kb.sqlite3"))
-    kb = ServiceProcess("kb", kb_port, env, log_path=str(tmp_path / "kb.log")).start()
-    gateway = ServiceProcess("gateway", gw_port, env, log_path=str(tmp_path / "gw.log")).start()
+    kb = ServiceProcess("kb", kb_port, env, log_path=str(tmp_path / "kb.log"),
+                        nats_password=server.passwords["kb"]).start()
+    gateway = ServiceProcess("gateway", gw_port, env, log_path=str(tmp_path / "gw.log"),
+                             nats_password=server.passwords["gateway"]).start()
     try:
         await wait_healthy(gateway.url)
         clients = [GaiaClient(gateway.url, issue_token(Settings(), f"u{i}"), EXPERIENCE) for i in range(3)]

@@ -51,8 +51,8 @@ async def test_sigterm_with_a_session_exits_promptly_every_time(tmp_path) -> Non
     server = NatsServer(store_dir=str(tmp_path / "nats")).start()
     kb_port, gw_port = free_port(), free_port()
     env = service_env(server.url, kb_port, str(tmp_path / "kb.sqlite3"))
-    kb = ServiceProcess("kb", kb_port, env).start()
-    gateway = ServiceProcess("gateway", gw_port, env)
+    kb = ServiceProcess("kb", kb_port, env, nats_password=server.passwords["kb"]).start()
+    gateway = ServiceProcess("gateway", gw_port, env, nats_password=server.passwords["gateway"])
     try:
         for _ in range(5):
             gateway.start()

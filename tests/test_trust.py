@@ -9,7 +9,7 @@ import nats
 import orjson
 
 from shared.config import Settings
-from tests.conftest import EXPERIENCE
+from tests.conftest import EXPERIENCE, eventually
 
 
 def signed(settings: Settings, **claims) -> str:
@@ -62,15 +62,15 @@ async def test_an_action_id_of_128_characters_works(players) -> None:
     assert answer["id"] == long_id and answer["success"]
 
 
-async def test_other_players_never_see_the_actors_trace_or_connection(players, settings, kb_server) -> None:
+async def test_other_players_never_see_the_actors_trace_or_connection(players, settings, kb_server, nats_server) -> None:
     alice, bob = await players("alice"), await players("bob")
     await alice.send({"type": "action", "id": "secret-note-for-me", "action": "go", "destination": "main_room"})
     seen = await bob.next("world_update")
     assert seen["actor_id"] == "alice"
     trace = seen["metadata"]["trace_id"]
     assert "secret" not in trace and alice.connected["connection_id"] not in trace
-    nc = await nats.connect(settings.nats_url)  # nor does anyone reading the bus
-    stored = await nc.jetstream().get_last_msg(settings.stream_name, f"world.updates.exp.{EXPERIENCE}")
+    nc = await nats.connect(nats_server.url_as("gateway"))  # nor does anyone reading the bus
+    stored = await nc.jetstream().get_last_msg(settings.stream_name, f"world.updates.exp.{EXPERIENCE}", direct=True)
     await nc.close()
     assert b"secret" not in stored.data and orjson.loads(stored.data)["metadata"]["trace_id"] == trace
 
@@ -82,14 +82,17 @@ async def test_a_forged_publish_under_kbs_message_id_is_an_alarm_and_kbs_event_s
     from kb.outbox import OutboxPublisher
     from kb.store import Store
     from shared.natsconn import NatsLink
-    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"))
+    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), nats_user="kb",
+                        nats_password=nats_server.passwords["kb"])
     store = Store(settings.kb_db_path)
     await store.open()
     link = NatsLink(settings, "test")
     link.start()
     assert await link.wait_ready(10)
     ours, forged = b'{"n": "ours"}', b'{"n": "forged"}'
-    await link.js.publish("world.updates.exp.x", forged, headers={"Nats-Msg-Id": "x:1:abc"})  # the forger first
+    forger = await nats.connect(nats_server.url_as("operator"))  # someone with rights on the bus it should not have
+    await forger.jetstream().publish("world.updates.exp.x", forged, headers={"Nats-Msg-Id": "x:1:abc"})
+    await forger.close()
     await store.commit(EXPERIENCE, 0, None, [("x:1:abc", "world.updates.exp.x", ours)], 0)
     publisher = OutboxPublisher(store, link, settings)
     task = asyncio.create_task(publisher.run())
@@ -101,6 +104,39 @@ async def test_a_forged_publish_under_kbs_message_id_is_an_alarm_and_kbs_event_s
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert publisher.forged == 1 and await store.outbox_depth() == 0
-    assert (await link.js.get_last_msg("WORLD_UPDATES", "world.updates.exp.x")).data == ours
+    reader = await nats.connect(nats_server.url_as("gateway"))
+    assert (await reader.jetstream().get_last_msg("WORLD_UPDATES", "world.updates.exp.x", direct=True)).data == ours
+    await reader.close()
     await link.close()
     await store.close()
+
+
+async def test_the_bus_refuses_a_client_without_credentials(nats_server) -> None:
+    import pytest
+    with pytest.raises(Exception) as refused:
+        await nats.connect(nats_server.url, allow_reconnect=False, connect_timeout=2)
+    assert "authorization" in str(refused.value).lower()
+
+
+async def test_a_gateways_credentials_cannot_put_anything_before_a_player(players, nats_server, settings) -> None:
+    alice, bob = await players("alice"), await players("bob")
+    errors: list[Exception] = []
+
+    async def seen(exc: Exception) -> None:
+        errors.append(exc)
+    gateway = await nats.connect(nats_server.url_as("gateway"), error_cb=seen)
+    forged = orjson.dumps({"type": "world_update", "version": "0.4", "experience": EXPERIENCE, "actor_id": "world",
+                           "base_version": 0, "snapshot_version": 99, "timestamp": 1, "audience": [None],
+                           "changes": [{"operation": "update", "area_id": None, "path": "environment.x", "value": 1}]})
+    for subject in (f"world.updates.exp.{EXPERIENCE}", f"live.world.updates.exp.{EXPERIENCE}"):
+        await gateway.publish(subject, forged, headers={"Nats-Sequence": "999999", "Nats-Last-Sequence": "0"})
+    await gateway.flush()
+    await eventually(lambda: len([e for e in errors if "permissions violation" in str(e)]) == 2)
+    await gateway.close()
+    assert (await bob.act("go", destination="main_room"))["success"]
+    update = await alice.next("world_update")
+    assert update["actor_id"] == "bob" and update["snapshot_version"] != 99  # the first thing alice got is real
+    reader = await nats.connect(nats_server.url_as("gateway"))
+    last = await reader.jetstream().get_last_msg(settings.stream_name, f"world.updates.exp.{EXPERIENCE}", direct=True)
+    await reader.close()
+    assert b'"snapshot_version":99' not in last.data

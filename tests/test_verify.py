@@ -5,20 +5,19 @@ import random
 
 from harness.player import SimPlayer
 from harness.verify import RunReport, check
-from shared.config import Settings
 from tests.conftest import EXPERIENCE, outbox_drained
 
 
 class Running:
     """The test's real system as the harness's Target."""
 
-    def __init__(self, settings: Settings, kb_url: str, gateway_url: str) -> None:
-        self.nats_url, self.kb_url, self.gateway_url = settings.nats_url, kb_url, gateway_url
+    def __init__(self, nats_url: str, kb_url: str, gateway_url: str) -> None:
+        self.nats_url, self.kb_url, self.gateway_url = nats_url, kb_url, gateway_url
 
 
-async def two_players(gateway_server, kb_server, token, settings) -> tuple[Running, SimPlayer, SimPlayer]:
+async def two_players(gateway_server, kb_server, token, nats_server) -> tuple[Running, SimPlayer, SimPlayer]:
     """Alice watches while Bob walks twice; both have everything when this returns."""
-    target = Running(settings, str(kb_server.make_url("")).rstrip("/"), str(gateway_server.make_url("")).rstrip("/"))
+    target = Running(nats_server.url_as("gateway"), str(kb_server.make_url("")).rstrip("/"), str(gateway_server.make_url("")).rstrip("/"))
     alice, bob = (SimPlayer([target.gateway_url], token(u), EXPERIENCE, random.Random(1)) for u in ("alice", "bob"))
     for sim in (alice, bob):
         await sim.client.connect()
@@ -32,8 +31,8 @@ async def two_players(gateway_server, kb_server, token, settings) -> tuple[Runni
 
 
 async def test_check_passes_a_clean_run_and_counts_a_loss_before_the_first_arrival(
-        gateway_server, kb_server, token, settings) -> None:
-    target, alice, bob = await two_players(gateway_server, kb_server, token, settings)
+        gateway_server, kb_server, token, nats_server) -> None:
+    target, alice, bob = await two_players(gateway_server, kb_server, token, nats_server)
     clean = RunReport(players=2, duration_s=0)
     await check(target, [alice, bob], clean)
     assert clean.ok and clean.expected >= 4 and clean.lost == 0, clean.lines()
@@ -48,8 +47,8 @@ async def test_check_passes_a_clean_run_and_counts_a_loss_before_the_first_arriv
         await sim.client.close()
 
 
-async def test_a_world_that_diverged_is_caught_before_any_refresh(gateway_server, kb_server, token, settings) -> None:
-    target, alice, bob = await two_players(gateway_server, kb_server, token, settings)
+async def test_a_world_that_diverged_is_caught_before_any_refresh(gateway_server, kb_server, token, nats_server) -> None:
+    target, alice, bob = await two_players(gateway_server, kb_server, token, nats_server)
     alice.client.world.view["player"]["current_area"] = "garden"  # a delta applied wrong
     report = RunReport(players=2, duration_s=0)
     await check(target, [alice, bob], report)
