@@ -31,7 +31,7 @@ class SnapshotGate(Generic[T]):
 
     def __init__(self, kb: KbClient, experience: str, user_id: str, label: str, gateway_id: str, limit: int,
                  emit_event: Callable[[T], None], emit_frame: Callable[[dict[str, Any]], None],
-                 on_overflow: Callable[[], None]) -> None:
+                 on_overflow: Callable[[list[T]], bool]) -> None:
         self.kb = kb
         self.experience = experience
         self.user_id = user_id
@@ -43,14 +43,14 @@ class SnapshotGate(Generic[T]):
         self.on_overflow = on_overflow
         self.last_snapshot: int | None = None
         self._holds = 0
-        self._held: list[T] = []
+        self._held: list[tuple[T, bool]] = []  # (frame, is a stream event)
         self._waiting: list[tuple[int, asyncio.Future[None]]] | None = None  # chats waiting for a version
 
     def event(self, item: T, event: dict[str, Any]) -> None:
         """A stream event: passed on now, or held behind a snapshot being fetched."""
         if event["type"] == "world_update":
             self.last_snapshot = event["snapshot_version"]
-        self.in_order(item)
+        self._in_order(item, True)
         if self._waiting:
             self._wake_waiting()
 
@@ -79,12 +79,23 @@ class SnapshotGate(Generic[T]):
 
     def in_order(self, item: T) -> None:
         """Pass a frame on now, or hold it (bounded) behind a snapshot being fetched."""
+        self._in_order(item, False)
+
+    def _in_order(self, item: T, is_event: bool) -> None:
         if not self._holds:
             self.emit_event(item)
-        elif len(self._held) >= self.limit:
-            self.on_overflow()
+        elif len(self._held) < self.limit:
+            self._held.append((item, is_event))
         else:
-            self._held.append(item)
+            self._overflow(item, is_event)
+
+    def _overflow(self, item: T, is_event: bool) -> None:
+        """Too much held: the stream events go (oldest first, to the owner, who can have the stream
+        read them again, paced); answers and chat chunks stay. False from the owner: it closes."""
+        dropped = [held for held, event in self._held if event] + ([item] if is_event else [])
+        self._held = [(held, event) for held, event in self._held if not event]
+        if self.on_overflow(dropped) and not is_event:
+            self._held.append((item, False))
 
     @property
     def held(self) -> int:
@@ -98,7 +109,7 @@ class SnapshotGate(Generic[T]):
         self._holds -= 1
         if self._holds == 0 and self._held:
             held, self._held = self._held, []
-            for item in held:
+            for item, _ in held:
                 self.emit_event(item)
 
     def resync(self, reason: str) -> Awaitable[None]:

@@ -88,7 +88,7 @@ class Session:
         self.gate: SnapshotGate[bytes] = SnapshotGate(
             deps.kb, experience, user_id, conn_id, deps.presence.gateway_id, self.outbox.limit,
             emit_event=self._push, emit_frame=self.send,
-            on_overflow=lambda: self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer"))
+            on_overflow=self._held_too_long)
         self._strikes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._actions = 0
@@ -126,6 +126,16 @@ class Session:
             self.outbox.put(data)
         log.info("[%s] outbox full: %d events dropped, read again from the stream", self.conn_id, dropped)
         self.stream.rewind(event_seq(first) - 1)
+        return True
+
+    def _held_too_long(self, dropped: list[bytes]) -> bool:
+        """Events piled up behind a snapshot being fetched (a storm while connecting): read them
+        again from the stream, paced, rather than close a session that did nothing wrong."""
+        if not dropped:
+            self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+            return False
+        log.info("[%s] %d events held behind a snapshot: read again from the stream", self.conn_id, len(dropped))
+        self.stream.rewind(event_seq(dropped[0]) - 1)
         return True
 
     def on_stalled(self) -> None:

@@ -54,11 +54,13 @@ class SseSession:
         if not self.overflowed and not self.outbox.put(item):
             self._overflow()
 
-    def _overflow(self) -> None:
+    def _overflow(self, dropped: list[Item] | None = None) -> bool:
+        """Too much waiting: the stream ends; the browser comes back with Last-Event-ID and is replayed, paced."""
         log.warning("[%s] slow SSE consumer: closing the stream", self.conn_id)
         self.overflowed = True
         if self.resp is not None:
             self.resp.stop_streaming()
+        return False
 
     def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None:
         self.gate.event((str(seq), frame, None), event)

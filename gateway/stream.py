@@ -101,7 +101,7 @@ class UserStream:
 
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
     __slots__ = ("owner", "user_id", "user_json", "experience", "subject", "label", "sink", "transport", "cursor",
-                 "_sub", "_held", "_held_dropped", "_catchup", "_replay", "_closed")
+                 "_sub", "_held", "_held_dropped", "_catchup", "_replay", "_closed", "_rewinds")
 
     def __init__(self, owner: StreamSet, user_id: str, experience: str, label: str, sink: StreamSink) -> None:
         self.owner = owner
@@ -120,6 +120,7 @@ class UserStream:
         self._catchup: asyncio.Task[None] | None = None
         self._replay: tuple[int, int] | None = None  # a client's resume being served: (from_seq, replayed)
         self._closed = False
+        self._rewinds = 0  # a delivery can make the sink rewind us: loops that deliver check this
 
     @property
     def live(self) -> bool:
@@ -221,13 +222,16 @@ class UserStream:
         if dropped:
             self._held = []
             return False
-        for index, (seq, last, data) in enumerate(held):
+        rewinds = self._rewinds
+        for seq, last, data in held:
             if self.cursor is not None and seq <= self.cursor:
                 continue
             if last != self.cursor:
                 self._held = []  # still in the stream: the catch-up reads them in order
                 return False
             self._deliver(seq, data)
+            if self._rewinds != rewinds:
+                return True  # the sink had us rewind: that catch-up reads on from its cursor
         self._finish_replay()
         return True
 
@@ -320,10 +324,13 @@ class UserStream:
                     room = await self._room()
                     async with owner.catchup_slots:
                         msgs = await pull.fetch(min(room, CATCHUP_BATCH), timeout=5)
+                    rewinds = self._rewinds
                     for msg in msgs:
                         seq, _, pending = ack_sequences(msg.reply)
                         if self.cursor is None or seq > self.cursor:
                             self._deliver(seq, msg.data)
+                        if self._rewinds != rewinds:
+                            return  # a new catch-up reads from the rewound cursor
                 if self._splice():
                     return
                 pending = (await pull.consumer_info()).num_pending
@@ -345,9 +352,10 @@ class UserStream:
 
     def rewind(self, cursor: int) -> None:
         """The sink dropped what it had queued after `cursor`: read it again, paced by the sink."""
-        if self._catchup is not None:
+        self._rewinds += 1
+        if self._catchup is not None and self._catchup is not asyncio.current_task():
             self._catchup.cancel()  # its own cleanup deletes its consumer
-            self._catchup = None
+        self._catchup = None  # a running one (this very task) stops at its next delivery check
         self.cursor = cursor
         self._held = []
         self._start_catch_up()

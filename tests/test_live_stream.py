@@ -143,3 +143,26 @@ async def test_a_burst_beyond_the_outbox_is_read_again_paced_not_closed(aiohttp_
             assert seqs == published and not ws.closed  # all of it, once, in order, still connected
     assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
     assert server.app[STREAMS].stats.catchups >= 1  # the overflow was read again from the stream
+
+
+async def test_a_storm_while_connecting_is_read_again_not_a_reason_to_close(aiohttp_server, gateway_settings, token,
+                                                                           nats_server) -> None:
+    """Events that pile up behind the first snapshot (here: 300 at once, 16 frames of room) are read
+    again from the stream, paced, after it: every client gets its snapshot and then everything, once."""
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, session_outbox_size=16), "gwstorm"))
+    assert await server.app[GW_NATS].wait_ready(10)
+    base = str(server.make_url("")).rstrip("/")
+    clients = [GaiaClient(base, token(f"c{i}"), EXPERIENCE) for i in range(5)]
+    storm = asyncio.create_task(publish_broadcasts(nats_server.url_as("kb"), 300, note="y" * 2000))
+    await asyncio.gather(*(c.connect() for c in clients))
+    published = await storm
+    for client in clients:
+        await client.next("area_of_interest", timeout=10)
+        while published[-1] not in client.seqs:  # (their own joins come after: presence, not for them)
+            await client.next("world_update", timeout=10)
+        got = [s for s in client.seqs if s in set(published)]
+        assert got == published[published.index(got[0]):], "from its first event on: all of them, once, in order"
+        assert client.close_code is None
+    assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
+    for client in clients:
+        await client.close()
