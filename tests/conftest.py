@@ -131,3 +131,27 @@ def broadcast(version: int, note: str = "n", only: list[str] | None = None) -> b
         "base_version": version, "snapshot_version": version + 1, "timestamp": 1,
         "changes": [{"operation": "update", "area_id": None, "path": "environment.note", "value": note}],
         "audience": [None if only is None else {"only": only}]})
+
+
+@pytest.fixture
+async def outbox_parts(nats_server: NatsServer, tmp_path: Any) -> AsyncIterator[tuple[Settings, Any, Any]]:
+    """kb's store and NATS link as kb logs in, without the app: (settings, store, link)."""
+    from kb.store import Store
+    from shared.natsconn import NatsLink
+    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb-outbox.sqlite3"), nats_user="kb",
+                        nats_password=nats_server.passwords["kb"])
+    store = Store(settings.kb_db_path)
+    await store.open()
+    link = NatsLink(settings, "test")
+    link.start()
+    assert await link.wait_ready(10)
+    yield settings, store, link
+    await link.close()
+    await store.close()
+
+
+async def published_all(store: Any) -> None:
+    """Wait until the outbox has nothing left to publish."""
+    async def empty() -> bool:
+        return await store.outbox_depth() == 0
+    await eventually(empty, timeout=4)

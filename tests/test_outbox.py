@@ -11,10 +11,7 @@ import orjson
 from harness.verify import subject_seqs
 from harness.procs import NatsServer, ServiceProcess, free_port, service_env, wait_healthy
 from kb.outbox import OutboxPublisher
-from kb.store import Store
-from shared.config import Settings
-from shared.natsconn import NatsLink
-from tests.conftest import EXPERIENCE
+from tests.conftest import EXPERIENCE, published_all
 
 
 async def test_kb_killed_between_commit_and_publish_delivers_exactly_once_after_restart(tmp_path) -> None:
@@ -52,67 +49,39 @@ async def test_kb_killed_between_commit_and_publish_delivers_exactly_once_after_
         nats_server.cleanup()
 
 
-async def test_republishing_an_acknowledged_row_is_deduplicated_by_msg_id(nats_server, tmp_path) -> None:
-    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), nats_user="kb",
-                        nats_password=nats_server.passwords["kb"])
-    store = Store(settings.kb_db_path)
-    await store.open()
-    link = NatsLink(settings, "test")
-    link.start()
-    assert await link.wait_ready(10)
+async def test_republishing_an_acknowledged_row_is_deduplicated_by_msg_id(outbox_parts) -> None:
+    settings, store, link = outbox_parts
     publisher = OutboxPublisher(store, link, settings)
     payload = orjson.dumps({"type": "presence", "event": "join", "user_id": "x", "experience": EXPERIENCE})
     await store.commit(EXPERIENCE, 0, None, [("m-1", "world.updates.user.frank", payload)], 0)
     task = asyncio.create_task(publisher.run())
     publisher.notify()
-    for _ in range(100):
-        if await store.outbox_depth() == 0:
-            break
-        await asyncio.sleep(0.02)
+    await published_all(store)
     rows = await store.published_since(-1, 0)
     await store.mark_unpublished([r.id for r in rows])  # as if kb died before recording the ack
     publisher.notify()
-    for _ in range(100):
-        if await store.outbox_depth() == 0:
-            break
-        await asyncio.sleep(0.02)
+    await published_all(store)
     task.cancel()
     assert publisher.published == 2
     info = await link.js.stream_info("WORLD_UPDATES")
     assert info.state.messages == 1
-    await link.close()
-    await store.close()
 
 
-async def test_lost_tail_of_the_stream_is_republished_on_reconnect(nats_server, tmp_path) -> None:
+async def test_lost_tail_of_the_stream_is_republished_on_reconnect(outbox_parts, nats_server) -> None:
     """If the bus comes back without events it acknowledged, kb's kept rows fill the hole."""
-    settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), nats_user="kb",
-                        nats_password=nats_server.passwords["kb"])
-    store = Store(settings.kb_db_path)
-    await store.open()
-    link = NatsLink(settings, "test")
-    link.start()
-    assert await link.wait_ready(10)
+    settings, store, link = outbox_parts
     publisher = OutboxPublisher(store, link, settings)
     task = asyncio.create_task(publisher.run())
     payload = orjson.dumps({"type": "presence", "event": "join", "user_id": "x", "experience": EXPERIENCE})
     await store.commit(EXPERIENCE, 0, None, [(f"m-{i}", "world.updates.user.gina", payload) for i in range(3)], 0)
     publisher.notify()
-    for _ in range(100):
-        if await store.outbox_depth() == 0:
-            break
-        await asyncio.sleep(0.02)
+    await published_all(store)
     operator = await nats.connect(nats_server.url_as("operator"))  # kb itself may not delete streams
     await operator.jetstream().delete_stream("WORLD_UPDATES")  # the server lost everything
     await operator.jetstream().add_stream(name="WORLD_UPDATES", subjects=["world.updates.>"], allow_direct=True)
     await operator.close()
     await publisher.recover_lost_tail()
-    for _ in range(100):
-        if await store.outbox_depth() == 0:
-            break
-        await asyncio.sleep(0.02)
+    await published_all(store)
     task.cancel()
     info = await link.js.stream_info("WORLD_UPDATES")
     assert info.state.messages == 3 and publisher.republished == 3
-    await link.close()
-    await store.close()
