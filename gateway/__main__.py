@@ -6,7 +6,7 @@ import argparse
 from aiohttp import web
 
 from gateway.app import create_app
-from shared.config import Settings
+from shared.config import Settings, refuse_dev_secrets
 from shared.logs import setup_logging
 from shared.runtime import new_event_loop
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--id", help="gateway id shown in /health and connection ids")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    refuse_dev_secrets(settings)
     setup_logging()
     web.run_app(create_app(settings, args.id), loop=new_event_loop(settings), host=args.host or settings.gateway_host,
                 port=args.port or settings.gateway_port, access_log=None, backlog=settings.listen_backlog,

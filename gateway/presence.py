@@ -5,7 +5,7 @@ import asyncio
 import logging
 
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
-from shared.tasks import wait_event
+from shared.tasks import raise_if_cancelled, wait_event
 
 log = logging.getLogger(__name__)
 RENEW_CHUNK = 500
@@ -14,7 +14,9 @@ RENEW_CHUNK = 500
 class PresenceReporter:
     """Batches presence changes for kb; what cannot be sent yet waits (kb restarts lose nothing)."""
 
-    def __init__(self, kb: KbClient, gateway_id: str, renew_s: float) -> None:
+    def __init__(self, kb: KbClient, gateway_id: str, renew_s: float, max_pending: int = 10_000) -> None:
+        self.max_pending = max_pending
+        self.shed = 0
         self.kb = kb
         self.gateway_id = gateway_id
         self.renew_s = renew_s
@@ -34,7 +36,16 @@ class PresenceReporter:
             self._queue("leave" if clean else "drop", entry)
 
     def _queue(self, kind: str, entry: dict[str, str]) -> None:
-        self._pending[kind].append(entry)
+        pending = self._pending[kind]
+        pending.append(entry)
+        if len(pending) > self.max_pending:
+            # kb away for long: the oldest go. Live sessions come back with the next renewal (kb
+            # treats an unknown live session as a join); a lost leave ends by kb's renewal timeout.
+            del pending[:len(pending) - self.max_pending]
+            self.shed += 1
+            if self.shed == 1:
+                log.warning("presence reports pile up while kb is away; keeping the newest %d per kind",
+                            self.max_pending)
         self._wake.set()
 
     async def run(self) -> None:
@@ -47,7 +58,12 @@ class PresenceReporter:
             renew = loop.time() >= next_renew
             if renew:
                 next_renew = loop.time() + self.renew_s
-            await self.flush(renew)
+            try:
+                await self.flush(renew)
+            except Exception:  # noqa: BLE001 - a bug here must not end presence reporting for good
+                raise_if_cancelled()
+                log.exception("presence report failed unexpectedly; going on")
+                await asyncio.sleep(1.0)
 
     async def flush(self, renew: bool = False) -> None:
         """Send what is pending (plus every live session when renewing); keep it if kb is away."""
@@ -61,7 +77,7 @@ class PresenceReporter:
         except KbUnavailable as exc:
             log.warning("presence report failed (%s); will retry", exc)
             for kind in batch:
-                self._pending[kind] = batch[kind] + self._pending[kind]
+                self._pending[kind] = (batch[kind] + self._pending[kind])[-self.max_pending:]
             await asyncio.sleep(0.5)
             self._wake.set()
         except KbRejected as exc:  # a bug on one side or the other: retrying cannot help

@@ -524,17 +524,24 @@ class StreamSet:
             await asyncio.sleep(self.settings.stream_sweep_s)
             if not self.link.jetstream_ok:
                 continue
-            before, self._swept_last = self._swept_last, await self._subject_lasts(
-                {s.subject for s in self.streams})
-            by_subject: dict[str, list[UserStream]] = defaultdict(list)
-            for stream in self.streams:
-                by_subject[stream.subject].append(stream)
-            for subject, streams in by_subject.items():
-                for stream in streams:
-                    if stream.needs_open:
-                        await self._quietly(stream.ensure_open())
-                    elif subject in before:
-                        stream.check(before[subject])
+            try:
+                await self._sweep_once()
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                raise_if_cancelled()
+                log.exception("stream sweep failed; going on")
+
+    async def _sweep_once(self) -> None:
+        before, self._swept_last = self._swept_last, await self._subject_lasts(
+            {s.subject for s in self.streams})
+        by_subject: dict[str, list[UserStream]] = defaultdict(list)
+        for stream in self.streams:
+            by_subject[stream.subject].append(stream)
+        for subject, streams in by_subject.items():
+            for stream in streams:
+                if stream.needs_open:
+                    await self._quietly(stream.ensure_open())
+                elif subject in before:
+                    stream.check(before[subject])
 
     async def _quietly(self, coro: Any) -> None:
         try:

@@ -194,7 +194,8 @@ class ServiceProcess:
 
 def service_env(nats_url: str, kb_port: int, db_path: str, **extra: str) -> dict[str, str]:
     """GAIA_* variables that point kb and gateway at each other and at NATS."""
-    env = {"GAIA_NATS_URL": nats_url, "GAIA_KB_PORT": str(kb_port), "GAIA_KB_URL": f"http://127.0.0.1:{kb_port}",
+    env = {"GAIA_ENV": "dev", "GAIA_NATS_URL": nats_url, "GAIA_KB_PORT": str(kb_port),
+           "GAIA_KB_URL": f"http://127.0.0.1:{kb_port}",
            "GAIA_KB_DB_PATH": db_path}
     env.update({f"GAIA_{k.upper()}": v for k, v in extra.items()})
     return env

@@ -7,7 +7,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from kb.app import create_app
-from shared.config import Settings
+from shared.config import Settings, refuse_dev_secrets
 from shared.logs import setup_logging
 from shared.runtime import new_event_loop
 
@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int)
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    refuse_dev_secrets(settings)
     host, port = args.host or settings.kb_host, args.port or settings.kb_port
     if not settings.kb_advertise_url:
         settings = replace(settings, kb_advertise_url=f"http://{host}:{port}")

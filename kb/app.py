@@ -22,7 +22,7 @@ from kb.world.content import available_experiences, load_content
 from kb.worlds import WorldService
 from shared.config import Settings
 from shared.natsconn import nats_cleanup_ctx
-from shared.tasks import stop_tasks
+from shared.tasks import raise_if_cancelled, stop_tasks
 
 log = logging.getLogger(__name__)
 PRESENCE_SWEEP_S = 1.0
@@ -80,13 +80,21 @@ async def _sweep_presence(app: web.Application) -> None:
     """
     while True:
         await asyncio.sleep(PRESENCE_SWEEP_S)
-        changes = app[PRESENCE].expire(time.time())
-        await app[STORE].save_presence(*app[PRESENCE].take_changes())
-        for experience in app[OWNERSHIP].owned():
-            world = app[WORLDS][experience]
-            mine = [c for c in changes if c.experience == experience]
-            if mine:
-                await world.announce(mine)
+        try:
+            await _sweep_once(app)
+        except Exception:  # noqa: BLE001 - one bad sweep must not end every later one
+            raise_if_cancelled()
+            log.exception("presence sweep failed; going on")
+
+
+async def _sweep_once(app: web.Application) -> None:
+    changes = app[PRESENCE].expire(time.time())
+    await app[STORE].save_presence(*app[PRESENCE].take_changes())
+    for experience in app[OWNERSHIP].owned():
+        world = app[WORLDS][experience]
+        mine = [c for c in changes if c.experience == experience]
+        if mine:
+            await world.announce(mine)
 
 
 async def _background_ctx(app: web.Application) -> AsyncIterator[None]:

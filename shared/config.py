@@ -86,6 +86,7 @@ class Settings:
     sse_retry_ms: int = 500  # EventSource reconnect delay: each stream gets this plus up to as much again
     shutdown_timeout_s: float = 10.0
     uvloop: int = 1  # run on uvloop when it is installed (0: asyncio's own loop)
+    env: str = ""  # "dev" lets a process start with the public development secrets (make run, tests)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
@@ -102,6 +103,17 @@ class Settings:
             values[f.name] = _convert(f.name, f.type, raw)
         settings = cls(**values)
         return replace(settings, **overrides) if overrides else settings
+
+
+def refuse_dev_secrets(settings: Settings) -> None:
+    """Exit with a clear message when a service would run on the public dev secrets outside dev."""
+    if settings.env == "dev":
+        return
+    public = [name for name, value, dev in (("GAIA_JWT_SECRET", settings.jwt_secret, DEV_JWT_SECRET),
+                                            ("GAIA_KB_API_KEY", settings.kb_api_key, DEV_KB_API_KEY)) if value == dev]
+    if public and not (settings.jwt_jwks_url and public == ["GAIA_JWT_SECRET"]):
+        raise SystemExit(f"refusing to start: {' and '.join(public)} still hold the public development value; "
+                         "set real secrets, or GAIA_ENV=dev on a development machine")
 
 
 def _convert(name: str, type_name: Any, raw: str) -> Any:

@@ -127,3 +127,65 @@ async def test_a_gateways_credentials_cannot_put_anything_before_a_player(player
     last = await reader.jetstream().get_last_msg(settings.stream_name, f"world.updates.exp.{EXPERIENCE}", direct=True)
     await reader.close()
     assert b'"snapshot_version":99' not in last.data
+
+
+def test_a_service_refuses_to_start_on_the_public_dev_secrets_outside_dev(tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from harness.procs import free_port
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GAIA_")}
+    for module in ("gateway", "kb"):
+        done = subprocess.run([sys.executable, "-m", module, "--port", str(free_port())], env=env, timeout=30,
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode != 0 and "GAIA_JWT_SECRET" in done.stderr and "GAIA_ENV=dev" in done.stderr
+
+
+async def test_presence_reports_stay_bounded_while_kb_is_away() -> None:
+    from gateway.kbclient import KbClient
+    from gateway.presence import PresenceReporter
+    kb = KbClient(Settings(kb_url="http://127.0.0.1:9", kb_timeout_s=0.5))
+    reporter = PresenceReporter(kb, "gw", renew_s=30.0, max_pending=100)
+    for i in range(1000):
+        reporter.join(f"s{i}", f"u{i}", EXPERIENCE)
+    await reporter.flush()  # kb is away: everything is kept for later, but only so much
+    assert len(reporter._pending["join"]) == 100 and reporter._pending["join"][-1]["session_id"] == "s999"
+    assert len(reporter.live) == 1000  # the renewals still carry every live session
+    await kb.close()
+
+
+async def test_the_presence_loop_survives_an_unexpected_error() -> None:
+    import asyncio
+
+    from gateway.kbclient import KbClient
+    from gateway.presence import PresenceReporter
+    kb = KbClient(Settings(kb_url="http://127.0.0.1:9"))
+    reporter = PresenceReporter(kb, "gw", renew_s=0.05)
+    calls = []
+
+    async def flaky(renew: bool = False) -> None:  # a bug that strikes once
+        calls.append(renew)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+    reporter.flush = flaky
+    task = asyncio.create_task(reporter.run())
+    await eventually(lambda: len(calls) >= 3, timeout=5)
+    assert not task.done()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await kb.close()
+
+
+async def test_kbs_presence_sweep_survives_an_unexpected_error(kb_server) -> None:
+    from kb.keys import PRESENCE
+    book = kb_server.app[PRESENCE]
+    real, calls = book.expire, []
+
+    def flaky(now: float):  # a bug that strikes once
+        calls.append(now)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real(now)
+    book.expire = flaky
+    await eventually(lambda: len(calls) >= 2, timeout=5)  # the sweep ran again after the error
