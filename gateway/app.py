@@ -10,8 +10,9 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from gateway.keys import (BACKGROUND, CHAT, GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS,
+from gateway.keys import (ADDRESSES, BACKGROUND, CHAT, CHAT_LIMITS, GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS,
                           STREAMS, VERIFIER)
+from gateway.addresses import AddressCounter, client_address_middleware, parse_networks
 from gateway.chat import ChatService
 from gateway.metrics import GatewayMetrics
 from gateway.kbclient import KbClient
@@ -114,8 +115,11 @@ async def close_all_sessions(app: web.Application) -> None:
 def create_app(settings: Settings, gateway_id: str | None = None) -> web.Application:
     """Build the gateway application; nothing connects until the app starts."""
     redact_library_loggers()
-    app = web.Application(client_max_size=settings.max_frame_bytes)
+    app = web.Application(client_max_size=settings.max_frame_bytes,
+                          middlewares=[client_address_middleware(parse_networks(settings.trusted_proxies))])
     app[SETTINGS] = settings
+    app[ADDRESSES] = AddressCounter()
+    app[CHAT_LIMITS] = HandshakeLimiter(settings.chats_per_user_per_s, settings.chat_burst)
     app[GATEWAY_ID] = gateway_id or f"gw{uuid.uuid4().hex[:6]}"
     app[HANDSHAKES] = HandshakeLimiter(settings.handshakes_per_ip_per_s, settings.handshake_burst)
     app[VERIFIER] = TokenVerifier(settings)

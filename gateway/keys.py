@@ -5,6 +5,7 @@ import asyncio
 
 from aiohttp import web
 
+from gateway.addresses import AddressCounter
 from gateway.chat import ChatService
 from gateway.kbclient import KbClient
 from gateway.limits import HandshakeLimiter
@@ -28,3 +29,5 @@ HANDSHAKES = web.AppKey("handshakes", HandshakeLimiter)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 CHAT = web.AppKey("chat", ChatService)
+ADDRESSES = web.AppKey("addresses", AddressCounter)
+CHAT_LIMITS = web.AppKey("chat_limits", HandshakeLimiter)

@@ -28,7 +28,8 @@ class TokenBucket:
 
 
 class HandshakeLimiter:
-    """A token bucket per client IP for new connections; the table is bounded (oldest forgotten)."""
+    """A token bucket per key (a client address, a user) for new connections or requests; the table
+    is bounded (oldest forgotten)."""
 
     def __init__(self, rate: float, burst: int, max_ips: int = 100_000) -> None:
         self.rate = rate

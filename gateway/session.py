@@ -65,7 +65,7 @@ class Session:
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
     __slots__ = (
         "ws", "expires_at", "_transport", "_closer", "deps", "user_id", "experience", "conn_id", "outbox",
-        "stream", "limiter", "server_close", "gate", "_strikes", "_tasks", "_actions", "_writer", "_rewound_at",
+        "stream", "limiter", "server_close", "gate", "_strikes", "_tasks", "_actions", "_writer", "_rewound_at", "budget",
     )
 
     transport = "websocket"
@@ -84,6 +84,8 @@ class Session:
         self.outbox: SessionOutbox[bytes] = SessionOutbox(deps.settings.session_outbox_size)
         self.stream = deps.streams.new(user_id, experience, conn_id, self)
         self.limiter = TokenBucket(deps.settings.msg_rate_per_s, deps.settings.msg_burst)
+        # get_state and resume each cost a snapshot or a catch-up: their own, smaller budget.
+        self.budget = TokenBucket(deps.settings.state_rate_per_s, deps.settings.state_burst)
         self.server_close: int | None = None
         self.gate: SnapshotGate[bytes] = SnapshotGate(
             deps.kb, experience, user_id, conn_id, deps.presence.gateway_id, self.outbox.limit,
@@ -248,6 +250,9 @@ class Session:
         kind = message["type"]
         if kind == "ping":
             self.send({"type": "pong", "timestamp": message.get("timestamp")})
+        elif kind in ("get_state", "resume") and not self.budget.allow():
+            self.send(error_frame(ErrorCode.RATE_LIMITED, f"{kind} at most {self.deps.settings.state_rate_per_s:g}/s; "
+                                                          "slow down"))
         elif kind == "get_state":
             self._spawn(self.gate.send_view())
         elif kind == "resume":

@@ -15,7 +15,7 @@ from marshmallow import ValidationError
 
 from shared.tasks import wait_event
 from shared.schemas.messages import error_frame
-from gateway.keys import CHAT, GATEWAY_ID, KB, METRICS, REGISTRY, SETTINGS, STREAMS, VERIFIER
+from gateway.keys import CHAT, CHAT_LIMITS, GATEWAY_ID, KB, METRICS, REGISTRY, SETTINGS, STREAMS, VERIFIER
 from shared.auth import Identity, TokenError, bearer_token
 from shared.schemas import chat
 from shared.schemas.errors import ErrorCode
@@ -187,6 +187,9 @@ async def chat_unified(request: web.Request) -> web.StreamResponse:
     identity = await authenticate(request, allow_query=False)
     if isinstance(identity, web.Response):
         return identity
+    limits = request.app[CHAT_LIMITS]
+    if not (limits.allow(f"user:{identity.user_id}") and limits.allow(f"address:{request.remote}")):
+        return json_error(429, ErrorCode.RATE_LIMITED, "too many chat requests; slow down")
     try:
         body = _CHAT.load(orjson.loads(await request.read()))
     except orjson.JSONDecodeError as exc:

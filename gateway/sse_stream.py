@@ -18,7 +18,7 @@ from gateway.keys import GATEWAY_ID, KB, METRICS, PRESENCE, REGISTRY, SETTINGS, 
 from gateway.outbox import SessionOutbox
 from gateway.sse import authenticate, check_experience, json_error, sse_count
 from gateway.stream import open_stream
-from gateway.ws import parse_cursor
+from gateway.ws import open_from, parse_cursor, refuse_crowded_address
 from shared.schemas.errors import CloseCode, ErrorCode
 from shared.schemas.messages import error_frame
 from shared.tasks import raise_if_cancelled
@@ -182,8 +182,10 @@ async def sse_experience(request: web.Request) -> web.StreamResponse:
         return refused
     if sse_count(request, identity.user_id) >= request.app[SETTINGS].max_sse_per_user:
         return json_error(429, "too_many_streams", "too many SSE streams for this user")
+    refuse_crowded_address(request)
     try:
         cursor = parse_cursor(request.headers.get("Last-Event-ID") or request.query.get("last_event_id"))
     except ValueError:
         return json_error(400, "invalid_message", "Last-Event-ID must be a non-negative integer")
-    return await SseSession(request, identity.user_id, experience, identity.expires_at).run(cursor)
+    with open_from(request):
+        return await SseSession(request, identity.user_id, experience, identity.expires_at).run(cursor)

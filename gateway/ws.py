@@ -1,18 +1,38 @@
 """GET /ws/experience: authenticate, check limits, then hand the socket to a Session."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
+from typing import Iterator
 
 from aiohttp import web
 
-from gateway.keys import CHAT, GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS, VERIFIER
+from gateway.keys import ADDRESSES, CHAT, GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS, VERIFIER
 from gateway.session import Session, SessionDeps
 from gateway.websocket import GatewayWebSocket
 from shared.auth import TokenError, bearer_token
+from shared.config import Settings
 from shared.schemas.errors import CloseCode
 
 log = logging.getLogger(__name__)
+
+
+def refuse_crowded_address(request: web.Request) -> None:
+    """429 before anything is opened when one client address already holds its share of connections."""
+    if request.app[ADDRESSES].count(request.remote or "?") >= request.app[SETTINGS].max_connections_per_address:
+        raise web.HTTPTooManyRequests(text="too many open connections from this address")
+
+
+@contextlib.contextmanager
+def open_from(request: web.Request) -> Iterator[None]:
+    """Count a connection against its client address for as long as it is open."""
+    address = request.remote or "?"
+    request.app[ADDRESSES].opened(address)
+    try:
+        yield
+    finally:
+        request.app[ADDRESSES].closed(address)
 
 
 def session_deps(app: web.Application) -> SessionDeps:
@@ -45,6 +65,13 @@ async def ws_experience(request: web.Request) -> web.StreamResponse:
         raise web.HTTPForbidden(text="origin not allowed")
     if not request.app[HANDSHAKES].allow(request.remote or "?"):
         raise web.HTTPTooManyRequests(text="too many connection attempts; retry later")
+    refuse_crowded_address(request)
+    with open_from(request):  # counted from the handshake on, so a burst cannot slip past the cap
+        return await _accept(request, settings)
+
+
+async def _accept(request: web.Request, settings: Settings) -> web.StreamResponse:
+    """Upgrade, authenticate, check, then serve the session until it ends."""
     ws = GatewayWebSocket(heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes)
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(text="this endpoint expects a WebSocket upgrade")

@@ -21,7 +21,8 @@ class LocalSystem:
                                ws_port=nats_ws_port, sync_always=sync_always)
         kb_port, self.gw_port = free_port(), free_port()
         # One machine plays every client here, so the per-IP handshake limit must not apply.
-        settings = {"handshakes_per_ip_per_s": "1000000", "handshake_burst": "1000000", **env}
+        settings = {"handshakes_per_ip_per_s": "1000000", "handshake_burst": "1000000",
+                    "max_connections_per_address": "1000000", **env}
         self.env_settings = settings
         environ = service_env(self.nats.url, kb_port, str(self.work / "kb.sqlite3"), **settings)
         self.kb = ServiceProcess("kb", kb_port, environ, log_path=str(self.work / "kb.log"),

@@ -72,6 +72,13 @@ class Settings:
     max_sse_per_user: int = 4
     handshakes_per_ip_per_s: float = 20.0
     handshake_burst: int = 50
+    # Proxies (addresses or networks) whose X-Forwarded-For is believed; nobody else's is.
+    trusted_proxies: tuple[str, ...] = ()
+    max_connections_per_address: int = 1000  # sockets and SSE streams open at once from one client address
+    state_rate_per_s: float = 1.0  # get_state and resume cost a snapshot or a catch-up: a budget per session
+    state_burst: int = 5
+    chats_per_user_per_s: float = 2.0  # POST /chat/unified per user, and as many again per address
+    chat_burst: int = 10
     sub_pending_msgs: int = 1024
     sub_pending_bytes: int = 1024 * 1024
     stream_sweep_s: float = 5.0  # how often streams are checked for a lost tail

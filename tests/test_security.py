@@ -233,7 +233,9 @@ async def test_fuzzed_http_bodies_never_get_a_500(body, http_fuzz_target) -> Non
 
 
 @pytest.fixture
-async def http_fuzz_target(kb_server, gateway_server, settings, token):
+async def http_fuzz_target(kb_server, aiohttp_server, gateway_settings, settings, token):
+    # The body parser is what is fuzzed here, not the chat budget (tested in tests/test_trust.py).
+    gateway_server = await gateway(aiohttp_server, gateway_settings, chats_per_user_per_s=1e6, chat_burst=10**6)
     async with aiohttp.ClientSession(headers={"X-API-Key": settings.kb_api_key}) as http:
         yield (http, str(kb_server.make_url(f"/experiences/{EXPERIENCE}/actions")),
                str(gateway_server.make_url("/chat/unified")), {"Authorization": f"Bearer {token('fuzz')}"})

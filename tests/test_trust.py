@@ -1,6 +1,7 @@
 """Identities are matched whole, tokens have a bounded life, and what reaches other players is only theirs."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -189,3 +190,114 @@ async def test_kbs_presence_sweep_survives_an_unexpected_error(kb_server) -> Non
         return real(now)
     book.expire = flaky
     await eventually(lambda: len(calls) >= 2, timeout=5)  # the sweep ran again after the error
+
+
+def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
+    from gateway.addresses import client_address, parse_networks
+    proxies = parse_networks(("10.0.0.0/8", "127.0.0.1"))
+    assert client_address("127.0.0.1", "203.0.113.7", proxies) == "203.0.113.7"
+    assert client_address("127.0.0.1", "6.6.6.6, 203.0.113.7, 10.1.2.3", proxies) == "203.0.113.7"  # left: made up
+    assert client_address("198.51.100.9", "203.0.113.7", proxies) == "198.51.100.9"  # not a proxy: header ignored
+    assert client_address("127.0.0.1", "not-an-address", proxies) == "127.0.0.1"
+
+
+async def test_behind_a_trusted_proxy_the_handshake_limit_is_per_client_not_per_proxy(
+        aiohttp_server, gateway_settings, token) -> None:
+    from dataclasses import replace
+
+    import aiohttp
+
+    from gateway.app import create_app as create_gateway
+    settings = replace(gateway_settings, trusted_proxies=("127.0.0.1",), handshakes_per_ip_per_s=0.001,
+                       handshake_burst=2)
+    server = await aiohttp_server(create_gateway(settings, "gwproxy"))
+    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1) + f"?experience={EXPERIENCE}"
+
+    async def status(client: str) -> int:
+        async with aiohttp.ClientSession() as http:
+            try:
+                async with http.ws_connect(f"{url}&token={token('p')}", headers={"X-Forwarded-For": client}):
+                    return 101
+            except aiohttp.WSServerHandshakeError as exc:
+                return exc.status
+    assert [await status("203.0.113.7") for _ in range(3)] == [101, 101, 429]
+    assert await status("203.0.113.8") == 101  # another player behind the same proxy is not locked out
+
+
+async def test_one_address_holds_at_most_its_share_of_connections(aiohttp_server, gateway_settings, token) -> None:
+    from dataclasses import replace
+
+    import aiohttp
+
+    from gateway.app import create_app as create_gateway
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, max_connections_per_address=2), "gwcap"))
+    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1) + f"?experience={EXPERIENCE}"
+    async with aiohttp.ClientSession() as http:
+        first = await http.ws_connect(f"{url}&token={token('a')}")
+        second = await http.ws_connect(f"{url}&token={token('b')}")
+        try:
+            await http.ws_connect(f"{url}&token={token('c')}")
+            raise AssertionError("a third connection from one address was let in")
+        except aiohttp.WSServerHandshakeError as exc:
+            assert exc.status == 429
+        await first.close()
+        await eventually(lambda: server.app[__import__("gateway.keys").keys.ADDRESSES].count("127.0.0.1") == 1)
+        third = await http.ws_connect(f"{url}&token={token('c')}")  # a freed place is free again
+        await asyncio.gather(second.close(), third.close())
+
+
+async def test_get_state_and_resume_have_a_budget(players) -> None:
+    alice = await players("alice")
+    for _ in range(5):
+        await alice.send({"type": "get_state"})
+    await alice.send({"type": "resume", "last_seq": 0})
+    error = await alice.next("error")
+    assert error["code"] == "rate_limited" and "resume" in error["message"]
+    assert await alice.ping() > 0
+
+
+async def test_chat_requests_have_a_budget_per_user(gateway_server, token) -> None:
+    import aiohttp
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for _ in range(12):
+            async with http.post(gateway_server.make_url("/chat/unified"), headers={"Authorization": f"Bearer {token('c')}"},
+                                 json={"message": "look", "experience": EXPERIENCE, "stream": False}) as resp:
+                statuses.append(resp.status)
+    assert statuses[:10] == [200] * 10 and statuses[10:] == [429, 429]
+
+
+async def test_a_chat_kb_refuses_answers_422_not_500(gateway_server, token) -> None:
+    import aiohttp
+    async with aiohttp.ClientSession() as http:
+        async with http.post(gateway_server.make_url("/chat/unified"), headers={"Authorization": f"Bearer {token('c')}"},
+                             json={"message": "take " + "x" * 300, "experience": EXPERIENCE, "stream": False}) as resp:
+            assert resp.status == 422 and (await resp.json())["error"] == "invalid_message"
+
+
+async def test_nats_client_errors_are_warnings_not_debug(caplog) -> None:
+    import logging
+
+    from shared.natsconn import NatsLink
+    link = NatsLink(Settings(), "test")
+    with caplog.at_level(logging.WARNING, logger="shared.natsconn"):
+        await link._on_error(RuntimeError("nats: slow consumer, messages dropped on sid 7"))
+    assert "slow consumer" in caplog.text and link.errors == 1
+
+
+async def test_an_in_socket_resume_during_a_burst_replays_everything_after_its_cursor(players, nats_server) -> None:
+    from tests.test_live_stream import publish_broadcasts
+    alice = await players("alice")
+    [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
+    await alice.next("world_update")
+    burst = asyncio.create_task(publish_broadcasts(nats_server.url_as("kb"), 200, first_version=5000))
+    await asyncio.sleep(0.01)
+    await alice.send({"type": "resume", "last_seq": cursor})  # while the old stream is still receiving
+    published = await burst
+    resumed = await alice.next("resumed", timeout=10)
+    after = alice.frames[alice.frames.index(resumed) - resumed["replayed"]:]
+    while published[-1] not in [f.get("seq") for f in after]:
+        await alice.next("world_update", timeout=10)
+        after = alice.frames[alice.frames.index(resumed) - resumed["replayed"]:]
+    seqs = [f["seq"] for f in after if f.get("type") == "world_update"]
+    assert seqs == sorted(set(seqs)) and set(published) <= set(seqs), "nothing dropped as already seen, nothing twice"
