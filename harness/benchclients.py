@@ -117,9 +117,15 @@ class ForwarderListener(SocketListener):
         self.task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.ws = await self.http.ws_connect(self.url, max_msg_size=0, heartbeat=None)
-        assert (await self.ws.receive(timeout=30)).data == "ready"  # subscribed and flushed
-        self.task = asyncio.create_task(self._read())
+        """Connect; the forwarder says `ready` once its subscription is in place (tried three times)."""
+        for attempt in range(3):
+            self.ws = await self.http.ws_connect(self.url, max_msg_size=0, heartbeat=None)
+            first = await self.ws.receive(timeout=30)
+            if first.type == aiohttp.WSMsgType.TEXT and first.data == "ready":
+                self.task = asyncio.create_task(self._read())
+                return
+            await self.ws.close()
+        raise ConnectionError(f"the forwarder did not get ready: {first.type} {first.data!r}")
 
     async def _read(self) -> None:
         assert self.ws is not None

@@ -57,7 +57,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(create_app(args.nats), host="127.0.0.1", port=args.port, print=None)
+    web.run_app(create_app(args.nats), host="127.0.0.1", port=args.port, print=None, backlog=4096)
 
 
 if __name__ == "__main__":
