@@ -21,7 +21,6 @@ from gateway.stream import open_stream
 from gateway.ws import open_from, parse_cursor, refuse_crowded_address
 from shared.schemas.errors import CloseCode, ErrorCode
 from shared.schemas.messages import error_frame
-from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 Item = tuple[str | None, bytes, str | None]  # (id, data, event type)
@@ -79,17 +78,15 @@ class SseSession:
         self._overflow()
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(self._guard(coro))
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._finished)
 
-    async def _guard(self, coro: Any) -> None:
-        """A snapshot or resync that fails unexpectedly is logged, and the stream goes on."""
-        try:
-            await coro
-        except Exception:  # noqa: BLE001 - unexpected: log it, keep the stream
-            raise_if_cancelled()
-            log.exception("[%s] unexpected error", self.conn_id)
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        """A snapshot or resync that failed unexpectedly is logged, and the stream goes on."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("[%s] unexpected error", self.conn_id, exc_info=task.exception())
 
     async def shutdown(self, code: int, reason: str) -> None:
         if self.resp is not None:

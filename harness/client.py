@@ -218,9 +218,13 @@ class GaiaClient:
         """Vanish without a close frame (network loss)."""
         if self._ws is not None:
             sock = self._ws.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except (OSError, TypeError, AttributeError):
+                # uvloop hands out a socket-like object without shutdown(): cut the transport instead.
+                connection = self._ws._response.connection  # aiohttp exposes no public way to abort
+                if connection is not None and connection.transport is not None:
+                    connection.transport.abort()
         await self._stop_reader()
         if self._ws is not None:
             with contextlib.suppress(Exception):

@@ -166,3 +166,26 @@ async def test_a_storm_while_connecting_is_read_again_not_a_reason_to_close(aioh
     assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
     for client in clients:
         await client.close()
+
+
+async def test_a_50000_event_backlog_is_replayed_to_a_resuming_client_without_a_4408(
+        aiohttp_server, gateway_settings, token, nats_server) -> None:
+    """Paced catch-up: the replay reads only as fast as the socket drains, so the outbox (256 frames)
+    never overflows however long the backlog (snapshots instead are switched off here)."""
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, resync_after_events=1_000_000), "gw50k"))
+    assert await server.app[GW_NATS].wait_ready(10)
+    [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
+    backlog = await publish_broadcasts(nats_server.url_as("kb"), 50_000, first_version=10_000)
+    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}",
+                                   max_msg_size=0) as ws:
+            seqs, resumed = [], None
+            while resumed is None:
+                frame = orjson.loads((await ws.receive(timeout=30)).data)
+                if frame["type"] == "world_update":
+                    seqs.append(frame["seq"])
+                elif frame["type"] == "resumed":
+                    resumed = frame
+            assert seqs == backlog and resumed["replayed"] == 50_000 and not ws.closed
+    assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
