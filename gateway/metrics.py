@@ -83,7 +83,7 @@ class GatewayMetrics:
                                    ("resyncs", stats.resyncs, "Fresh snapshots sent instead of a replay")):
             yield CounterMetricFamily(f"gaia_gateway_stream_{name}", about, value=value)
         yield GaugeMetricFamily("gaia_gateway_streams_catching_up", "Streams replaying through a consumer now",
-                                value=self.streams.counts()["catching_up"])
+                                value=self.streams.catching_up)
         chats = CounterMetricFamily("gaia_gateway_chats", "Chat lines handled, by transport", labels=["transport"])
         users = GaugeMetricFamily("gaia_gateway_users_last_hour", "Distinct users seen in the last hour, by "
                                   "transport (SSE at 0 for long: it can be switched off)", labels=["transport"])

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType
 
 from gateway.chat import ChatService
 from gateway.gate import SnapshotGate, resumed_frame
@@ -26,7 +26,6 @@ from shared.config import Settings
 from shared.natsconn import NatsLink
 from shared.schemas.errors import CloseCode, ErrorCode, ProtocolError
 from shared.schemas.messages import error_frame, parse_client_message
-from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -210,13 +209,10 @@ class Session:
             return
         self.gate.hold()
         try:
-            await self._open_stream(None)
+            await open_stream(self.stream, None)
         finally:
             self.gate.release()
         await self.gate.send_view()
-
-    async def _open_stream(self, last_seq: int | None) -> None:
-        await open_stream(self.stream, last_seq)
 
     async def _read_loop(self) -> bool:
         """The only reader. Returns True if the client closed cleanly (1000)."""
@@ -303,7 +299,7 @@ class Session:
             await self.deps.streams.discard(old)
         self.gate.hold()
         try:
-            await self._open_stream(last_seq)
+            await open_stream(self.stream, last_seq)
         finally:
             self.gate.release()
 

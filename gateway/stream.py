@@ -123,11 +123,6 @@ class UserStream:
         self._rewinds = 0  # a delivery can make the sink rewind us: loops that deliver check this
 
     @property
-    def live(self) -> bool:
-        """True while subscribed and passing live messages straight on."""
-        return self._sub is not None and self._held is None
-
-    @property
     def catching_up(self) -> bool:
         return self._catchup is not None and not self._catchup.done()
 
@@ -550,8 +545,7 @@ class StreamSet:
             raise_if_cancelled()
             log.warning("stream reopen failed: %s", type(exc).__name__)
 
-    def counts(self) -> dict[str, int]:
-        """Streams by state, for /metrics and tests."""
-        catching = sum(1 for s in self.streams if s.catching_up)
-        return {"open": len(self.streams), "catching_up": catching,
-                "live": sum(1 for s in self.streams if s.live)}
+    @property
+    def catching_up(self) -> int:
+        """Streams replaying through a consumer right now (for /metrics)."""
+        return sum(1 for s in self.streams if s.catching_up)

@@ -4,7 +4,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from marshmallow import ValidationError
 
 from shared.broadcast import copy_body, visible_indexes
 from shared.schemas.events import validate_broadcast

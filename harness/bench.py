@@ -14,7 +14,6 @@ from typing import Any
 
 import aiohttp
 import nats
-import orjson
 import psutil
 
 from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, NatsWsListener, SseListener

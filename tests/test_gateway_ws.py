@@ -8,7 +8,6 @@ import os
 
 import aiohttp
 import nats
-import orjson
 
 from dataclasses import replace
 
