@@ -62,6 +62,12 @@ async def live_page(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
 
 
+async def favicon(request: web.Request) -> web.FileResponse:
+    """GET /favicon.ico: the page's icon (SVG, which every current browser takes under this name)."""
+    return web.FileResponse(STATIC_DIR / "favicon.svg", headers={"Content-Type": "image/svg+xml",
+                                                                "Cache-Control": "max-age=86400"})
+
+
 async def api_document(request: web.Request) -> web.Response:
     """GET /openapi.json and /asyncapi.json, generated from the schemas."""
     name = "openapi-gateway.json" if request.path == "/openapi.json" else "asyncapi.json"
@@ -78,6 +84,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/openapi.json", api_document)
     app.router.add_get("/asyncapi.json", api_document)
     app.router.add_get("/", live_page)
+    app.router.add_get("/favicon.ico", favicon)
     app.router.add_static("/static/", STATIC_DIR)
 
 
@@ -120,7 +127,7 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[ADDRESSES] = AddressCounter()
     app[CHAT_LIMITS] = HandshakeLimiter(settings.chats_per_user_per_s, settings.chat_burst)
-    app[GATEWAY_ID] = gateway_id or f"gw{uuid.uuid4().hex[:6]}"
+    app[GATEWAY_ID] = gateway_id or settings.gateway_id or f"gw{uuid.uuid4().hex[:6]}"
     app[HANDSHAKES] = HandshakeLimiter(settings.handshakes_per_ip_per_s, settings.handshake_burst)
     app[VERIFIER] = TokenVerifier(settings)
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}", manage_stream=False))

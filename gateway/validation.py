@@ -19,7 +19,7 @@ class Broadcast:
     few times and each copy costs one concatenation.
     """
 
-    __slots__ = ("event", "_head", "_tail", "_about", "_bodies")
+    __slots__ = ("event", "_head", "_tail", "_whole", "_about", "_bodies")
 
     def __init__(self, seq: int, payload: bytes, event: dict[str, Any]) -> None:
         self.event = event
@@ -27,16 +27,17 @@ class Broadcast:
         self._about: str | None = None
         self._head = b'{"seq":%d,"user_id":' % seq
         self._tail: bytes | None = None  # the shared part when every player gets the same copy
-        if event["type"] == "presence":
-            self._about = event["user_id"]
-            self._tail = b'{"seq":%d,%s' % (seq, payload[1:])
+        self._whole: bytes | None = None  # the whole frame, when it carries no user_id (presence)
+        if event["type"] in ("presence", "presence_batch"):  # in a batch a player skips its own entries
+            self._about = event.get("user_id")
+            self._whole = b'{"seq":%d,%s' % (seq, payload[1:])
         elif all(who is None for who in event["audience"]):
             self._tail = b"," + orjson.dumps(copy_body(event, tuple(range(len(event["changes"])))))[1:]
 
     def frame_for(self, user_id: str, user_json: bytes) -> bytes | None:
         """This player's frame (`user_json` is their id, JSON-encoded), or None for their own presence."""
-        if self._about is not None:
-            return None if self._about == user_id else self._tail
+        if self._whole is not None:
+            return None if self._about == user_id else self._whole
         if self._tail is not None:
             return self._head + user_json + self._tail
         indexes = visible_indexes(self.event, user_id)

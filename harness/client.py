@@ -131,7 +131,20 @@ class GaiaClient:
             if not future.done():
                 future.set_result(frame)
         self._queues[frame_type].append(frame)
+        if frame_type == "presence_batch":  # also one `presence` per change, for code that waits on those
+            self._queues["presence"].extend({"type": "presence", "experience": frame["experience"], "seq": frame.get("seq"), **change}
+                                            for change in frame["changes"] if change["user_id"] != self.user_id)
         asyncio.get_running_loop().create_task(self._notify())
+
+    @property
+    def user_id(self) -> str | None:
+        """This client's player, from the `connected` frame."""
+        return self.connected["user_id"] if self.connected else None
+
+    @property
+    def roster(self) -> dict[str, str]:
+        """Who is present in the experience and where (self included), kept current from presence frames."""
+        return self.world.roster
 
     async def _notify(self) -> None:
         async with self._arrived:
@@ -153,6 +166,19 @@ class GaiaClient:
                 except asyncio.TimeoutError:
                     pass
             return queue.popleft()
+
+    async def reached(self, version: int, timeout: float = 5.0) -> None:
+        """Wait until the local world is at `version` or later (e.g. an action_response's snapshot_version)."""
+        deadline = time.monotonic() + timeout
+        async with self._arrived:
+            while self.world.version < version:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"local world at v{self.world.version}, not v{version}, after {timeout}s")
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except asyncio.TimeoutError:
+                    pass
 
     def drain(self, frame_type: str) -> list[dict[str, Any]]:
         """Take every queued frame of this type without waiting."""

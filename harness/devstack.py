@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
+import secrets
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -15,33 +18,71 @@ from shared.natsauth import new_passwords
 from shared.auth import issue_token
 from shared.config import Settings
 
-RUN_DIR = Path(".run")
+RUN_ROOT = Path(".run")
+# Each port `make run` takes, the variable that moves it, and its default.
+PORTS = (("gateway_port", "GAIA_GATEWAY_PORT", 8000), ("kb_port", "GAIA_KB_PORT", 8001),
+         ("nats_port", "GAIA_NATS_PORT", 4222), ("nats_monitor_port", "GAIA_NATS_MONITOR_PORT", 8222))
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None, environ: dict[str, str] | None = None) -> argparse.Namespace:
+    env = os.environ if environ is None else environ
     parser = argparse.ArgumentParser(description="Run the whole system locally")
-    parser.add_argument("--nats-port", type=int, default=4222)
-    parser.add_argument("--kb-port", type=int, default=8001)
-    parser.add_argument("--gateway-port", type=int, default=8000)
+    for dest, variable, default in PORTS:
+        try:
+            value = int(env.get(variable, default))
+        except ValueError:
+            parser.error(f"{variable} must be a port number, not {env[variable]!r}")
+        parser.add_argument(f"--{dest.replace('_', '-')}", dest=dest, type=int, default=value,
+                            help=f"default ${variable} or {default}")
     parser.add_argument("--user", default="player1", help="user id of the printed dev token")
     parser.add_argument("--tick", type=float, default=10.0, help="world clock tick in seconds (0: off)")
     return parser.parse_args(argv)
 
 
-async def run(args: argparse.Namespace) -> None:
-    """Start everything, print how to use it, wait for a signal, stop in reverse order."""
-    RUN_DIR.mkdir(exist_ok=True)
+def busy_ports(args: argparse.Namespace) -> list[str]:
+    """A message for each port this run needs that is taken (or named twice); empty when all are free."""
+    problems, seen = [], {}
+    for dest, variable, _ in PORTS:
+        port = getattr(args, dest)
+        if port in seen:
+            problems.append(f"port {port} is given to both {seen[port]} and {variable}")
+            continue
+        seen[port] = variable
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError as exc:
+                why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be used ({exc.strerror})"
+                problems.append(f"port {port} ({variable}) {why}: set {variable} to a free port "
+                                f"(e.g. {variable}={port + 100} make run)")
+    return problems
+
+
+def run_dir(args: argparse.Namespace) -> Path:
+    """State and logs of this copy: .run/ for the default ports, .run/<gateway port>/ beside it otherwise."""
+    return RUN_ROOT if args.gateway_port == 8000 else RUN_ROOT / str(args.gateway_port)
+
+
+async def run(args: argparse.Namespace) -> int:
+    """Start everything, print how to use it, wait for a signal, stop in reverse order; the exit status."""
+    problems = busy_ports(args)
+    if problems:
+        print("make run cannot start:\n  " + "\n  ".join(problems), file=sys.stderr)
+        return 2
+    folder = run_dir(args)
+    folder.mkdir(parents=True, exist_ok=True)
     # Fresh credentials every run (never a fixed password): kb and the gateway, nobody else.
     passwords = new_passwords()
-    secret = RUN_DIR / "nats-credentials.json"
+    secret = folder / "nats-credentials.json"
     secret.write_text(orjson.dumps(passwords).decode())
     secret.chmod(0o600)
-    nats_server = NatsServer(store_dir=str(RUN_DIR / "nats"), port=args.nats_port, monitor_port=8222,
-                             log_path=str(RUN_DIR / "nats.log"), passwords=passwords)
-    env = service_env(nats_server.url, args.kb_port, str(RUN_DIR / "kb.sqlite3"), kb_clock_tick_s=str(args.tick),
-                      gateway_port=str(args.gateway_port))
-    kb = ServiceProcess("kb", args.kb_port, env, log_path=str(RUN_DIR / "kb.log"), nats_password=passwords["kb"])
-    gateway = ServiceProcess("gateway", args.gateway_port, env, log_path=str(RUN_DIR / "gateway.log"),
+    nats_server = NatsServer(store_dir=str(folder / "nats"), port=args.nats_port, monitor_port=args.nats_monitor_port,
+                             log_path=str(folder / "nats.log"), passwords=passwords)
+    gateway_id = f"dev{secrets.token_hex(4)}"  # /health must answer with it: proof it is our gateway
+    env = service_env(nats_server.url, args.kb_port, str(folder / "kb.sqlite3"), kb_clock_tick_s=str(args.tick),
+                      gateway_port=str(args.gateway_port), gateway_id=gateway_id)
+    kb = ServiceProcess("kb", args.kb_port, env, log_path=str(folder / "kb.log"), nats_password=passwords["kb"])
+    gateway = ServiceProcess("gateway", args.gateway_port, env, log_path=str(folder / "gateway.log"),
                              nats_password=passwords["gateway"])
     started = []
     try:
@@ -49,13 +90,17 @@ async def run(args: argparse.Namespace) -> None:
             proc.start()
             started.append(proc)
         await wait_healthy(kb.url)
-        await wait_healthy(gateway.url)
-        print_banner(args, nats_server, kb, gateway)
+        health = await wait_healthy(gateway.url)
+        if health.get("gateway_id") != gateway_id or any(p.proc is None or p.proc.poll() is not None
+                                                         for p in (kb, gateway)):
+            print(f"make run: something else answers on our ports; see {folder}/*.log", file=sys.stderr)
+            return 1
+        print_banner(args, nats_server, kb, gateway, folder)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await watch(stop, started)
+        return await watch(stop, started, folder)
     finally:
         print("\nstopping gateway, kb, nats-server ...", flush=True)
         for proc in reversed(started):
@@ -63,27 +108,29 @@ async def run(args: argparse.Namespace) -> None:
         print("stopped.", flush=True)
 
 
-async def watch(stop: asyncio.Event, procs: list) -> None:
-    """Wait for Ctrl-C; if a process dies on its own, say so and stop the rest."""
+async def watch(stop: asyncio.Event, procs: list, logs: Path) -> int:
+    """Wait for Ctrl-C (0); if a process dies on its own, say so and stop the rest (1)."""
     while not stop.is_set():
         for proc in procs:
             if proc.proc is not None and proc.proc.poll() is not None:
                 print(f"\n{getattr(proc, 'module', 'nats-server')} exited with {proc.proc.returncode}; "
-                      f"see .run/*.log", file=sys.stderr)
-                return
+                      f"see {logs}/*.log", file=sys.stderr)
+                return 1
         try:
             await asyncio.wait_for(stop.wait(), 0.5)
         except asyncio.TimeoutError:
             pass
+    return 0
 
 
-def print_banner(args: argparse.Namespace, nats_server: NatsServer, kb: ServiceProcess, gateway: ServiceProcess) -> None:
+def print_banner(args: argparse.Namespace, nats_server: NatsServer, kb: ServiceProcess, gateway: ServiceProcess,
+                 logs: Path) -> None:
     token = issue_token(Settings.from_env(), args.user)
     ws = f"ws://127.0.0.1:{args.gateway_port}/ws/experience?experience=wylding-woods&token={token}"
     print(f"""
-GAIA is running (logs in .run/):
+GAIA is running (state and logs in {logs}/):
   nats-server  {nats_server.url}   monitoring {nats_server.monitor_url}
-               users kb and gateway, passwords generated for this run in .run/nats-credentials.json
+               users kb and gateway, passwords generated for this run in {logs}/nats-credentials.json
   kb           {kb.url}/health
   gateway      {gateway.url}/health
 
@@ -94,6 +141,7 @@ Metrics:       {gateway.url}/metrics  {kb.url}/metrics
 
 Dev token for '{args.user}' (24 h; another user: make token USER=<id>):
   {token}
+In a shell:  export TOKEN=$(make -s token USER={args.user})
 
 WebSocket:
   {ws}
@@ -105,10 +153,12 @@ Press Ctrl-C to stop.""", flush=True)
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GAIA_LOG_LEVEL", "INFO")
+    args = parse_args(argv)
     try:
-        asyncio.run(run(parse_args(argv)))
+        status = asyncio.run(run(args))
     except KeyboardInterrupt:
-        pass
+        status = 0
+    sys.exit(status)
 
 
 if __name__ == "__main__":

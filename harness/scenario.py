@@ -63,7 +63,7 @@ async def run_scenario(players: int, duration_s: float, seed: int, target: Targe
     try:
         rng = random.Random(seed)
         settings = Settings.from_env()
-        sims = [SimPlayer([target.gateway_url], issue_token(settings, f"player{i}"), EXPERIENCE,
+        sims = [SimPlayer([target.gateway_url], issue_token(settings, f"bot{i}"), EXPERIENCE,
                           random.Random(rng.random())) for i in range(players)]
         started = time.monotonic()
         until = started + duration_s

@@ -99,6 +99,8 @@ async def run_sse_restart(pages: int = 3, down_events: int = 2, after_events: in
                 await tab.evaluate(LISTEN, [f"/sse/experience?experience={EXPERIENCE}&token={token}"])
                 await tab.wait_for_function("window.opens.length === 1")
                 tabs.append(tab)
+            await asyncio.sleep(settings.presence_window_ms / 1000 + 0.2)  # the pages' joins are announced
+            await outbox_empty(http, system)
             start = await stream_end(system, settings)
             killed = time.time() * 1000
             system.gateway.kill()

@@ -14,6 +14,7 @@ class LocalWorld:
         self.applied: list[tuple[int, int]] = []
         self.gaps = 0
         self.snapshots = 0
+        self.roster: dict[str, str] = {}  # who is present -> their area, from snapshots and presence frames
 
     def apply(self, frame: dict[str, Any]) -> None:
         """Feed any server frame; snapshots and deltas change the view, the rest is ignored."""
@@ -21,8 +22,20 @@ class LocalWorld:
             self.view = copy.deepcopy({k: v for k, v in frame.items() if k != "type"})
             self.version = frame["snapshot_version"]
             self.snapshots += 1
+            self.roster = {p["user_id"]: p["area_id"] for p in frame.get("players", [])}
         elif frame.get("type") == "world_update" and self.view is not None:
             self._apply_update(frame)
+        elif frame.get("type") == "presence":
+            self._apply_presence(frame)
+        elif frame.get("type") == "presence_batch":
+            for change in frame["changes"]:
+                self._apply_presence(change)
+
+    def _apply_presence(self, change: dict[str, Any]) -> None:
+        if change["event"] == "leave":
+            self.roster.pop(change["user_id"], None)
+        else:
+            self.roster[change["user_id"]] = change["area_id"]
 
     def _apply_update(self, event: dict[str, Any]) -> None:
         if event["snapshot_version"] <= self.version:
@@ -71,8 +84,12 @@ def apply_change(view: dict[str, Any], change: dict[str, Any]) -> None:
 
 
 def normalise(view: dict[str, Any]) -> dict[str, Any]:
-    """Sort item lists by instance id and drop the frame type, so two views compare by content."""
-    out = copy.deepcopy({k: v for k, v in view.items() if k != "type"})
+    """Sort item lists by instance id and drop the frame type and roster, so two views compare by content.
+
+    The roster is presence, which moves with sessions rather than world versions: it is checked
+    by the presence tests, not by version convergence.
+    """
+    out = copy.deepcopy({k: v for k, v in view.items() if k not in ("type", "players")})
     for area in out.get("areas", {}).values():
         for spot in area.get("spots", {}).values():
             spot["items"].sort(key=lambda i: i["instance_id"])

@@ -22,7 +22,7 @@ from kb.world.content import available_experiences, load_content
 from kb.worlds import WorldService
 from shared.config import Settings
 from shared.natsconn import nats_cleanup_ctx
-from shared.tasks import raise_if_cancelled, stop_tasks
+from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
 log = logging.getLogger(__name__)
 PRESENCE_SWEEP_S = 1.0
@@ -55,7 +55,8 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
     worlds = {}
     for experience in available_experiences(data_dir):
         world = WorldService(load_content(experience, data_dir), app[STORE], publisher, presence,
-                             announce_presence=bool(settings.presence_announce))
+                             announce_presence=bool(settings.presence_announce),
+                             presence_window_s=settings.presence_window_ms / 1000)
         await world.load()
         worlds[experience] = world
     app[PUBLISHER], app[PRESENCE], app[WORLDS] = publisher, presence, worlds
@@ -107,9 +108,13 @@ async def _background_ctx(app: web.Application) -> AsyncIterator[None]:
         lease = None if ownership.leased else ClockLease(app[NATS], ttl_s=max(3 * settings.kb_clock_tick_s, 2.0))
         tasks.append(asyncio.create_task(run_clock(app[WORLDS], lease, settings.kb_clock_tick_s, ownership.owns),
                                          name="clock"))
+    tasks += [asyncio.create_task(world.announcer.run(), name=f"presence-{experience}")
+              for experience, world in app[WORLDS].items()]
     app[BACKGROUND] = tasks
     yield
     await stop_tasks(tasks)
+    for world in app[WORLDS].values():
+        await bounded(world.announcer.flush(), 2.0, f"presence flush {world.experience}")
     await app[STORE].save_presence(*app[PRESENCE].take_changes())
     await ownership.release()
 

@@ -57,3 +57,9 @@ def presence_event(*, experience: str, user_id: str, event: str, area_id: str | 
     body = {"type": "presence", "event": event, "user_id": user_id, "experience": experience,
             "area_id": area_id, "timestamp": now_ms}
     return (f"presence:{experience}:{user_id}:{event}:{nonce}", experience_updates(experience), orjson.dumps(body))
+
+
+def presence_batch_event(*, experience: str, changes: list[dict[str, Any]], now_ms: int, nonce: str) -> OutboxEvent:
+    """Several players' joins and leaves of one window in one frame; every player gets the same copy."""
+    body = {"type": "presence_batch", "experience": experience, "changes": changes, "timestamp": now_ms}
+    return (f"presence-batch:{experience}:{nonce}", experience_updates(experience), orjson.dumps(body))

@@ -41,6 +41,7 @@ class PresenceBook:
     dirty: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
     _counts: dict[str, Counter[str]] = field(default_factory=dict)  # experience -> user -> sessions
+    generation: int = 0  # bumped whenever a user becomes present or absent anywhere
 
     def take_changes(self) -> tuple[list[tuple[str, str, str, str, float, float | None]], list[str]]:
         """Rows to upsert and session ids to delete since the last call."""
@@ -65,6 +66,10 @@ class PresenceBook:
         """Users who receive events of this experience (live sessions and those in grace)."""
         return set(self._counts.get(experience, ()))
 
+    def is_present(self, experience: str, user_id: str) -> bool:
+        """True if the user has a live (or graced) session in the experience."""
+        return user_id in self._counts.get(experience, ())
+
     def _add(self, session_id: str, entry: SessionEntry) -> list[PresenceChange]:
         """Put a session in (replacing one of the same id); a join if its user was not present."""
         changes = self._remove(session_id)
@@ -72,6 +77,7 @@ class PresenceBook:
         users = self._counts.setdefault(entry.experience, Counter())
         users[entry.user_id] += 1
         if users[entry.user_id] == 1:
+            self.generation += 1
             changes.append(PresenceChange("join", entry.user_id, entry.experience))
         return _without_round_trips(changes)
 
@@ -85,6 +91,7 @@ class PresenceBook:
         if users[entry.user_id] > 0:
             return []
         del users[entry.user_id]
+        self.generation += 1
         return [PresenceChange("leave", entry.user_id, entry.experience)]
 
     def join(self, session_id: str, user_id: str, experience: str, gateway_id: str, now: float) -> list[PresenceChange]:

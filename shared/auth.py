@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import asyncio
 import hmac
 import time
@@ -119,7 +120,10 @@ def main(argv: list[str] | None = None) -> None:
         check_token(args.user_id)
     except BadSubjectToken:
         parser.error("user id may use letters, digits and _-@:+= only (1-128 chars)")
-    print(issue_token(Settings.from_env(), args.user_id, args.ttl))
+    settings = Settings.from_env()
+    token = issue_token(settings, args.user_id, args.ttl)
+    print(token)  # alone on stdout, so `TOKEN=$(make -s token USER=bob)` captures just the token
+    print(f"live page for {args.user_id}: http://127.0.0.1:{settings.gateway_port}/?token={token}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
 
-DEV_JWT_SECRET = "dev-secret-change-me-0123456789abcdef"
+# 64 bytes: long enough for every HMAC size a forger might try (RFC 7518 3.2), so none is refused for it.
+DEV_JWT_SECRET = "dev-secret-change-me-" + "0123456789abcdef" * 2 + "ffffffffffffffffffffffffffff"
 DEV_KB_API_KEY = "dev-kb-key"
 
 
@@ -47,6 +48,7 @@ class Settings:
 
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    gateway_id: str = ""  # shown in /health and connection ids; random per process when empty
     # Pending connections the kernel queues per listening socket: a reconnect storm arrives at once,
     # and a full queue drops handshakes for a whole SYN retransmit (1 s). Capped by net.core.somaxconn.
     listen_backlog: int = 4096
@@ -87,7 +89,8 @@ class Settings:
     resync_after_events: int = 1000  # further behind than this: a fresh snapshot instead of a replay
     heartbeat_s: float = 20.0
     presence_grace_s: float = 60.0
-    presence_announce: int = 1
+    presence_announce: int = 1  # 0: no presence frames, and each snapshot lists only its own player
+    presence_window_ms: int = 250  # joins and leaves are announced once per window, coalesced
     presence_renew_s: float = 15.0
     sse_keepalive_s: float = 15.0
     sse_retry_ms: int = 500  # EventSource reconnect delay: each stream gets this plus up to as much again

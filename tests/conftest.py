@@ -114,9 +114,12 @@ async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], 
 
 
 async def outbox_drained(kb_server: TestServer) -> None:
-    """Wait until kb has published every committed event (so a resume sees all of them as missed)."""
-    from kb.keys import STORE
+    """Announce the presence changes kb holds for its window, then wait until every committed event
+    is published (so a resume sees all of them as missed)."""
+    from kb.keys import STORE, WORLDS
     store = kb_server.app[STORE]
+    for world in kb_server.app[WORLDS].values():
+        await world.announcer.flush()
 
     async def empty() -> bool:
         return await store.outbox_depth() == 0

@@ -95,3 +95,43 @@ async def test_a_bad_token_is_shown_not_retried(browser, gateway_server) -> None
     await page.click("#connect")
     await page.wait_for_selector("#log li.error:has-text('4401')")
     await page.wait_for_selector("#status[data-state=offline]")
+
+
+async def test_a_link_with_a_token_connects_by_itself_and_shows_who_is_where_on_a_phone(browser, gateway_server,
+                                                                                       players, token) -> None:
+    alice = await players("alice")
+    phone = await browser.new_context(viewport={"width": 400, "height": 800})
+    page = await phone.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(str(gateway_server.make_url(f"/?token={token('webplayer')}&experience={EXPERIENCE}")))
+    await page.wait_for_selector("#status[data-state=connected]")
+    assert "token" not in page.url, "the token leaves the address bar"
+    await page.wait_for_selector("#players-here li:has-text('alice')")  # the late joiner sees who is there
+    await page.wait_for_selector("#map li[data-area=entrance]:has-text('alice')")
+
+    assert (await alice.act("go", destination="main_room"))["success"]
+    await page.wait_for_selector("#map li[data-area=main_room]:has-text('alice')")
+    assert await page.locator("#players-here li:has-text('alice')").count() == 0
+    await page.wait_for_selector("#players li[data-user=alice]:has-text('Main Room')")
+
+    await page.click("#exits button:has-text('Main Room')")
+    await page.click("#exits button:has-text('Counter')")
+    await page.wait_for_selector("#area-name:text-is('Counter')")
+    await page.click("#npcs li:has-text('Louisa') button")
+    await page.wait_for_selector("#dialogue:has-text('Louisa')")  # NPC dialogue in the room panel
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 400, f"the page scrolls sideways on a 400 px phone ({width} px wide)"
+    shots = screenshot_dir()
+    if shots:
+        await page.screenshot(path=str(shots / "live-page-phone.png"), full_page=True)
+
+    icon = await page.request.get(str(gateway_server.make_url("/favicon.ico")))
+    assert icon.status == 200 and icon.headers["content-type"].startswith("image/svg+xml")
+    # The same browser, later, without a token in the link: nobody is logged in.
+    await page.goto(str(gateway_server.make_url("/")))
+    await page.wait_for_timeout(300)
+    assert await page.input_value("#token") == ""
+    assert await page.get_attribute("#status", "data-state") == "offline"
+    assert not errors, errors
+    await phone.close()

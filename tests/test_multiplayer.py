@@ -57,6 +57,39 @@ async def test_presence_join_and_clean_leave(players, kb_server) -> None:
     assert leave["event"] == "leave"
 
 
+async def test_late_joiner_sees_who_is_where_and_then_sees_them_move(players, kb_server) -> None:
+    alice = await players("alice")
+    await present(kb_server, "alice")
+    assert alice.connected and alice.roster == {"alice": "entrance"}
+    bob = await players("bob")
+    snapshot = bob.frames[1]
+    assert snapshot["type"] == "area_of_interest"
+    assert snapshot["players"] == [{"user_id": "alice", "area_id": "entrance"}, {"user_id": "bob", "area_id": "entrance"}]
+    await alice.act("go", destination="main_room")
+    move = await next_where(bob, "presence", lambda p: p["event"] == "move")
+    assert move == {**move, "user_id": "alice", "area_id": "main_room", "experience": EXPERIENCE} and "seq" in move
+    assert bob.roster == {"alice": "main_room", "bob": "entrance"}
+    await next_where(alice, "presence", lambda p: p["user_id"] == "bob")
+    assert not [p for p in alice.drain("presence") if p["user_id"] == "alice"], "no frame about one's own move"
+    assert alice.roster == {"alice": "main_room", "bob": "entrance"}
+
+
+async def test_a_join_storm_reaches_each_player_as_one_batch_per_window(players, kb_server) -> None:
+    alice = await players("alice")
+    await present(kb_server, "alice")
+    crowd = await asyncio.gather(*(players(f"crowd{i}") for i in range(6)))
+    await present(kb_server, *(f"crowd{i}" for i in range(6)))
+    await eventually(lambda: len(alice.roster) == 7)
+    batches = alice.drain("presence_batch")
+    others = [c for b in batches for c in b["changes"] if c["user_id"] != "alice"]  # her own join may be in one
+    assert 1 <= len(batches) <= 3 and len(others) == 6
+    assert all(c["event"] == "join" and c["area_id"] == "entrance" for c in others)
+    for client in crowd:
+        await client.close()
+    await eventually(lambda: alice.roster == {"alice": "entrance"})
+    assert len(alice.drain("presence_batch")) <= 3
+
+
 async def test_second_device_does_not_join_twice_and_leave_waits_for_the_last(players, kb_server) -> None:
     alice = await players("alice")
     await present(kb_server, "alice")
@@ -72,6 +105,7 @@ async def test_second_device_does_not_join_twice_and_leave_waits_for_the_last(pl
 async def test_dropped_phone_stays_present_for_the_grace_and_misses_nothing(players, kb_server, settings) -> None:
     alice, bob = await players("alice"), await players("bob")
     await present(kb_server, "alice", "bob")
+    await outbox_drained(kb_server)  # the joins are announced before what bob is to miss
     await bob.act("go", destination="main_room")
     await next_where(bob, "world_update", lambda u: True)
     await bob.drop()  # no close frame
@@ -83,8 +117,10 @@ async def test_dropped_phone_stays_present_for_the_grace_and_misses_nothing(play
     await bob.connect(last_seq=bob.last_seq)
     resumed = await bob.next("resumed")
     missed = bob.frames[-1 - resumed["replayed"]:-1]
-    assert resumed["replayed"] == 2 and [f["actor_id"] for f in missed] == ["alice", "alice"]
-    assert bob.seqs == sorted(set(bob.seqs)) and len(bob.seqs) == before + 2
+    assert resumed["replayed"] == 3 and [f["type"] for f in missed] == ["world_update", "presence", "world_update"]
+    assert [f.get("actor_id", f.get("user_id")) for f in missed] == ["alice", "alice", "alice"]
+    assert missed[1]["event"] == "move" and missed[1]["area_id"] == "main_room"
+    assert bob.seqs == sorted(set(bob.seqs)) and len(bob.seqs) == before + 3
     assert bob.world.view["areas"]["main_room"]["spots"]["shelf_2"]["items"] == []
     assert not bob.drain("area_of_interest"), "the chain reached the world's version: no snapshot needed"
 

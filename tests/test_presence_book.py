@@ -1,6 +1,11 @@
 """kb's presence book: a user counts once across devices, re-announcements are no news, grace ends in a leave."""
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
+import pytest
+
 from kb.presence import PresenceBook, PresenceChange
 
 
@@ -29,3 +34,52 @@ def test_ten_thousand_joins_stay_cheap() -> None:
     book = PresenceBook(grace_s=60, stale_s=45)
     changes = [c for i in range(10_000) for c in book.join(f"s{i}", f"u{i}", "w", "g", 0)]
     assert len(changes) == 10_000 and len(book.present_users("w")) == 10_000
+
+
+def _announcer(committed: list) -> Any:
+    from kb.announcer import PresenceAnnouncer
+
+    async def commit(events, now):
+        committed.append([orjson.loads(body) for _, _, body in events])
+    return PresenceAnnouncer("woods", 0.0, lambda user: f"area-of-{user}", commit)
+
+
+async def test_a_leave_and_return_inside_one_window_tells_nobody() -> None:
+    committed: list = []
+    announcer = _announcer(committed)
+    announcer.add([PresenceChange("leave", "bob", "woods")])
+    announcer.add([PresenceChange("join", "bob", "woods")])
+    await announcer.flush()
+    assert committed == [] and announcer.cancelled == 1
+
+
+async def test_one_change_is_a_plain_presence_frame_and_several_are_one_batch() -> None:
+    committed: list = []
+    announcer = _announcer(committed)
+    announcer.add([PresenceChange("join", "bob", "woods")])
+    await announcer.flush()
+    announcer.add([PresenceChange("join", "carol", "woods"), PresenceChange("leave", "dave", "woods"),
+                   PresenceChange("join", "erin", "woods"), PresenceChange("leave", "erin", "woods")])
+    await announcer.flush()
+    single, batch = committed
+    assert single == [{**single[0], "type": "presence", "event": "join", "user_id": "bob", "area_id": "area-of-bob"}]
+    assert [frame["type"] for frame in batch] == ["presence_batch"]
+    assert batch[0]["changes"] == [{"event": "join", "user_id": "carol", "area_id": "area-of-carol"},
+                                   {"event": "leave", "user_id": "dave", "area_id": "area-of-dave"}]
+
+
+async def test_a_storm_is_cut_into_bounded_batches_and_a_failed_commit_is_retried() -> None:
+    from kb.announcer import BATCH_LIMIT
+    committed: list = []
+    announcer = _announcer(committed)
+    announcer.add([PresenceChange("join", f"p{i}", "woods") for i in range(BATCH_LIMIT * 2 + 1)])
+    real_commit = announcer._commit
+
+    async def failing(events, now):
+        raise OSError("disk full")
+    announcer._commit = failing
+    with pytest.raises(OSError):
+        await announcer.flush()
+    announcer._commit = real_commit
+    await announcer.flush()
+    assert [len(frame["changes"]) for frame in committed[0]] == [BATCH_LIMIT, BATCH_LIMIT, 1]

@@ -84,6 +84,7 @@ def test_valid_client_frames_load() -> None:
 
 def test_every_server_message_type_of_the_protocol_has_a_schema() -> None:
     assert set(SERVER_MESSAGES) == {"connected", "area_of_interest", "world_update", "action_response", "presence",
+                                    "presence_batch",
                                     "resumed", "resync_required", "pong", "error", "chat_chunk", "chat_done"}
 
 

@@ -189,7 +189,9 @@ async def test_rs256_tokens_verified_with_keys_from_a_jwks_url(aiohttp_server, g
     ours, foreign = (rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(2))
     jwk = {**RSAAlgorithm.to_jwk(ours.public_key(), as_dict=True), "kid": "k1", "use": "sig", "alg": "RS256"}
     jwks_app = web.Application()
-    jwks_app.router.add_get("/jwks.json", lambda request: web.json_response({"keys": [jwk]}))
+    async def jwks(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [jwk]})
+    jwks_app.router.add_get("/jwks.json", jwks)
     jwks = await aiohttp_server(jwks_app)
     server = await gateway(aiohttp_server, gateway_settings, jwt_algorithm="RS256",
                            jwt_jwks_url=str(jwks.make_url("/jwks.json")))

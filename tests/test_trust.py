@@ -71,7 +71,7 @@ async def test_other_players_never_see_the_actors_trace_or_connection(players, s
     trace = seen["metadata"]["trace_id"]
     assert "secret" not in trace and alice.connected["connection_id"] not in trace
     nc = await nats.connect(nats_server.url_as("gateway"))  # nor does anyone reading the bus
-    stored = await nc.jetstream().get_last_msg(settings.stream_name, f"world.updates.exp.{EXPERIENCE}", direct=True)
+    stored = await nc.jetstream().get_msg(settings.stream_name, seen["seq"], direct=True)
     await nc.close()
     assert b"secret" not in stored.data and orjson.loads(stored.data)["metadata"]["trace_id"] == trace
 

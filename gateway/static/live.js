@@ -30,7 +30,6 @@ function act(action, args) {
 function connect() {
   const token = $("token").value.trim();
   const experience = $("experience").value.trim();
-  localStorage.setItem("gaia.token", token);
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const query = new URLSearchParams({ token, experience });
   if (state.lastSeq !== null) query.set("last_seq", state.lastSeq);
@@ -66,22 +65,25 @@ function onFrame(frame) {
       break;
     case "area_of_interest":
       state.view = frame; state.version = frame.snapshot_version;
+      state.players = new Map((frame.players || []).map((p) => [p.user_id, p.area_id]));
       log("snapshot", `snapshot at version ${frame.snapshot_version}`);
       break;
     case "world_update":
       state.lastSeq = frame.seq;
-      if (frame.actor_id !== "world" && !state.players.has(frame.actor_id)) state.players.set(frame.actor_id, null);
       applyUpdate(frame);
       log("world_update", `#${frame.seq} v${frame.snapshot_version} ${frame.actor_id}: ${describe(frame.changes)}`);
       break;
     case "presence":
       if (frame.seq) state.lastSeq = frame.seq;
-      if (frame.event === "leave") state.players.delete(frame.user_id);
-      else state.players.set(frame.user_id, frame.area_id);
-      log("presence", `${frame.user_id} ${frame.event === "leave" ? "left" : "joined"}`);
+      applyPresence(frame);
+      break;
+    case "presence_batch":
+      if (frame.seq) state.lastSeq = frame.seq;
+      frame.changes.filter((c) => c.user_id !== state.me).forEach(applyPresence);
       break;
     case "action_response":
       log("action_response", `${frame.action}: ${frame.message}`);
+      if (frame.action === "talk") $("dialogue").textContent = frame.message;
       break;
     case "resumed":
       log("resumed", `resumed: ${frame.replayed} missed events replayed (${frame.from_seq}..${frame.to_seq})`);
@@ -102,6 +104,22 @@ function onFrame(frame) {
       break;
   }
   render();
+}
+
+function areaName(areaId) {
+  const area = state.view && state.view.areas[areaId];
+  return area ? area.name : areaId;
+}
+
+function applyPresence(change) {
+  if (change.event === "leave") state.players.delete(change.user_id);
+  else state.players.set(change.user_id, change.area_id);
+  const verb = { join: "joined in", leave: "left from", move: "moved to" }[change.event] || change.event;
+  log("presence", `${change.user_id} ${verb} ${areaName(change.area_id)}`);
+}
+
+function playersIn(areaId) {
+  return [...state.players].filter(([, area]) => area === areaId).map(([user]) => user).sort();
 }
 
 function applyUpdate(event) {
@@ -179,18 +197,33 @@ function render() {
   $("items").replaceChildren(...items);
   const npcs = Object.values(view.npcs || {}).filter((n) => n.area_id === here.id);
   $("npcs").replaceChildren(...npcs.map((n) => listItem(n.name,
-    button("talk", () => act("talk", { npc_id: n.id, message: "hello" })))));
+    button("talk", () => act("talk", { npc_id: n.id })))));
   $("inventory").replaceChildren(...view.player.inventory.map((item) => {
     const li = listItem(item.semantic_name, button("drop", () => act("drop_item", { instance_id: item.instance_id })));
     li.dataset.instance = item.instance_id;
     return li;
   }));
-  $("players").replaceChildren(...[...state.players.keys()].sort().map((p) =>
-    listItem(p === state.me ? `${p} (you)` : p)));
+  const you = (p) => (p === state.me ? `${p} (you)` : p);
+  state.players.set(state.me, view.player.current_area);  // one's own moves come as deltas, not presence
+  $("players-here").replaceChildren(...playersIn(here.id).map((p) => listItem(you(p))));
+  $("players").replaceChildren(...[...state.players.keys()].sort().map((p) => {
+    const li = listItem(`${you(p)} · ${areaName(state.players.get(p))}`);
+    li.dataset.user = p;
+    return li;
+  }));
   $("map").replaceChildren(...Object.values(view.areas).map((area) => {
     const who = Object.values(view.npcs || {}).filter((n) => n.area_id === area.id).map((n) => n.name);
     const count = Object.values(area.spots).reduce((n, s) => n + s.items.length, 0);
-    return listItem(`${area.id === here.id ? "▶ " : ""}${area.name}: ${count} items${who.length ? ", " + who.join(", ") : ""}`);
+    const li = listItem(`${area.id === here.id ? "▶ " : ""}${area.name}: ${count} items${who.length ? ", " + who.join(", ") : ""}`);
+    const people = playersIn(area.id);
+    if (people.length) {
+      const small = document.createElement("small");
+      small.textContent = ` · players: ${people.map(you).join(", ")}`;
+      li.append(small);
+    }
+    li.dataset.area = area.id;
+    li.className = area.id === here.id ? "here" : "";
+    return li;
   }));
 }
 
@@ -208,5 +241,12 @@ $("disconnect").addEventListener("click", () => {
   state.wanted = false;
   if (state.ws) state.ws.close(1000, "bye");
 });
-const fromUrl = new URLSearchParams(location.search).get("token");
-$("token").value = fromUrl || localStorage.getItem("gaia.token") || "";
+// A link with ?token= connects by itself; without one the page waits for a token to be typed in (it
+// never remembers one: a shared computer must not log the next visitor in as the last).
+const fromUrl = new URLSearchParams(location.search);
+if (fromUrl.get("experience")) $("experience").value = fromUrl.get("experience");
+if (fromUrl.get("token")) {
+  $("token").value = fromUrl.get("token");
+  history.replaceState(null, "", location.pathname);  // the token leaves the address bar and history
+  connect();
+}

@@ -54,7 +54,8 @@ def player_state(world: World, content: Content, user_id: str) -> dict[str, Any]
     return {"current_location": content.zone["id"], "current_area": content.start_area, "inventory": []}
 
 
-def area_of_interest(world: World, content: Content, user_id: str) -> dict[str, Any]:
+def area_of_interest(world: World, content: Content, user_id: str,
+                     players: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """What one player may know of the world right now (the `area_of_interest` frame body)."""
     return {
         "type": "area_of_interest",
@@ -64,6 +65,8 @@ def area_of_interest(world: World, content: Content, user_id: str) -> dict[str, 
         "player": player_state(world, content, user_id),
         "npcs": world["npcs"],
         "environment": world["environment"],
+        "players": players if players is not None else [
+            {"user_id": user_id, "area_id": player_state(world, content, user_id)["current_area"]}],
     }
 
 

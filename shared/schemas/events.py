@@ -118,13 +118,13 @@ class BroadcastWorldUpdateSchema(WorldUpdateEventSchema):
 
 
 class PresenceEventSchema(Schema):
-    """A player of the experience arrived or left."""
+    """A player of the experience arrived, left, or moved to another area."""
 
     class Meta:
         unknown = EXCLUDE
 
     type = fields.String(required=True, validate=validate.Equal("presence"))
-    event = fields.String(required=True, validate=validate.OneOf(("join", "leave")))
+    event = fields.String(required=True, validate=validate.OneOf(("join", "leave", "move")))
     user_id = fields.String(required=True, validate=_ID)
     experience = fields.String(required=True, validate=_ID)
     area_id = fields.String(allow_none=True)
@@ -132,15 +132,41 @@ class PresenceEventSchema(Schema):
     seq = fields.Integer(strict=True, validate=validate.Range(min=1))
 
 
+class PresenceChangeSchema(Schema):
+    """One player's join or leave inside a presence_batch."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    event = fields.String(required=True, validate=validate.OneOf(("join", "leave")))
+    user_id = fields.String(required=True, validate=_ID)
+    area_id = fields.String(allow_none=True)
+
+
+class PresenceBatchSchema(Schema):
+    """Several players' joins and leaves of one announcement window, in order, in one frame."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    type = fields.String(required=True, validate=validate.Equal("presence_batch"))
+    experience = fields.String(required=True, validate=_ID)
+    changes = fields.List(fields.Nested(PresenceChangeSchema), required=True, validate=validate.Length(min=1))
+    timestamp = fields.Integer(strict=True)
+    seq = fields.Integer(strict=True, validate=validate.Range(min=1))
+
+
 STREAM_EVENT_SCHEMAS: dict[str, Schema] = {
     "world_update": WorldUpdateEventSchema(),
     "presence": PresenceEventSchema(),
+    "presence_batch": PresenceBatchSchema(),
 }
 
 
 BROADCAST_SCHEMAS: dict[str, Schema] = {
     "world_update": BroadcastWorldUpdateSchema(),
     "presence": PresenceEventSchema(),
+    "presence_batch": PresenceBatchSchema(),
 }
 
 

@@ -7,7 +7,7 @@ import orjson
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from shared.schemas.errors import ErrorCode, ProtocolError
-from shared.schemas.events import ItemSchema, PresenceEventSchema, WorldUpdateEventSchema
+from shared.schemas.events import ItemSchema, PresenceBatchSchema, PresenceEventSchema, WorldUpdateEventSchema
 
 ACTIONS = ("collect_item", "drop_item", "go", "examine", "inventory", "give_item", "talk", "use_item")
 # What each action cannot do without; checked at the edge so kb never sees half an action.
@@ -123,6 +123,13 @@ class PlayerViewSchema(Schema):
     inventory = fields.List(fields.Nested(ItemSchema), required=True)
 
 
+class RosterEntrySchema(Schema):
+    """One present player and the area it stands in."""
+
+    user_id = fields.String(required=True)
+    area_id = fields.String(required=True)
+
+
 class ConnectedSchema(_Message):
     connection_id = fields.String(required=True)
     user_id = fields.String(required=True)
@@ -139,6 +146,7 @@ class AreaOfInterestSchema(_Message):
     player = fields.Nested(PlayerViewSchema, required=True)
     npcs = fields.Dict(load_default=dict)
     environment = fields.Dict(load_default=dict)
+    players = fields.List(fields.Nested(RosterEntrySchema), required=True)
 
 
 class ActionResponseSchema(_Message):
@@ -197,6 +205,7 @@ SERVER_MESSAGES: dict[str, Schema] = {
     "chat_chunk": ChatChunkSchema(),
     "chat_done": ChatDoneSchema(),
     "presence": PresenceEventSchema(),
+    "presence_batch": PresenceBatchSchema(),
     "resumed": ResumedSchema(),
     "resync_required": ResyncRequiredSchema(),
     "pong": PongSchema(),

@@ -1,0 +1,79 @@
+"""`make run` on any machine: ports from the environment, two copies side by side, a busy port refused."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from harness.procs import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def ports() -> dict[str, str]:
+    return {name: str(free_port()) for name in
+            ("GAIA_GATEWAY_PORT", "GAIA_KB_PORT", "GAIA_NATS_PORT", "GAIA_NATS_MONITOR_PORT")}
+
+
+def start_copy(folder: Path, chosen: dict[str, str]) -> subprocess.Popen[str]:
+    env = {**os.environ, **chosen, "PYTHONPATH": str(ROOT), "GAIA_LOG_LEVEL": "WARNING"}
+    env.pop("GAIA_ENV", None)
+    return subprocess.Popen([sys.executable, "-m", "harness.devstack", "--tick", "0"], cwd=folder, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_running(proc: subprocess.Popen[str], timeout: float = 60.0) -> str:
+    """Read the banner until it says the system is running; the lines read so far."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"make run exited {proc.returncode}: {''.join(seen)} {proc.stderr.read()}")
+        seen.append(line)
+        if line.startswith("Press Ctrl-C"):
+            return "".join(seen)
+    raise AssertionError("make run did not come up: " + "".join(seen))
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(5)
+
+
+async def health(port: str) -> dict:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/health") as resp:
+        return await resp.json()
+
+
+async def test_two_make_run_copies_on_chosen_ports_and_a_third_on_busy_ports_is_refused(tmp_path: Path) -> None:
+    first_ports, second_ports = ports(), ports()
+    first, second = start_copy(tmp_path, first_ports), start_copy(tmp_path, second_ports)
+    try:
+        banners = [wait_running(first), wait_running(second)]
+        for chosen, banner in zip((first_ports, second_ports), banners):
+            assert f"http://127.0.0.1:{chosen['GAIA_GATEWAY_PORT']}/?token=" in banner
+            assert f"nats://127.0.0.1:{chosen['GAIA_NATS_PORT']}" in banner
+            assert (await health(chosen["GAIA_GATEWAY_PORT"]))["status"] == "healthy"
+            assert (tmp_path / ".run" / chosen["GAIA_GATEWAY_PORT"] / "gateway.log").exists()
+
+        third = start_copy(tmp_path, {**ports(), "GAIA_KB_PORT": first_ports["GAIA_KB_PORT"]})
+        _, err = third.communicate(timeout=60)
+        assert third.returncode != 0
+        assert f"port {first_ports['GAIA_KB_PORT']} (GAIA_KB_PORT) is in use" in err
+        for chosen, proc in ((first_ports, first), (second_ports, second)):
+            assert proc.poll() is None, "the running copies are left alone"
+            assert (await health(chosen["GAIA_GATEWAY_PORT"]))["status"] == "healthy"
+    finally:
+        codes = [stop(first), stop(second)]
+    assert codes == [0, 0]
