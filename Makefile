@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 USER_ID := $(if $(filter command line,$(origin USER)),$(USER),player2)
 
-.PHONY: install run test token bench docs screenshots browser clean
+.PHONY: install run test token bench docs screenshots browser mono clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -19,7 +19,7 @@ install: $(STAMP)
 run: install
 	$(PY) -m harness.devstack
 
-test: install browser
+test: install browser mono
 	$(PY) -m pytest
 
 # The live-page test drives Debian's chromium; install it when missing (it is skipped, saying so, if that fails).
@@ -30,6 +30,15 @@ browser:
 	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1; } || \
 	  echo "could not install chromium: the live-page test will be skipped"; }
+
+# The Unity client test compiles the C# package with Mono and Debian's Newtonsoft.Json; installed when missing.
+mono:
+	@{ command -v mcs >/dev/null 2>&1 && command -v mono >/dev/null 2>&1 && ls /usr/lib/cli/Newtonsoft.Json*/Newtonsoft.Json.dll >/dev/null 2>&1; } || \
+	  { echo "installing mono-devel and libnewtonsoft-json-cil-dev for the Unity client test"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q mono-devel libnewtonsoft-json-cil-dev >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q mono-devel libnewtonsoft-json-cil-dev >/dev/null 2>&1; } || \
+	  echo "could not install Mono: the Unity client test will be skipped"; }
 
 # Regenerate the AsyncAPI/OpenAPI documents in docs/ from the schemas (a test fails when they are stale).
 docs: install

@@ -10,20 +10,6 @@ using Newtonsoft.Json.Linq;
 
 namespace Gaia.Realtime
 {
-    /// <summary>Where and as whom to connect, and how to behave after a drop.</summary>
-    public sealed class GaiaClientOptions
-    {
-        public string GatewayUrl = "http://127.0.0.1:8000";   // http(s):// or ws(s)://
-        public string Token;
-        public string Experience = "wylding-woods";
-        public bool TokenInHeader;                             // Authorization: Bearer instead of ?token=
-        public IDispatcher Dispatcher = new QueueDispatcher();
-        public bool AutoReconnect = true;
-        public TimeSpan InitialBackoff = TimeSpan.FromMilliseconds(500);
-        public TimeSpan MaxBackoff = TimeSpan.FromSeconds(15);
-        public TimeSpan RequestTimeout = TimeSpan.FromSeconds(10);
-    }
-
     /// <summary>
     /// One player's session with the gateway (docs/protocol.md). Frames are read on a background
     /// task and handled on the dispatcher's thread, in order: the local world, the roster and every
@@ -33,7 +19,7 @@ namespace Gaia.Realtime
     public sealed class GaiaClient : IDisposable
     {
         private readonly GaiaClientOptions options;
-        private readonly Random jitter = new Random();
+        private readonly Backoff backoff;
         private readonly SemaphoreSlim sendLock = new SemaphoreSlim(1, 1);
         private readonly ConcurrentDictionary<string, TaskCompletionSource<JObject>> answers =
             new ConcurrentDictionary<string, TaskCompletionSource<JObject>>();
@@ -45,13 +31,13 @@ namespace Gaia.Realtime
         private long receivedSeq = -1;   // the resume cursor, as read off the wire
         private long handledSeq = -1;    // the last seq handled on the dispatcher thread
         private int nextId;
-        private int attempt;
         private bool stopped;
         private bool askedForState;
 
         public GaiaClient(GaiaClientOptions options)
         {
             this.options = options;
+            backoff = new Backoff(options.InitialBackoff, options.MaxBackoff);
             World = new LocalWorld();
         }
 
@@ -226,8 +212,11 @@ namespace Gaia.Realtime
                     OnText(text);
                 }
             }
-            catch (WebSocketException) { }
-            catch (ObjectDisposedException) { }
+            catch (Exception)
+            {
+                // A lost network surfaces as WebSocketException, an Abort() as OperationCanceledException
+                // or ObjectDisposedException depending on the runtime: all of them are a drop (1006).
+            }
             var code = ws.CloseStatus.HasValue ? (int)ws.CloseStatus.Value : CloseCodes.Abnormal;
             var reason = ws.CloseStatusDescription ?? "";
             if (ws.State == WebSocketState.CloseReceived)
@@ -257,7 +246,15 @@ namespace Gaia.Realtime
         /// <summary>On the socket thread: answer waiters and note the cursor; the rest goes to the dispatcher.</summary>
         private void OnText(string text)
         {
-            var frame = JObject.Parse(text);
+            JObject frame;
+            try
+            {
+                frame = JObject.Parse(text);
+            }
+            catch (JsonException)
+            {
+                return;  // not JSON: nothing the protocol sends; skip it rather than drop the session
+            }
             var type = (string)frame["type"];
             var seq = frame["seq"];
             if (seq != null)
@@ -266,7 +263,7 @@ namespace Gaia.Realtime
             {
                 UserId = (string)frame["user_id"];
                 ConnectionId = (string)frame["connection_id"];
-                attempt = 0;
+                backoff.Reset();
             }
             options.Dispatcher.Post(() => Handle(type, frame));
         }
@@ -365,7 +362,7 @@ namespace Gaia.Realtime
                 return;
             FailWaiters("connection closed (" + code + ")");
             var reconnect = options.AutoReconnect && !stopped && CloseCodes.Reconnects(code);
-            var delay = reconnect ? NextBackoff() : TimeSpan.Zero;
+            var delay = reconnect ? backoff.Next() : TimeSpan.Zero;
             var info = new CloseInfo { Code = code, Reason = reason, WillReconnect = reconnect, RetryIn = delay };
             options.Dispatcher.Post(() => Raise(Closed, info));
             if (code == CloseCodes.Unauthorized)
@@ -401,21 +398,9 @@ namespace Gaia.Realtime
                 {
                     if (IsOpen)
                         return;  // connected after all; its own close handling takes over from here
-                    delay = NextBackoff();
+                    delay = backoff.Next();
                 }
             }
-        }
-
-        /// <summary>Exponential backoff with full jitter, so a restarted gateway is not hit by every player at once.</summary>
-        private TimeSpan NextBackoff()
-        {
-            var ceiling = Math.Min(options.MaxBackoff.TotalMilliseconds,
-                                   options.InitialBackoff.TotalMilliseconds * Math.Pow(2, Math.Min(attempt, 16)));
-            attempt++;
-            double share;
-            lock (jitter)
-                share = 0.5 + jitter.NextDouble() / 2;
-            return TimeSpan.FromMilliseconds(ceiling * share);
         }
 
         private void FailWaiters(string why)

@@ -1,0 +1,104 @@
+using System;
+using System.Collections.Generic;
+using System.Linq;
+using Gaia.Realtime;
+using Newtonsoft.Json.Linq;
+using UnityEngine;
+
+/// <summary>
+/// Drop on an empty GameObject, paste a token (make token USER=you), press Play: the room, who is
+/// here, the items with a button each, the exits, and the event log, drawn with IMGUI.
+/// </summary>
+public sealed class GaiaPlayer : MonoBehaviour
+{
+    public string gatewayUrl = "http://127.0.0.1:8000";
+    public string experience = "wylding-woods";
+    [TextArea] public string token = "";
+
+    private readonly QueueDispatcher mainThread = new QueueDispatcher();
+    private readonly List<string> log = new List<string>();
+    private GaiaClient client;
+    private Vector2 scroll;
+
+    private async void Start()
+    {
+        client = new GaiaClient(new GaiaClientOptions {
+            GatewayUrl = gatewayUrl, Experience = experience, Token = token.Trim(), Dispatcher = mainThread });
+        client.WorldUpdated += u => Note("v" + u["snapshot_version"] + " " + u["actor_id"] + ": " + u["changes"].Count() + " changes");
+        client.PresenceChanged += p => Note(p.UserId + " " + p.Event + " " + p.AreaId);
+        client.Resumed += r => Note("resumed: " + r.Replayed + " missed events replayed");
+        client.ResyncRequired += reason => Note("resync: " + reason);
+        client.ErrorReceived += e => Note("error " + e);
+        client.Closed += c => Note("closed " + c.Code + (c.WillReconnect ? ", reconnecting in " + c.RetryIn.TotalSeconds.ToString("0.0") + " s" : ""));
+        client.AuthRequired += code => Note("the token was refused: paste a fresh one and press Play again");
+        try
+        {
+            var hello = await client.ConnectAsync();
+            Note("connected as " + hello["user_id"]);
+        }
+        catch (Exception e)
+        {
+            Note("could not connect: " + e.Message);
+        }
+    }
+
+    private void Update()
+    {
+        mainThread.Drain();  // every client event and world change happens here, on Unity's main thread
+    }
+
+    private async void OnDestroy()
+    {
+        if (client != null)
+            await client.CloseAsync();
+    }
+
+    private void OnGUI()
+    {
+        var world = client == null ? null : client.World;
+        GUILayout.BeginArea(new Rect(10, 10, Screen.width - 20, Screen.height - 20));
+        if (world == null || world.View == null)
+        {
+            GUILayout.Label("Connecting...");
+            GUILayout.EndArea();
+            return;
+        }
+        var here = world.View["areas"][world.CurrentArea];
+        GUILayout.Label((string)here["name"] + " (world v" + world.Version + ")");
+        GUILayout.Label((string)here["description"]);
+        GUILayout.Label("Players here: " + string.Join(", ", world.Roster.Where(p => p.Value == world.CurrentArea).Select(p => p.Key)));
+        foreach (JProperty spot in ((JObject)here["spots"]).Properties())
+            foreach (var item in (JArray)spot.Value["items"])
+                if (GUILayout.Button("collect " + item["semantic_name"] + " (" + spot.Value["name"] + ")"))
+                    Act("collect_item", new { instance_id = (string)item["instance_id"] });
+        foreach (var exit in (JArray)here["exits"])
+            if (GUILayout.Button("go to " + world.View["areas"][(string)exit]["name"]))
+                Act("go", new { destination = (string)exit });
+        GUILayout.Label("Inventory: " + string.Join(", ", world.Inventory.Select(i => (string)i["semantic_name"])));
+        scroll = GUILayout.BeginScrollView(scroll);
+        foreach (var line in Enumerable.Reverse(log))
+            GUILayout.Label(line);
+        GUILayout.EndScrollView();
+        GUILayout.EndArea();
+    }
+
+    private async void Act(string action, object args)
+    {
+        try
+        {
+            var answer = await client.ActAsync(action, args);
+            Note(action + ": " + answer["message"]);
+        }
+        catch (Exception e)
+        {
+            Note(action + " failed: " + e.Message);
+        }
+    }
+
+    private void Note(string line)
+    {
+        log.Add(DateTime.Now.ToString("HH:mm:ss") + " " + line);
+        if (log.Count > 200)
+            log.RemoveAt(0);
+    }
+}
