@@ -1,4 +1,4 @@
-"""`gaia-harness` (or `python -m harness`): scenario, chaos and bench commands."""
+"""`gaia-harness` (or `python -m harness`): scenario, chaos, sse-restart, soak and bench commands."""
 from __future__ import annotations
 
 import argparse
@@ -31,6 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     sse.add_argument("--pages", type=int, default=5)
     sse.add_argument("--down-events", type=int, default=2, help="events committed while the gateway is down")
     sse.add_argument("--write", action="store_true", help="update docs/reliability.md with the figures")
+    soak = sub.add_parser("soak", help="churn: players leave, drop and resume for a while; exit 1 on loss, "
+                                       "leak or slow-consumer closes over the threshold")
+    soak.add_argument("--players", type=int, default=100, help="players online at any time")
+    soak.add_argument("--churn", type=int, default=20, help="players leaving (and joining) per second")
+    soak.add_argument("--act-every", type=float, default=1.0, help="seconds between one player's actions")
+    soak.add_argument("--sse", type=int, default=2, help="persistent SSE streams")
+    soak.add_argument("--chats", type=float, default=1.0, help="POST /chat/unified per second")
+    soak.add_argument("--duration", type=float, default=180.0)
+    soak.add_argument("--warmup", type=float, default=20.0, help="seconds before the reference memory sample")
+    soak.add_argument("--settle", type=float, default=30.0, help="seconds after everyone left, before the leak check")
+    soak.add_argument("--seed", type=int, default=7)
+    soak.add_argument("--write", action="store_true", help="update docs/reliability.md with the figures")
     bench = sub.add_parser("bench", help="latency, fan-out throughput vs nats-server's WebSocket, capacity")
     bench.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     bench.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
@@ -60,9 +72,27 @@ def main(argv: list[str] | None = None) -> None:
         if args.write:
             write_sse(sse_report, Path("docs/reliability.md"), "gaia-harness " + " ".join(argv or sys.argv[1:]))
         sys.exit(0 if sse_report.ok else 1)
+    if args.command == "soak":
+        run_soak_command(args, argv)
     if args.command == "bench":
         from harness.bench import run_bench
         sys.exit(asyncio.run(run_bench(quick=args.quick, write=not args.no_write)))
+
+
+def run_soak_command(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Run the soak, print its figures and verdicts, write them on --write; exit 1 unless every target is met."""
+    from harness.soak import SoakConfig, run_soak
+    from harness.soakreport import write_report as write_soak
+    config = SoakConfig(players=args.players, churn=args.churn, act_every_s=args.act_every, sse=args.sse,
+                        chats_per_s=args.chats, duration_s=args.duration, warmup_s=args.warmup,
+                        settle_s=args.settle, seed=args.seed)
+    report = asyncio.run(run_soak(config))
+    print("\n".join(report.lines()))
+    for name, value, met in report.verdicts():
+        print(f"{'met    ' if met else 'NOT MET'}  {name}: {value}")
+    if args.write:
+        write_soak(report, Path("docs/reliability.md"), "gaia-harness " + " ".join(argv or sys.argv[1:]))
+    sys.exit(0 if report.ok else 1)
 
 
 if __name__ == "__main__":

@@ -243,14 +243,7 @@ class GaiaClient:
     async def drop(self) -> None:
         """Vanish without a close frame (network loss)."""
         if self._ws is not None:
-            sock = self._ws.get_extra_info("socket")
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except (OSError, TypeError, AttributeError):
-                # uvloop hands out a socket-like object without shutdown(): cut the transport instead.
-                connection = self._ws._response.connection  # aiohttp exposes no public way to abort
-                if connection is not None and connection.transport is not None:
-                    connection.transport.abort()
+            cut(self._ws)
         await self._stop_reader()
         if self._ws is not None:
             with contextlib.suppress(Exception):
@@ -277,3 +270,15 @@ class GaiaClient:
         if self._reader is not None:
             await asyncio.wait_for(asyncio.shield(self._reader), timeout)
         return self.close_code
+
+
+def cut(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """End a client socket without a close frame, as a lost network would."""
+    sock = ws.get_extra_info("socket")
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, TypeError, AttributeError):
+        # uvloop hands out a socket-like object without shutdown(): cut the transport instead.
+        connection = ws._response.connection  # aiohttp exposes no public way to abort
+        if connection is not None and connection.transport is not None:
+            connection.transport.abort()
