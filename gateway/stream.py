@@ -153,8 +153,8 @@ class UserStream:
             self._go_live_at(last)
             return OpenResult("live", last, last)
         if after_seq > last:  # every cursor we hand out is a sequence of this subject
-            self._go_live_at(last)
             self._resync("the cursor is ahead of the stream")
+            self._go_live_at(last)
             return OpenResult("too_old", last, last)
         if after_seq == last:  # missed nothing
             self._go_live_at(last)
@@ -300,10 +300,12 @@ class UserStream:
             if too_old or info.num_pending > owner.settings.resync_after_events:
                 log.info("[%s] cursor %d: %s", self.label, self.cursor,
                          "older than the stream" if too_old else f"{info.num_pending} events behind")
+                # resync_required first: the sink holds what follows behind the fresh snapshot, so no
+                # live event reaches the client between its old cursor and that snapshot.
                 self._held = []
-                self._go_live_at(await owner.subject_last(self.subject))
                 self._resync("the cursor is older than the stream retains" if too_old else
                              f"{info.num_pending} events behind; a fresh snapshot replaces them")
+                self._go_live_at(await owner.subject_last(self.subject))
                 return
             await self._replay_from(info.name, info.num_pending)
         finally:

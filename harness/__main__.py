@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     soak.add_argument("--chats", type=float, default=1.0, help="POST /chat/unified per second")
     soak.add_argument("--duration", type=float, default=180.0)
     soak.add_argument("--warmup", type=float, default=20.0, help="seconds before the reference memory sample")
-    soak.add_argument("--settle", type=float, default=30.0, help="seconds after everyone left, before the leak check")
+    soak.add_argument("--settle", type=float, default=45.0,
+                      help="seconds after everyone left, before the leak check (longer than the 30 s keep-alive "
+                           "of the gateway's pooled kb connections)")
     soak.add_argument("--seed", type=int, default=7)
     soak.add_argument("--write", action="store_true", help="update docs/reliability.md with the figures")
     bench = sub.add_parser("bench", help="latency, fan-out throughput vs nats-server's WebSocket, capacity")

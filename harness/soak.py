@@ -32,7 +32,7 @@ class SoakConfig:
     chats_per_s: float = 1.0
     duration_s: float = 180.0
     warmup_s: float = 20.0
-    settle_s: float = 30.0
+    settle_s: float = 45.0
     seed: int = 7
 
 
@@ -71,12 +71,17 @@ class Soak:
             async with aiohttp.ClientSession(connector=connector) as http:
                 report.baseline = await sample(self.system, 0.0)
                 await self._play(http, report)
+                # Everyone leaves; after the settle nothing of theirs may remain. Only then do all
+                # chains come back with their cursors for the loss check (a storm of its own, whose
+                # memory high-water mark would otherwise hide or fake a leak).
+                await self._close_everyone()
+                await asyncio.sleep(self.config.settle_s)
+                report.settled = await sample(self.system, time.monotonic() - self._started)
                 await self._resume_everyone(http, report)
                 await self._check(report)
                 await self._close_everyone()
             report.gateway_closes = await self._gateway_closes()
-            await asyncio.sleep(self.config.settle_s)
-            report.settled = await sample(self.system, time.monotonic() - self._started)
+            report.final = await sample(self.system, time.monotonic() - self._started)
             report.samples = self.samples
             report.latencies_ms = self.crowd.latencies_ms
             report.sessions = self.crowd.connects
@@ -181,7 +186,7 @@ class Soak:
         sys.stdout.flush()
 
     async def _resume_everyone(self, http: aiohttp.ClientSession, report: SoakReport) -> None:
-        """Every chain that ever got a snapshot comes back with its cursor, a bounded number at a time."""
+        """Every chain that received anything comes back with its cursor, a bounded number at a time."""
         gate = asyncio.Semaphore(FINAL_RESUMES)
         started = time.monotonic()
 

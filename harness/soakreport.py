@@ -68,8 +68,7 @@ async def sample(system: LocalSystem, t: float, online: int | None = None) -> Sa
                   fds={n: p.num_fds() for n, p in procs.items()},
                   nats_mem_mb=varz.get("mem", 0) / 2**20, slow_consumers=varz.get("slow_consumers", 0),
                   subscriptions=varz.get("subscriptions", 0), consumers=jsz.get("consumers", 0),
-                  sessions=sum(health.get("sessions", {}).values()) if isinstance(health.get("sessions"), dict)
-                  else int(health.get("sessions", 0)),
+                  sessions=int(health.get("sessions", {}).get("total", 0)),
                   world_version=version, present=present)
 
 
@@ -81,6 +80,7 @@ class SoakReport:
     baseline: Sample | None = None
     warm: Sample | None = None
     settled: Sample | None = None
+    final: Sample | None = None
     samples: list[Sample] = field(default_factory=list)
     sessions: int = 0
     connect_failures: int = 0
@@ -114,8 +114,8 @@ class SoakReport:
 
     def bus_cuts(self) -> float:
         """Times nats-server cut a connection as a slow consumer, plus the gateway's NATS reconnects."""
-        assert self.baseline is not None and self.settled is not None
-        return (self.settled.slow_consumers - self.baseline.slow_consumers) + self.gateway_closes.get("nats_reconnects", 0)
+        assert self.baseline is not None and self.final is not None
+        return (self.final.slow_consumers - self.baseline.slow_consumers) + self.gateway_closes.get("nats_reconnects", 0)
 
     def verdicts(self) -> list[tuple[str, str, bool]]:
         """(target, measured, met) for every target of the soak."""
@@ -168,7 +168,7 @@ class SoakReport:
             f"stream messages {self.published}; due to chains since their first snapshot {self.expected}, "
             f"delivered {self.delivered}, replaced by a snapshot after resync_required {self.replaced} "
             f"({self.resyncs} resyncs); lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}",
-            f"at the end every chain resumed with its cursor ({self.final_resumes} resumes, "
+            f"after the settle, every chain resumed with its cursor ({self.final_resumes} resumes, "
             f"{self.final_resume_failures} failed, {self.final_resume_s:.1f} s, at most {FINAL_RESUMES} at once); "
             f"behind the stream's end afterwards: {self.behind_at_end}",
             *[f"lost, for example: {example}" for example in self.lost_examples],
@@ -199,6 +199,7 @@ def write_report(report: SoakReport, path: Path, command: str) -> None:
     body = "\n".join([start, f"Last run: `{command}` on {time.strftime('%Y-%m-%d')}, {machine()}; "
                       f"servers and clients on this one machine.", "",
                       *[f"- {line}" for line in report.lines()], "", *verdicts, "",
-                      "Samples (the first row before any player, the last after the settle):", "",
+                      "Samples (the first row before any player, the last after everyone left and the settle, "
+                      "before the chains resume for the loss check):", "",
                       *report.table(), end])
     path.write_text(replace_section(path.read_text() if path.exists() else "", body, start, end))

@@ -163,12 +163,13 @@ def due_and_replaced(messages: list[StreamMessage], frames: list[dict[str, Any]]
     windows = resync_windows(frames)
     presence_from = first_past(mine, views[0])
     due, replaced = set(), set()
+    spans = [(after, version, first_past(mine, version)) for after, version in windows]
     for m in mine:
         is_update = m.kind == "world_update"
         if (is_update and (m.version or 0) <= views[0]) or (not is_update and m.seq < presence_from):
             continue
-        covered = any(after < m.seq and ((m.version or 0) <= version if is_update
-                                         else m.seq < first_past(mine, version)) for after, version in windows)
+        covered = any(after < m.seq and ((m.version or 0) <= version if is_update else m.seq < until)
+                      for after, version, until in spans)
         (replaced if covered else due).add(m.seq)
     return due, replaced
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 
-from kb.world.model import World
 from kb.world.rules import Outcome, ScopedChange
 from shared.schemas.events import EVENT_VERSION, BroadcastWorldUpdateSchema
 from shared.subjects import experience_updates
@@ -17,20 +16,25 @@ _BROADCAST_SCHEMA = BroadcastWorldUpdateSchema()
 OutboxEvent = tuple[str, str, bytes]
 
 
-def audience(scoped: ScopedChange, actor_id: str, visibility: str, world: World) -> dict[str, list[str]] | None:
-    """Who may see this change under the experience's visibility rule (None: everyone in the experience)."""
+def audience(scoped: ScopedChange, actor_id: str, visibility: str,
+             whereabouts: dict[str, str]) -> dict[str, list[str]] | None:
+    """Who may see this change under the experience's visibility rule (None: everyone in the experience).
+
+    `whereabouts` maps every present player to its area, including players who have not acted yet
+    (they stand at the start): under `location`, those in the change's areas see it.
+    """
     if scoped.private_to is not None:
         return {"only": [scoped.private_to]}
     if visibility == "global" or (visibility == "location" and not scoped.areas):
         return None
     if visibility == "none":
         return {"only": [actor_id]}
-    inside = {uid for uid, player in world["players"].items() if player["current_area"] in scoped.areas}
+    inside = {uid for uid, area in whereabouts.items() if area in scoped.areas}
     return {"only": sorted(inside | {actor_id})}
 
 
 def world_update_events(outcome: Outcome, *, experience: str, actor_id: str, visibility: str, base_version: int,
-                        now_ms: int, trace_id: str) -> list[OutboxEvent]:
+                        now_ms: int, trace_id: str, whereabouts: dict[str, str] | None = None) -> list[OutboxEvent]:
     """The commit's one broadcast; a player who may see none of its changes still gets the version step."""
     world = outcome.world
     assert world is not None
@@ -40,7 +44,7 @@ def world_update_events(outcome: Outcome, *, experience: str, actor_id: str, vis
         "type": "world_update", "version": EVENT_VERSION, "experience": experience, "actor_id": actor_id,
         "base_version": base_version, "snapshot_version": base_version + 1, "timestamp": now_ms,
         "changes": [c.change for c in outcome.changes],
-        "audience": [audience(c, actor_id, visibility, world) for c in outcome.changes],
+        "audience": [audience(c, actor_id, visibility, whereabouts or {}) for c in outcome.changes],
         # Every player gets this: an opaque id of the commit, never the caller's trace (user text,
         # connection ids). The caller's trace is in kb's log beside this id.
         "metadata": {"source": "kb", "trace_id": commit_id},

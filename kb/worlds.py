@@ -119,7 +119,9 @@ class WorldService:
                 new_world = {**outcome.world, "version": base["version"] + 1}
                 outcome = Outcome(outcome.success, outcome.message, outcome.changes, new_world)
                 events = world_update_events(
-                    outcome, experience=self.experience, actor_id=actor_id, visibility=self.content.visibility, base_version=base["version"], now_ms=now, trace_id=trace_id)
+                    outcome, experience=self.experience, actor_id=actor_id, visibility=self.content.visibility,
+                    base_version=base["version"], now_ms=now, trace_id=trace_id,
+                    whereabouts=self._whereabouts(base) if self.content.visibility == "location" else None)
                 events += self._move_events(base, new_world, actor_id, now)
                 try:
                     await self.store.commit(self.experience, base["version"], new_world, events, now)
@@ -131,6 +133,11 @@ class WorldService:
                 self.publisher.notify()
                 return outcome
             raise VersionConflict(self.experience)
+
+    def _whereabouts(self, world: World) -> dict[str, str]:
+        """Every present player's area before this step (a newcomer who never acted: the start area)."""
+        return {user: player_state(world, self.content, user)["current_area"]
+                for user in self.presence.present_users(self.experience)}
 
     def _move_events(self, base: World, new: World, actor_id: str, now: int) -> list[OutboxEvent]:
         """A `presence` move in the same commit as the step that moved a present player (order kept exactly)."""

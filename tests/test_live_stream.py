@@ -189,3 +189,31 @@ async def test_a_50000_event_backlog_is_replayed_to_a_resuming_client_without_a_
                     resumed = frame
             assert seqs == backlog and resumed["replayed"] == 50_000 and not ws.closed
     assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
+
+
+async def test_a_resume_too_far_behind_says_resync_before_any_live_event(aiohttp_server, gateway_settings, token,
+                                                                        nats_server, monkeypatch) -> None:
+    """Found by the soak: live events that came in while the catch-up read the subject's end were
+    passed on before `resync_required`, a hole between the old cursor and the fresh snapshot."""
+    from gateway.stream import StreamSet
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, resync_after_events=5), "gwresync"))
+    assert await server.app[GW_NATS].wait_ready(10)
+    [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
+    await publish_broadcasts(nats_server.url_as("kb"), 20, first_version=2000)  # 20 behind: a snapshot, not a replay
+    real_last = StreamSet.subject_last
+
+    async def slow_last(self: StreamSet, subject: str) -> int:
+        answer = await real_last(self, subject)
+        await publish_broadcasts(nats_server.url_as("kb"), 3, first_version=3000, note="live")  # arrive meanwhile
+        await asyncio.sleep(0.3)
+        return answer
+    monkeypatch.setattr(StreamSet, "subject_last", slow_last)
+    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}") as ws:
+            kinds: list[str] = []
+            while "area_of_interest" not in kinds:
+                frame = orjson.loads((await ws.receive(timeout=10)).data)
+                kinds.append(frame["type"])
+    assert kinds.index("resync_required") < kinds.index("area_of_interest")
+    assert "world_update" not in kinds[:kinds.index("resync_required")], kinds

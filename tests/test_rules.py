@@ -168,7 +168,8 @@ def test_visibility_decides_who_sees_a_public_change(visibility: str, bob_area: 
     out = act(world, "p1", action="collect_item", instance_id="dream_bottle_1")
     from shared.broadcast import personal_copy
     events = world_update_events(out, experience="wylding-woods", actor_id="p1", visibility=visibility,
-                                 base_version=5, now_ms=NOW, trace_id="t")
+                                 base_version=5, now_ms=NOW, trace_id="t",
+                                 whereabouts={"p1": "main_room", "bob": bob_area})
     assert len(events) == 1, "one broadcast per commit"
     broadcast = orjson.loads(events[0][2])
     by_user = {user: personal_copy(broadcast, user) for user in ("p1", "bob")}
@@ -176,3 +177,31 @@ def test_visibility_decides_who_sees_a_public_change(visibility: str, bob_area: 
     assert bool(by_user["bob"]["changes"]) is bob_sees
     assert by_user["bob"]["snapshot_version"] == 6, "everyone still gets the version step"
     assert all(c.get("path") != "player.inventory" for c in by_user["bob"]["changes"])
+
+
+def test_location_visibility_snapshot_and_deltas_agree_for_a_player_who_just_joined() -> None:
+    import dataclasses
+
+    import orjson
+
+    from kb.events import world_update_events
+    local = dataclasses.replace(CONTENT, visibility="location")
+    world = walk_to_main_room(initial_world(local), "old")  # "old" acted; "newbie" just joined, never acted
+    newbie = area_of_interest(world, local, "newbie")
+    assert newbie["areas"]["entrance"]["spots"]["umbrella_stand"]["items"], "its own area in full"
+    assert all(not s["items"] for s in newbie["areas"]["main_room"]["spots"].values()), "no items elsewhere"
+
+    # A change in the entrance reaches the newbie, who stands there without ever having acted.
+    step = act(world, "walker", action="collect_item", instance_id="umbrella_1")
+    [event] = world_update_events(step, experience="w", actor_id="walker", visibility="location", base_version=1,
+                                  now_ms=NOW, trace_id="t", whereabouts={"newbie": "entrance", "old": "main_room"})
+    body = orjson.loads(event[2])
+    assert body["audience"][0] == {"only": ["newbie", "walker"]}, "the one in the main room does not see it"
+
+    # Walking in brings the new area's items and forgets the old one's: deltas rebuild the snapshot.
+    view = area_of_interest(world, local, "newbie")
+    walked = act(world, "newbie", action="go", destination="main_room")
+    for change in walked.changes:
+        apply_change(view, change.change)
+    fresh = area_of_interest(walked.world, local, "newbie")
+    assert normalise(view)["areas"] == normalise(fresh)["areas"] and view["player"] == fresh["player"]

@@ -54,15 +54,33 @@ def player_state(world: World, content: Content, user_id: str) -> dict[str, Any]
     return {"current_location": content.zone["id"], "current_area": content.start_area, "inventory": []}
 
 
+def hidden_spots(area: dict[str, Any]) -> dict[str, Any]:
+    """An area's spots as a player elsewhere knows them under `location` visibility: no items."""
+    return {spot_id: {**spot, "items": []} for spot_id, spot in area["spots"].items()}
+
+
+def visible_areas(world: World, content: Content, here: str) -> dict[str, Any]:
+    """Every area; under `location` visibility the items only of the one the player stands in.
+
+    The deltas agree: changes in an area reach only the players present in it, and a step into
+    another area brings that area's spots to the player (and empties the one it left).
+    """
+    if content.visibility != "location":
+        return world["areas"]
+    return {area_id: area if area_id == here else {**area, "spots": hidden_spots(area)}
+            for area_id, area in world["areas"].items()}
+
+
 def area_of_interest(world: World, content: Content, user_id: str,
                      players: list[dict[str, str]] | None = None) -> dict[str, Any]:
     """What one player may know of the world right now (the `area_of_interest` frame body)."""
+    player = player_state(world, content, user_id)
     return {
         "type": "area_of_interest",
         "snapshot_version": world["version"],
         "zone": world["zone"],
-        "areas": world["areas"],
-        "player": player_state(world, content, user_id),
+        "areas": visible_areas(world, content, player["current_area"]),
+        "player": player,
         "npcs": world["npcs"],
         "environment": world["environment"],
         "players": players if players is not None else [

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kb.world.content import Content
-from kb.world.model import World, edit, edit_player, find_in_area, find_in_inventory, player_state
+from kb.world.model import World, edit, edit_player, find_in_area, find_in_inventory, hidden_spots, player_state
 
 INVENTORY = "player.inventory"
 
@@ -131,8 +131,13 @@ def go(content: Content, world: World, user_id: str, args: dict[str, Any], now_m
     new, player = edit_player(world, content, user_id)
     player["current_area"] = target["id"]
     change = {"operation": "update", "area_id": None, "path": "player.current_area", "value": target["id"]}
-    return Outcome(True, f"You go to the {target['name']}. {target['description']}",
-                   (ScopedChange(change, private_to=user_id),), new)
+    changes = [ScopedChange(change, private_to=user_id)]
+    if content.visibility == "location":  # what is lying around is known only where one stands
+        changes += [ScopedChange({"operation": "update", "area_id": None, "path": f"areas.{here}.spots",
+                                  "value": hidden_spots(world["areas"][here])}, private_to=user_id),
+                    ScopedChange({"operation": "update", "area_id": None, "path": f"areas.{target['id']}.spots",
+                                  "value": target["spots"]}, private_to=user_id)]
+    return Outcome(True, f"You go to the {target['name']}. {target['description']}", tuple(changes), new)
 
 
 def examine(content: Content, world: World, user_id: str, args: dict[str, Any], now_ms: int) -> Outcome:
