@@ -200,7 +200,7 @@ def test_location_visibility_snapshot_and_deltas_agree_for_a_player_who_just_joi
 
     # Walking in brings the new area's items and forgets the old one's: deltas rebuild the snapshot.
     view = orjson.loads(orjson.dumps(area_of_interest(world, local, "newbie")))  # as the client has it
-    walked = act(world, "newbie", action="go", destination="main_room")
+    walked = apply_action(local, world, "newbie", {"action": "go", "destination": "main_room"}, NOW)
     for change in walked.changes:
         apply_change(view, change.change)
     fresh = area_of_interest(walked.world, local, "newbie")
