@@ -6,6 +6,7 @@ import signal
 import tempfile
 from pathlib import Path
 
+from harness.pg import PostgresServer
 from harness.procs import NatsServer, ServiceProcess, free_port, service_env, wait_healthy
 from shared.natsauth import new_passwords, url_with
 
@@ -15,8 +16,15 @@ NODES = 3
 class ClusterSystem:
     """What deploy/ describes, as loopback processes; any part can be SIGKILLed and left down."""
 
-    def __init__(self, work: Path | None = None, gateways: int = 2, kbs: int = 1, **env: str) -> None:
+    def __init__(self, work: Path | None = None, gateways: int = 2, kbs: int = 1, postgres: bool = False,
+                 **env: str) -> None:
+        """`postgres=True`: the kb processes keep their worlds on a PostgreSQL server this system starts
+        (as kb on several hosts would); otherwise on one shared SQLite file."""
         self.work = work or Path(tempfile.mkdtemp(prefix="gaia-cluster-"))
+        # Its own temporary directory: the server runs as `postgres`, which must reach it.
+        self.postgres = PostgresServer() if postgres else None
+        if self.postgres is not None:
+            env = {**env, "kb_store": self.postgres.url}
         routes = [free_port() for _ in range(NODES)]
         self.passwords = new_passwords(operator=True)  # the same users on every node
         self.nodes = [NatsServer(store_dir=str(self.work / f"nats{i + 1}"), log_path=str(self.work / f"nats{i + 1}.log"),
@@ -73,7 +81,9 @@ class ClusterSystem:
         return [g.url for g in self.gateways]
 
     async def start(self) -> "ClusterSystem":
-        """Start the nodes, then kb and gateways; wait until every service reports healthy."""
+        """Start the nodes (and PostgreSQL), then kb and gateways; wait until every service reports healthy."""
+        if self.postgres is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.postgres.start)
         for node in self.nodes:
             node.start()
         for proc in (*self.kbs, *self.gateways):
@@ -85,6 +95,8 @@ class ClusterSystem:
     def stop(self) -> None:
         for proc in (*self.gateways, *self.kbs, *self.nodes):
             proc.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
 
     def kill_node(self, index: int) -> None:
         """SIGKILL one nats-server; the other two keep a quorum for the R3 stream."""

@@ -17,7 +17,7 @@ from kb.metrics import KbMetrics
 from kb.outbox import OutboxPublisher
 from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
-from kb.store import Store
+from kb.stores import open_store
 from kb.world.content import available_experiences, load_content
 from kb.worlds import WorldService
 from shared.config import Settings
@@ -39,7 +39,7 @@ def add_routes(app: web.Application) -> None:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    store = Store(app[SETTINGS].kb_db_path)
+    store = open_store(app[SETTINGS].kb_store_url)
     await store.open()
     app[STORE] = store
     yield
@@ -56,7 +56,8 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
     for experience in available_experiences(data_dir):
         world = WorldService(load_content(experience, data_dir), app[STORE], publisher, presence,
                              announce_presence=bool(settings.presence_announce),
-                             presence_window_s=settings.presence_window_ms / 1000)
+                             presence_window_s=settings.presence_window_ms / 1000,
+                             players_hot_s=settings.kb_players_hot_s)
         await world.load()
         worlds[experience] = world
     app[PUBLISHER], app[PRESENCE], app[WORLDS] = publisher, presence, worlds
@@ -89,7 +90,11 @@ async def _sweep_presence(app: web.Application) -> None:
 
 
 async def _sweep_once(app: web.Application) -> None:
-    changes = app[PRESENCE].expire(time.time())
+    now = time.time()
+    changes = app[PRESENCE].expire(now)
+    if int(now) % 60 == 0:  # about once a minute: absent players not seen lately leave memory
+        for world in app[WORLDS].values():
+            await world.evict_cold(now)
     await app[STORE].save_presence(*app[PRESENCE].take_changes())
     for experience in app[OWNERSHIP].owned():
         world = app[WORLDS][experience]

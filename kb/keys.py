@@ -10,7 +10,7 @@ from kb.metrics import KbMetrics
 from kb.outbox import OutboxPublisher
 from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
-from kb.store import Store
+from kb.stores import Store
 from kb.worlds import WorldService
 from shared.config import Settings
 from shared.natsconn import NatsLink

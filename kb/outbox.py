@@ -8,7 +8,7 @@ import time
 
 from nats.js.errors import NotFoundError
 
-from kb.store import OutboxRow, Store
+from kb.stores import OutboxRow, Store
 from shared.config import Settings
 from shared.natsconn import NatsLink
 from shared.tasks import raise_if_cancelled, wait_event

@@ -89,6 +89,7 @@ async def get_player_state(request: web.Request) -> web.Response:
         return problem(422, "invalid_message", "not a valid user id")
     session_id, gateway_id = request.query.get("session_id"), request.query.get("gateway_id", "unknown")
     if not session_id:
+        await world.ensure_player(user_id)
         return json_response(world.view(user_id))
     if len(session_id) > 128 or len(gateway_id) > 128:
         return problem(422, "invalid_message", "session_id and gateway_id are at most 128 characters")

@@ -4,13 +4,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from typing import Any
 
 from kb.announcer import PresenceAnnouncer
 from kb.events import OutboxEvent, presence_event, world_update_events
 from kb.outbox import OutboxPublisher, now_ms
 from kb.presence import PresenceBook, PresenceChange
-from kb.store import Store, VersionConflict
+from kb.stores import Store, VersionConflict, WorldDelta
 from kb.world import autonomy
 from kb.world.content import Content
 from kb.world.model import World, area_of_interest, initial_world, player_state
@@ -24,7 +25,7 @@ class WorldService:
     """Holds one experience's current world; every change goes rules -> store (state + outbox) -> publisher."""
 
     def __init__(self, content: Content, store: Store, publisher: OutboxPublisher, presence: PresenceBook,
-                 announce_presence: bool = True, presence_window_s: float = 0.0) -> None:
+                 announce_presence: bool = True, presence_window_s: float = 0.0, players_hot_s: float = 86400.0) -> None:
         self.content = content
         self.announce_presence = announce_presence
         self.store = store
@@ -36,19 +37,49 @@ class WorldService:
         self._pending_presence: list[OutboxEvent] = []
         self.announcer = PresenceAnnouncer(content.experience, presence_window_s, self.area_of, self._commit_presence)
         self._roster: tuple[tuple[int, int], list[dict[str, str]]] = ((-1, -1), [])
+        self.players_hot_s = players_hot_s
+        self._seen: dict[str, float] = {}  # player -> when it last joined or acted here (wall-clock s)
 
     @property
     def experience(self) -> str:
         return self.content.experience
 
     async def load(self) -> None:
-        """Load the saved world, or save version 0 if this experience was never played."""
-        saved = await self.store.load_world(self.experience)
+        """Load the saved world (players seen lately only), or save version 0 if it was never played."""
+        hot_since = now_ms() - int(self.players_hot_s * 1000)
+        saved = await self.store.load_world(self.experience, hot_since)
         if saved is None:
-            await self.store.commit(self.experience, 0, self.world, [], now_ms())
-            saved = await self.store.load_world(self.experience)
+            await self.store.commit(self.experience, 0, WorldDelta.whole(self.world), [], now_ms())
+            saved = await self.store.load_world(self.experience, hot_since)
         assert saved is not None
         self.world = saved
+        self._seen = dict.fromkeys(saved["players"], time.time())
+
+    async def ensure_player(self, user_id: str) -> None:
+        """Bring a player who left the hot state back from the store (no-op for hot or new players)."""
+        self._seen[user_id] = time.time()
+        if user_id in self.world["players"]:
+            return
+        saved = await self.store.load_player(self.experience, user_id)
+        if saved is None:
+            return
+        async with self._lock:
+            if user_id not in self.world["players"]:
+                self.world = {**self.world, "players": {**self.world["players"], user_id: saved}}
+
+    async def evict_cold(self, now: float) -> int:
+        """Drop absent players not seen for `players_hot_s` from memory (their rows stay); how many went."""
+        bound = now - self.players_hot_s
+        cold = [u for u in self.world["players"] if self._seen.get(u, 0) < bound
+                and not self.presence.is_present(self.experience, u)]
+        if cold:
+            async with self._lock:
+                gone = set(cold)
+                self.world = {**self.world, "players": {u: p for u, p in self.world["players"].items()
+                                                         if u not in gone}}
+                for user in gone:
+                    self._seen.pop(user, None)
+        return len(cold)
 
     async def take_over(self) -> None:
         """This process just became the world's owner: reload state and presence another kb may have changed."""
@@ -88,6 +119,7 @@ class WorldService:
         Under the write lock no commit is half-done, so every change after this snapshot is
         addressed to the new player too: their version chain starts here without a hole.
         """
+        await self.ensure_player(user_id)
         async with self._lock:
             changes = self.presence.join(session_id, user_id, self.experience, gateway_id, now)
             view = self.view(user_id)
@@ -96,6 +128,7 @@ class WorldService:
 
     async def act(self, user_id: str, args: dict[str, Any], trace_id: str = "") -> dict[str, Any]:
         """Apply one player action; commit and publish it if it changed the world."""
+        await self.ensure_player(user_id)
         outcome = await self._commit(lambda world, now: apply_action(self.content, world, user_id, args, now),
                                      actor_id=user_id, trace_id=trace_id)
         return {"success": outcome.success, "message": outcome.message,
@@ -124,7 +157,8 @@ class WorldService:
                     whereabouts=self._whereabouts(base) if self.content.visibility == "location" else None)
                 events += self._move_events(base, new_world, actor_id, now)
                 try:
-                    await self.store.commit(self.experience, base["version"], new_world, events, now)
+                    await self.store.commit(self.experience, base["version"], WorldDelta.between(base, new_world),
+                                            events, now)
                 except VersionConflict:
                     log.info("version conflict on %s at v%d; reloading", self.experience, base["version"])
                     await self.load()

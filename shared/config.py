@@ -38,6 +38,8 @@ class Settings:
     kb_url: str = "http://127.0.0.1:8001"
     kb_api_key: str = DEV_KB_API_KEY
     kb_db_path: str = ".run/kb.sqlite3"
+    kb_store: str = ""  # sqlite:///path or postgresql://user:password@host:port/db; empty: sqlite at kb_db_path
+    kb_players_hot_s: float = 86400.0  # players seen longer ago than this (and absent) leave kb's memory
     kb_data_dir: str = ""
     kb_outbox_keep_s: float = 15 * 60.0
     kb_timeout_s: float = 5.0
@@ -98,6 +100,11 @@ class Settings:
     uvloop: int = 1  # run on uvloop when it is installed (0: asyncio's own loop)
     env: str = ""  # "dev" lets a process start with the public development secrets (make run, tests)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def kb_store_url(self) -> str:
+        """The store kb opens: GAIA_KB_STORE, or SQLite at GAIA_KB_DB_PATH."""
+        return self.kb_store or f"sqlite:///{self.kb_db_path}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":

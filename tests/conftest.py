@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestServer
 from gateway.app import create_app as create_gateway
 from gateway.keys import NATS as GW_NATS
 from harness.client import GaiaClient
+from harness.pg import PostgresServer, pg_bin
 from harness.procs import NatsServer
 from kb.app import create_app as create_kb
 from kb.keys import NATS as KB_NATS
@@ -139,11 +140,11 @@ def broadcast(version: int, note: str = "n", only: list[str] | None = None) -> b
 @pytest.fixture
 async def outbox_parts(nats_server: NatsServer, tmp_path: Any) -> AsyncIterator[tuple[Settings, Any, Any]]:
     """kb's store and NATS link as kb logs in, without the app: (settings, store, link)."""
-    from kb.store import Store
+    from kb.stores.sqlite import SqliteStore
     from shared.natsconn import NatsLink
     settings = Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb-outbox.sqlite3"), nats_user="kb",
                         nats_password=nats_server.passwords["kb"])
-    store = Store(settings.kb_db_path)
+    store = SqliteStore(settings.kb_db_path)
     await store.open()
     link = NatsLink(settings, "test")
     link.start()
@@ -158,3 +159,29 @@ async def published_all(store: Any) -> None:
     async def empty() -> bool:
         return await store.outbox_depth() == 0
     await eventually(empty, timeout=4)
+
+
+NO_POSTGRES = pg_bin("initdb") is None or pg_bin("pg_ctl") is None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """One real PostgreSQL server for the run (each test takes a fresh database in it)."""
+    if NO_POSTGRES:
+        pytest.skip("PostgreSQL server programs are not installed and `make test` could not install them")
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+_databases = iter(range(1, 10_000))
+
+
+async def fresh_database(server: PostgresServer) -> str:
+    """A new empty database on the server: its URL."""
+    import asyncpg
+    name = f"t{next(_databases)}"
+    admin = await asyncpg.connect(server.url)
+    await admin.execute(f"CREATE DATABASE {name}")
+    await admin.close()
+    return server.url.rsplit("/", 1)[0] + f"/{name}"

@@ -91,8 +91,11 @@ async def owner_of(system: ClusterSystem, experience: str = EXPERIENCE) -> list[
     return owners
 
 
-async def test_two_kb_processes_serialize_each_world_and_hand_it_over_when_the_owner_dies(cluster) -> None:
-    system = cluster(gateways=2, kbs=2, kb_lease_ttl_s="2", kb_clock_tick_s="1")
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+async def test_two_kb_processes_serialize_each_world_and_hand_it_over_when_the_owner_dies(cluster, store) -> None:
+    """On PostgreSQL the two kb share nothing but the database server, as on two hosts: the new owner
+    continues from the rows and the outbox the dead one left there."""
+    system = cluster(gateways=2, kbs=2, postgres=store == "postgres", kb_lease_ttl_s="2", kb_clock_tick_s="1")
     await system.start()
     for _ in range(50):
         if len(await owner_of(system)) == 1:
