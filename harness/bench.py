@@ -18,6 +18,7 @@ import psutil
 
 from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, NatsWsListener, SseListener
 from harness.benchcapacity import bench_capacity, bench_restart
+from harness.benchkb import WORKERS, bench_kb_stores
 from harness.benchkit import (EXPERIENCE, connect_many, cpu_quiet, cpu_seconds, event_payload, publish_broadcasts,
                               wait_all)
 from harness.benchreport import (SCALING_END, SCALING_START, Phase, all_met, machine, non_default_settings, pct,
@@ -345,6 +346,10 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     await bench_capacity_and_restart(sizes["idle"], run)
     await bench_durability(300 if quick else 500, run)
     await bench_live_path(300 if quick else 1000, run)
+    phase = run.phase("kb commits per process: SQLite and PostgreSQL, fsync on", None,
+                      f"{WORKERS} players walking through kb's HTTP API at once, one world; a warm-up second, "
+                      f"then {3 if quick else 8} s timed; the world seeded with its players ever, all seen just now")
+    await bench_kb_stores(run.figures, phase.rows, seconds=3.0 if quick else 8.0)
     run.figures["fanout_short"] = float(sum(1 for f in run.failures if f.startswith("fan-out")))
     seconds = time.monotonic() - started
     command = "gaia-harness bench" + (" --quick" if quick else "")

@@ -42,6 +42,9 @@ TARGETS = (
     Target("others_p99_1000", "action -> other players' copies, p99 or max at 1,000 players (ms)", "<=", 20.0,
            "issue 8"),
     Target("fanout_short", "deliveries missing in any fan-out phase", "<=", 0.0, "issue 13"),
+    Target("kb_sqlite_many_vs_few", "kb actions/s with 10,000 players ever / with 10, SQLite", ">=", 0.8, "issue 16"),
+    Target("kb_postgres_many_vs_few", "kb actions/s with 10,000 players ever / with 10, PostgreSQL", ">=", 0.8,
+           "issue 16"),
 )
 
 

@@ -67,6 +67,16 @@ class PostgresServer:
                         "-c", "CREATE DATABASE gaia"], check=True, env=env, capture_output=True, timeout=60)
         return self
 
+    async def database(self, name: str) -> str:
+        """Create an empty database on this server; its URL."""
+        import asyncpg
+        admin = await asyncpg.connect(self.url)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
     def stop(self) -> None:
         """Stop the server (fast shutdown) and remove its directory."""
         pg_ctl = pg_bin("pg_ctl")

@@ -14,7 +14,7 @@ from kb.presence import PresenceBook, PresenceChange
 from kb.stores import Store, VersionConflict, WorldDelta
 from kb.world import autonomy
 from kb.world.content import Content
-from kb.world.model import World, area_of_interest, initial_world, player_state
+from kb.world.model import TOUCHED, World, area_of_interest, initial_world, player_state
 from kb.world.rules import Outcome, apply_action
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ class WorldService:
                     log.info("version conflict on %s at v%d; reloading", self.experience, base["version"])
                     await self.load()
                     continue
+                new_world.pop(TOUCHED, None)
                 self.world = new_world
                 self.publisher.notify()
                 return outcome

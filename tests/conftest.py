@@ -179,9 +179,4 @@ _databases = iter(range(1, 10_000))
 
 async def fresh_database(server: PostgresServer) -> str:
     """A new empty database on the server: its URL."""
-    import asyncpg
-    name = f"t{next(_databases)}"
-    admin = await asyncpg.connect(server.url)
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    return server.url.rsplit("/", 1)[0] + f"/{name}"
+    return await server.database(f"t{next(_databases)}")

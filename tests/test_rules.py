@@ -205,3 +205,15 @@ def test_location_visibility_snapshot_and_deltas_agree_for_a_player_who_just_joi
         apply_change(view, change.change)
     fresh = area_of_interest(walked.world, local, "newbie")
     assert normalise(view)["areas"] == normalise(fresh)["areas"] and view["player"] == fresh["player"]
+
+
+def test_a_commit_writes_only_the_players_the_rules_touched_not_everyone_ever() -> None:
+    from kb.stores.base import WorldDelta, meta_of
+    world = initial_world(CONTENT)
+    world["players"] = {f"ever{i}": {"current_location": "z", "current_area": "entrance", "inventory": []}
+                        for i in range(1000)}
+    out = act(world, "walker", action="go", destination="main_room")
+    delta = WorldDelta.between(world, out.world)
+    assert set(delta.players) == {"walker"} and delta.areas == {} and "_touched" not in meta_of(out.world)
+    given = act(out.world, "walker", action="collect_item", instance_id="dream_bottle_1")
+    assert set(WorldDelta.between(world, given.world).players) == {"walker"}

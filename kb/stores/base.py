@@ -6,11 +6,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kb.world.model import TOUCHED
+
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 OutboxEvent = tuple[str, str, bytes]
 PresenceRow = tuple[str, str, str, str, float, "float | None"]
-# Top-level parts of a world that are neither areas nor players: small, written with every commit.
-ENTITY_PARTS = ("areas", "players")
+# Top-level parts of a world kept apart from the meta row (areas and players have rows of their own).
+ENTITY_PARTS = ("areas", "players", TOUCHED)
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,13 @@ class WorldDelta:
         """The parts of `new` that are not the very objects of `base` (rules copy what they change)."""
         areas = {} if new["areas"] is base["areas"] else {
             a: s for a, s in new["areas"].items() if base["areas"].get(a) is not s}
-        players = {} if new["players"] is base["players"] else {
-            u: p for u, p in new["players"].items() if base["players"].get(u) is not p}
+        touched = new.get(TOUCHED)
+        if new["players"] is base["players"]:
+            players = {}
+        elif touched is not None:  # the rules copied these players only: no scan of everyone ever
+            players = {u: new["players"][u] for u in touched if u in new["players"]}
+        else:
+            players = {u: p for u, p in new["players"].items() if base["players"].get(u) is not p}
         return cls(new["version"], meta_of(new), areas, players)
 
 

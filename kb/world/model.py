@@ -7,6 +7,8 @@ from typing import Any, Iterator
 from kb.world.content import Content
 
 World = dict[str, Any]
+# Players an uncommitted world copied for editing: its commit writes only their rows. Never stored.
+TOUCHED = "_touched"
 
 
 def initial_world(content: Content) -> World:
@@ -121,6 +123,8 @@ def edit(world: World, *keys: str) -> World:
     new = dict(world)
     for key in keys:
         new[key] = copy.deepcopy(world[key])
+    if "players" in keys:
+        new[TOUCHED] = None  # every player copied: the commit compares them all
     return new
 
 
@@ -128,6 +132,8 @@ def edit_player(world: World, content: Content, user_id: str) -> tuple[World, di
     """A new world whose `players` map holds a private, editable copy of one player."""
     new = dict(world)
     new["players"] = dict(world["players"])
+    if TOUCHED not in world or world[TOUCHED] is not None:
+        new[TOUCHED] = world.get(TOUCHED, frozenset()) | {user_id}
     player = copy.deepcopy(player_state(world, content, user_id))
     new["players"][user_id] = player
     return new, player
