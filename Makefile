@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 USER_ID := $(if $(filter command line,$(origin USER)),$(USER),player2)
 
-.PHONY: install run test token bench docs screenshots browser mono clean
+.PHONY: install run test token bench docs screenshots browser mono postgres clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -19,7 +19,7 @@ install: $(STAMP)
 run: install
 	$(PY) -m harness.devstack
 
-test: install browser mono
+test: install browser mono postgres
 	$(PY) -m pytest
 
 # The live-page test drives Debian's chromium; install it when missing (it is skipped, saying so, if that fails).
@@ -40,6 +40,15 @@ mono:
 	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q mono-devel libnewtonsoft-json-cil-dev >/dev/null 2>&1; } || \
 	  echo "could not install Mono: the Unity client test will be skipped"; }
 
+# The PostgreSQL store tests start a real server (initdb + pg_ctl); installed when missing.
+postgres:
+	@{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || \
+	  { echo "installing postgresql for the kb store tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get install -y -q postgresql >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q postgresql >/dev/null 2>&1; } || \
+	  echo "could not install PostgreSQL: the PostgreSQL store tests will be skipped"; }
+
 # Regenerate the AsyncAPI/OpenAPI documents in docs/ from the schemas (a test fails when they are stale).
 docs: install
 	$(PY) -m shared.apidocs --write docs
@@ -51,7 +60,7 @@ screenshots: install browser
 token: install
 	@$(PY) -m shared.auth $(USER_ID)
 
-bench: install
+bench: install postgres
 	$(PY) -m harness bench
 
 clean:

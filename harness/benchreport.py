@@ -173,6 +173,10 @@ def scaling_section(figures: dict[str, float], command: str) -> str:
         f"| CPU per delivery: gateway / nats-server (us) | {f('gateway_us_per_delivery'):.1f} / "
         f"{f('nats_us_per_delivery'):.1f} |",
         f"| JetStream publish -> ack p50, fsync on every write (ms) | {f('ack_p50_fsync_ms', float('nan')):.2f} |",
+        f"| kb actions/s per process, one world, fsync on: SQLite / PostgreSQL | "
+        f"{f('kb_sqlite_actions_per_s', float('nan')):.0f} / {f('kb_postgres_actions_per_s', float('nan')):.0f} |",
+        f"| kb actions/s with 10,000 players ever / with 10: SQLite / PostgreSQL | "
+        f"{f('kb_sqlite_many_vs_few', float('nan')):.2f} / {f('kb_postgres_many_vs_few', float('nan')):.2f} |",
         "",
         f"Sizing for {SIZING_PLAYERS:,} concurrent players making {SIZING_DELIVERIES_PER_S:,} deliveries/s "
         "(state your own numbers and redo it):", "",
