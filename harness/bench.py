@@ -18,6 +18,7 @@ import psutil
 
 from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, NatsWsListener, SseListener
 from harness.benchcapacity import bench_capacity, bench_restart
+from harness.benchcluster import bench_cluster_restart
 from harness.benchkb import WORKERS, bench_kb_stores
 from harness.benchkit import (EXPERIENCE, connect_many, cpu_quiet, cpu_seconds, event_payload, publish_broadcasts,
                               wait_all)
@@ -344,6 +345,10 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     await bench_fanout(*sizes["fanout"], 100.0, run)
     await bench_fanout_fsync(100, 100, run)
     await bench_capacity_and_restart(sizes["idle"], run)
+    phase = run.phase(f"Gateway restart on a 3-node NATS cluster: {sizes['idle']} idle sessions", None,
+                      "harness/cluster.py: 3 nats-server nodes (R3 stream, fsync on every node), one kb, one gateway; "
+                      "presence announcements off")
+    await bench_cluster_restart(sizes["idle"], run.figures, run.failures, phase)
     await bench_durability(300 if quick else 500, run)
     await bench_live_path(300 if quick else 1000, run)
     phase = run.phase("kb commits per process: SQLite and PostgreSQL, fsync on", None,

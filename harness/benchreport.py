@@ -36,6 +36,9 @@ TARGETS = (
     Target("restart_resumed_s", "sessions dropped by a gateway restart, all resumed within (s)", "<=", 15.0,
            "issue 14"),
     Target("restart_lost", "events lost across the gateway restart", "<=", 0.0, "issue 14"),
+    Target("cluster_restart_resumed_s", "the same on a 3-node NATS cluster, all resumed within (s)", "<=", 15.0,
+           "issue 14"),
+    Target("cluster_restart_lost", "events lost across the gateway restart on the cluster", "<=", 0.0, "issue 14"),
     Target("cpu_vs_forwarder", "gateway CPU per delivery / the minimal forwarder's", "<=", 1.1, "issue 14"),
     Target("gateway_kb_per_idle_session", "gateway memory per idle session at the capacity size (KB)", "<=", 30.0,
            "issues 8, 14"),
@@ -170,6 +173,8 @@ def scaling_section(figures: dict[str, float], command: str) -> str:
         f"{f('nats_kb_per_idle_session'):.2f} |",
         f"| connect rate, snapshot included (sessions/s) | {f('connects_per_s'):.0f} |",
         f"| all sessions resumed after a gateway SIGTERM and restart (s) | {f('restart_resumed_s', float('nan')):.1f} |",
+        f"| the same with the gateway on a 3-node NATS cluster (s) | "
+        f"{f('cluster_restart_resumed_s', float('nan')):.1f} |",
         f"| CPU per delivery: gateway / nats-server (us) | {f('gateway_us_per_delivery'):.1f} / "
         f"{f('nats_us_per_delivery'):.1f} |",
         f"| JetStream publish -> ack p50, fsync on every write (ms) | {f('ack_p50_fsync_ms', float('nan')):.2f} |",

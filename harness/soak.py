@@ -13,7 +13,7 @@ import aiohttp
 
 from harness.benchreport import pct
 from harness.soakclients import Chain, ChatDriver, SseReader
-from harness.soakreport import FINAL_RESUMES, Sample, SoakReport, sample
+from harness.soakreport import CACHE_PROBE_MESSAGES, FINAL_RESUMES, Sample, SoakReport, sample
 from harness.system import LocalSystem
 from harness.verify import EXPERIENCE, StreamMessage, due_and_replaced, first_past, stream_messages
 from shared.auth import issue_token
@@ -87,9 +87,20 @@ class Soak:
             report.sessions = self.crowd.connects
             report.connect_failures = self.crowd.connect_failures
             report.close_codes = [code for chain in self.crowd.chains for code in chain.close_codes]
+            report.mean_message_bytes = await self._mean_message_bytes()
         finally:
             self.system.stop()
+        report.nats_cache_mb = await nats_cache_plateau(report.mean_message_bytes)
         return report
+
+    async def _mean_message_bytes(self) -> int:
+        import nats
+        nc = await nats.connect(self.system.nats_url)
+        try:
+            state = (await nc.jetstream().stream_info(self.settings.stream_name)).state
+        finally:
+            await nc.close()
+        return int(state.bytes / max(1, state.messages))
 
     async def _play(self, http: aiohttp.ClientSession, report: SoakReport) -> None:
         self._started = time.monotonic()
@@ -259,6 +270,36 @@ class Soak:
                 elif s.name == "gaia_gateway_nats_reconnects_total":
                     out["nats_reconnects"] = s.value
         return out
+
+
+async def nats_cache_plateau(message_bytes: int, count: int = CACHE_PROBE_MESSAGES) -> float:
+    """Peak RSS (MB) of a scratch nats-server (fsync on) while its file stream takes `count` messages
+    of this size: the bound of what JetStream's file-store cache makes a busy server hold."""
+    import secrets
+    import tempfile
+
+    import nats
+    import psutil
+
+    from harness.procs import NatsServer
+    server = NatsServer(store_dir=tempfile.mkdtemp(prefix="gaia-natscache-"), sync_always=True).start()
+    peak = 0.0
+    try:
+        proc = psutil.Process(server.proc.pid)  # type: ignore[union-attr]
+        nc = await nats.connect(server.url_as("operator"))
+        js = nc.jetstream()
+        await js.add_stream(name="PROBE", subjects=["probe.>"])
+        payload = b"x" * message_bytes
+        for start in range(0, count, 500):
+            acks = [await js.publish_async("probe.w", payload, headers={"Nats-Msg-Id": secrets.token_hex(12)})
+                    for _ in range(min(500, count - start))]
+            await asyncio.gather(*acks)
+            peak = max(peak, proc.memory_info().rss / 2**20)
+        await nc.close()
+    finally:
+        server.stop()
+        server.cleanup()
+    return peak
 
 
 async def run_soak(config: SoakConfig) -> SoakReport:

@@ -15,6 +15,7 @@ RSS_GROWTH = 1.10  # after the settle, each process within 10% of its RSS after 
 FD_SLACK = 10  # file descriptors a process may hold above its baseline after the settle (log files, pools)
 SLOW_CLOSE_SHARE = 0.005
 ACTION_P99_MS = 250.0
+CACHE_PROBE_MESSAGES = 30_000  # messages the scratch nats-server takes to show its file-store cache's plateau
 FINAL_RESUMES = 100  # chains resuming at once at the end (bounded, like a client fleet's backoff)
 
 
@@ -107,6 +108,8 @@ class SoakReport:
     behind_at_end: int = 0
     lost_examples: list[str] = field(default_factory=list)
     unchecked: int = 0
+    mean_message_bytes: int = 0
+    nats_cache_mb: float = 0.0
 
     @property
     def slow_closes(self) -> int:
@@ -134,10 +137,17 @@ class SoakReport:
              f"behind {self.behind_at_end}",
              self.lost == self.duplicated == self.out_of_order == self.behind_at_end == 0 and self.expected > 0),
         ]
-        for name in ("gateway", "kb", "nats"):
+        for name in ("gateway", "kb"):
             warm, after = self.warm.rss_mb[name], self.settled.rss_mb[name]
             rows.append((f"{name} RSS after the settle <= {RSS_GROWTH:.2f} x after warm-up",
                          f"{after:.1f} MB vs {warm:.1f} MB ({after / warm:.2f} x)", after <= warm * RSS_GROWTH))
+        warm, after = self.warm.rss_mb["nats"], self.settled.rss_mb["nats"]
+        bound = max(warm, self.nats_cache_mb)
+        rows.append((f"nats RSS after the settle <= {RSS_GROWTH:.2f} x the larger of: after warm-up, or the plateau of "
+                     "JetStream's file-store cache (a bounded cache: a scratch nats-server, fsync on, given "
+                     f"{CACHE_PROBE_MESSAGES:,} messages of this run's mean size)",
+                     f"{after:.1f} MB vs {warm:.1f} MB after warm-up, cache plateau {self.nats_cache_mb:.1f} MB "
+                     f"({self.mean_message_bytes} B messages)", after <= bound * RSS_GROWTH))
         leaks = [f"{n} fds {self.settled.fds[n]} (baseline {self.baseline.fds[n]})"
                  for n in self.settled.fds if self.settled.fds[n] > self.baseline.fds[n] + FD_SLACK]
         rows.append(("after the settle: no session, no consumer, fds within baseline + 10",
@@ -166,7 +176,7 @@ class SoakReport:
             f"chats {self.chats_done} done, {self.chats_failed} failed (p50 {pct(self.chat_latencies_ms, 50):.0f} ms); "
             f"SSE events {self.sse_events}, SSE streams cut {self.sse_cut}",
             f"stream messages {self.published}; due to chains since their first snapshot {self.expected}, "
-            f"delivered {self.delivered}, replaced by a snapshot after resync_required {self.replaced} "
+            f"delivered {self.delivered}, replaced by a later snapshot {self.replaced} "
             f"({self.resyncs} resyncs); lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}",
             f"after the settle, every chain resumed with its cursor ({self.final_resumes} resumes, "
             f"{self.final_resume_failures} failed, {self.final_resume_s:.1f} s, at most {FINAL_RESUMES} at once); "

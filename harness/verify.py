@@ -64,7 +64,7 @@ class RunReport:
             f"reconnects {self.reconnects}",
             f"faults injected ({len(self.faults)}): {', '.join(self.faults) or 'none'}",
             f"events in the stream {self.published}; addressed to players since they connected {self.expected}, "
-            f"of those delivered {self.delivered}, replaced by a snapshot after resync_required {self.replaced}; "
+            f"of those delivered {self.delivered}, replaced by a later snapshot {self.replaced}; "
             f"also received from before the count starts {self.before_count}",
             f"resyncs {self.resyncs}, gap repairs with get_state {self.repairs}",
             f"lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}, "
@@ -133,15 +133,18 @@ def first_past(messages: list[StreamMessage], version: int) -> float:
     return next((m.seq for m in messages if m.kind == "world_update" and (m.version or 0) > version), float("inf"))
 
 
-def resync_windows(frames: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    """(last seq before a resync_required, version of the snapshot that followed it), for each resync."""
-    windows, last_seq, pending = [], 0, False
+def snapshot_windows(frames: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    """(last seq before a later snapshot, that snapshot's version), for every snapshot after the first.
+
+    A snapshot replaces the client's state: what it covers need not arrive as events (after
+    `resync_required`, or after a resume whose replay did not reach the world's version).
+    """
+    windows, last_seq, first = [], 0, True
     for frame in frames:
-        if frame.get("type") == "resync_required":
-            pending = True
-        elif frame.get("type") == "area_of_interest" and pending:
-            windows.append((last_seq, frame["snapshot_version"]))
-            pending = False
+        if frame.get("type") == "area_of_interest":
+            if not first:
+                windows.append((last_seq, frame["snapshot_version"]))
+            first = False
         if "seq" in frame:
             last_seq = frame["seq"]
     return windows
@@ -153,14 +156,14 @@ def due_and_replaced(messages: list[StreamMessage], frames: list[dict[str, Any]]
 
     A world_update is due when its version is past the first snapshot's, whether or not anything
     arrived before it; a presence event when it follows the first world_update past that snapshot
-    (earlier ones may precede the subscription). After `resync_required`, what the next snapshot
-    covers counts as replaced, not lost.
+    (earlier ones may precede the subscription). What a later snapshot covers (world_updates up to
+    its version, presence before the first world_update past it) counts as replaced, not lost.
     """
     views = [f["snapshot_version"] for f in frames if f.get("type") == "area_of_interest"]
     if not views:
         return set(), set()
     mine = [m for m in messages if not (m.kind == "presence" and m.about == user)]
-    windows = resync_windows(frames)
+    windows = snapshot_windows(frames)
     presence_from = first_past(mine, views[0])
     due, replaced = set(), set()
     spans = [(after, version, first_past(mine, version)) for after, version in windows]

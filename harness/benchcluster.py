@@ -1,0 +1,62 @@
+"""The gateway restart storm again, with the gateway on a 3-node NATS cluster (R3 stream, fsync on every node)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import psutil
+
+from harness.benchcapacity import bench_restart
+from harness.benchkit import connect_many, cpu_quiet
+from harness.benchreport import Phase
+from harness.cluster import ClusterSystem
+from harness.procs import NatsServer, ServiceProcess
+
+
+@dataclass
+class OneGatewayView:
+    """A ClusterSystem seen as bench_restart expects a system: one gateway, one node to ask for counts."""
+
+    cluster: ClusterSystem
+
+    @property
+    def gateway(self) -> ServiceProcess:
+        return self.cluster.gateways[0]
+
+    @property
+    def nats(self) -> NatsServer:
+        return self.cluster.nodes[0]
+
+    @property
+    def nats_url(self) -> str:
+        return self.cluster.nats_url
+
+    @property
+    def gateway_url(self) -> str:
+        return self.gateway.url
+
+    def server_procs(self) -> list[psutil.Process]:
+        procs: list[Any] = [*self.cluster.nodes, *self.cluster.kbs, *self.cluster.gateways]
+        return [psutil.Process(p.proc.pid) for p in procs if p.proc is not None]
+
+
+async def bench_cluster_restart(sessions: int, figures: dict[str, float], failures: list[str], phase: Phase) -> None:
+    """`sessions` idle players on one gateway of a 3-node cluster; SIGTERM it, publish, start it: all resume."""
+    cluster = await ClusterSystem(gateways=1, kbs=1, presence_announce="0").start()
+    view = OneGatewayView(cluster)
+    local: dict[str, float] = {}
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            await cpu_quiet(view.server_procs())
+            listeners = []
+            for start in range(0, sessions, 500):
+                listeners += await connect_many(http, view, f"cl{start}_", min(500, sessions - start),  # type: ignore[arg-type]
+                                                in_flight=250)
+            await bench_restart(http, view, listeners, local, failures, phase)  # type: ignore[arg-type]
+            for listener in listeners:
+                await listener.close()
+    finally:
+        cluster.stop()
+    figures["cluster_restart_resumed_s"] = local.get("restart_resumed_s", float("inf"))
+    figures["cluster_restart_lost"] = local.get("restart_lost", float("nan"))
