@@ -300,12 +300,16 @@ class UserStream:
             if too_old or info.num_pending > owner.settings.resync_after_events:
                 log.info("[%s] cursor %d: %s", self.label, self.cursor,
                          "older than the stream" if too_old else f"{info.num_pending} events behind")
-                # resync_required first: the sink holds what follows behind the fresh snapshot, so no
-                # live event reaches the client between its old cursor and that snapshot.
+                # Live messages are held while the subject's end is read; then resync_required (the
+                # sink holds what follows behind the fresh snapshot it now fetches, which is therefore
+                # at least as new as that end); then the held messages past the end. No live event
+                # reaches the client before resync_required, and none at or below the end is skipped
+                # unless the snapshot covers it.
                 self._held = []
+                last = await owner.subject_last(self.subject)
                 self._resync("the cursor is older than the stream retains" if too_old else
                              f"{info.num_pending} events behind; a fresh snapshot replaces them")
-                self._go_live_at(await owner.subject_last(self.subject))
+                self._go_live_at(last)
                 return
             await self._replay_from(info.name, info.num_pending)
         finally:

@@ -217,3 +217,27 @@ async def test_a_resume_too_far_behind_says_resync_before_any_live_event(aiohttp
                 kinds.append(frame["type"])
     assert kinds.index("resync_required") < kinds.index("area_of_interest")
     assert "world_update" not in kinds[:kinds.index("resync_required")], kinds
+
+
+async def test_a_slow_socket_far_behind_gets_a_snapshot_instead_of_being_closed(aiohttp_server, gateway_settings,
+                                                                               token, nats_server) -> None:
+    """Its outbox (16 frames) overflows under a 300-event burst; reading it all again would be more
+    than 20 events behind, so the stream says resync_required and a fresh snapshot follows: the
+    phone stays connected and consistent instead of being closed with 4408."""
+    settings = replace(gateway_settings, session_outbox_size=16, resync_after_events=20)
+    server = await aiohttp_server(create_gateway(settings, "gwslowsnap"))
+    assert await server.app[GW_NATS].wait_ready(10)
+    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_receive_buffer)) as http:
+        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}", max_msg_size=0) as ws:
+            while orjson.loads((await ws.receive(timeout=10)).data)["type"] != "area_of_interest":
+                pass
+            published = await publish_broadcasts(nats_server.url_as("kb"), 300, note="z" * 16000)
+            await asyncio.sleep(1.0)  # the phone looks away
+            kinds: list[str] = []
+            while "area_of_interest" not in kinds:
+                kinds.append(orjson.loads((await ws.receive(timeout=10)).data)["type"])
+            assert kinds.index("resync_required") < kinds.index("area_of_interest") and not ws.closed
+            assert published
+    assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
+    assert server.app[STREAMS].stats.resyncs >= 1
