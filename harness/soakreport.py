@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from gateway.validation import CACHE_SIZE as VALIDATOR_CACHE
 from harness.benchreport import machine, pct, replace_section
 from harness.system import LocalSystem
 
@@ -34,6 +35,7 @@ class Sample:
     sessions: int
     world_version: float
     present: float
+    stream_messages: int = 0
 
 
 async def _json(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
@@ -70,7 +72,7 @@ async def sample(system: LocalSystem, t: float, online: int | None = None) -> Sa
                   nats_mem_mb=varz.get("mem", 0) / 2**20, slow_consumers=varz.get("slow_consumers", 0),
                   subscriptions=varz.get("subscriptions", 0), consumers=jsz.get("consumers", 0),
                   sessions=int(health.get("sessions", {}).get("total", 0)),
-                  world_version=version, present=present)
+                  world_version=version, present=present, stream_messages=int(jsz.get("messages", 0)))
 
 
 @dataclass
@@ -167,7 +169,9 @@ class SoakReport:
         return [
             f"{c.players} players online, churn {c.churn}/s out (half clean, half dropped) and in (half resuming "
             f"with last_seq), one action per {c.act_every_s:g} s each, {c.sse} SSE streams, {c.chats_per_s:g} chat/s, "
-            f"{c.duration_s:.0f} s, warm-up {c.warmup_s:.0f} s, settle {c.settle_s:.0f} s, seed {c.seed}",
+            f"{c.duration_s:.0f} s, warm-up at least {c.warmup_s:.0f} s and until the stream holds as many "
+            f"events as the gateway's bounded event cache ({VALIDATOR_CACHE:,}; it was warm at "
+            f"{self.warm.t if self.warm else float('nan'):.0f} s), settle {c.settle_s:.0f} s, seed {c.seed}",
             f"sessions opened {self.sessions} (failed {self.connect_failures}); chains checked {self.chains} "
             f"(and {self.unchecked} that left before their first event, with no cursor to resume from); "
             f"close codes seen by clients {codes}; gateway's count {self.gateway_closes.get('codes', {})}",

@@ -99,6 +99,10 @@ async def test_unity_client_joins_walks_collects_sees_others_resumes_and_stops_o
         assert resumed["from_seq"] == dropped["last_seq"] + 1 and resumed["in_order"] is True
         assert resumed["version"] == world.world["version"] and resumed["gaps"] == 0 and resumed["snapshots"] == 1
 
+        chain = await unity.step("chain")
+        assert chain == {**chain, "hole": "Gap", "stale": "AlreadyHad", "gaps": 1}
+        fetched = await unity.step("get_state")
+        assert fetched["snapshots"] == 1 and fetched["version"] == world.world["version"]
         ping = await unity.step("ping")
         assert 0 < ping["rtt_ms"] < 5000
         bad = await unity.step("bad_token")

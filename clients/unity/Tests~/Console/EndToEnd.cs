@@ -73,6 +73,19 @@ public static class EndToEnd
                                       { "in_order", seqs.Zip(seqs.Skip(1), (a, b) => b > a).All(x => x) },
                                       { "shelf_1", client.World.ItemsAt("main_room", "shelf_1").Count } });
 
+        // A hole in the version chain is never applied: the client asks for a snapshot instead.
+        var probe = new LocalWorld();
+        probe.ApplySnapshot((JObject)client.World.View.DeepClone());
+        var hole = new JObject { { "base_version", probe.Version + 1 }, { "snapshot_version", probe.Version + 2 },
+                                 { "changes", new JArray() } };
+        var stale = new JObject { { "base_version", probe.Version - 1 }, { "snapshot_version", probe.Version },
+                                  { "changes", new JArray() } };
+        Emit("chain", new JObject { { "hole", probe.ApplyUpdate(hole).ToString() },
+                                    { "stale", probe.ApplyUpdate(stale).ToString() }, { "gaps", probe.Gaps } });
+        var before = client.World.Snapshots;
+        var state = Pump(client.GetStateAsync());
+        Emit("get_state", new JObject { { "snapshots", state.Snapshots - before }, { "version", state.Version } });
+
         var rtt = Pump(client.PingAsync());
         Emit("ping", new JObject { { "rtt_ms", rtt } });
 
