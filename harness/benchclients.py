@@ -130,7 +130,9 @@ class ForwarderListener(SocketListener):
     async def _read(self) -> None:
         assert self.ws is not None
         async for msg in self.ws:
-            self.arrivals.record(orjson.loads(msg.data)["snapshot_version"], time.perf_counter())
+            version = orjson.loads(msg.data).get("snapshot_version")
+            if version is not None:  # presence of other phases' players is on the subject too
+                self.arrivals.record(version, time.perf_counter())
 
 
 class NatsWsListener(SocketListener):
@@ -176,7 +178,9 @@ class NatsWsListener(SocketListener):
                 if len(buf) < end + 2 + size + 2:
                     break
                 body = buf[end + 2 + headers:end + 2 + size]
-                self.arrivals.record(orjson.loads(body)["snapshot_version"], now)
+                version = orjson.loads(body).get("snapshot_version")
+                if version is not None:  # presence of other phases' players is on the subject too
+                    self.arrivals.record(version, now)
                 buf = buf[end + 2 + size + 2:]
                 continue
             if line == b"PING":
