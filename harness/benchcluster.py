@@ -30,7 +30,8 @@ class OneGatewayView:
 
     @property
     def nats_url(self) -> str:
-        return self.cluster.nats_url
+        """One node, as the operator (the bench's publisher and counts take a single URL)."""
+        return self.nats.url_as("operator")
 
     @property
     def gateway_url(self) -> str:
