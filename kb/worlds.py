@@ -39,6 +39,7 @@ class WorldService:
         self._roster: tuple[tuple[int, int], list[dict[str, str]]] = ((-1, -1), [])
         self.players_hot_s = players_hot_s
         self._seen: dict[str, float] = {}  # player -> when it last joined or acted here (wall-clock s)
+        self._cold: set[str] = set()  # players saved but not in memory: the only ones worth a store read
 
     @property
     def experience(self) -> str:
@@ -54,17 +55,17 @@ class WorldService:
         assert saved is not None
         self.world = saved
         self._seen = dict.fromkeys(saved["players"], time.time())
+        self._cold = set(await self.store.cold_players(self.experience, hot_since))
 
     async def ensure_player(self, user_id: str) -> None:
         """Bring a player who left the hot state back from the store (no-op for hot or new players)."""
         self._seen[user_id] = time.time()
-        if user_id in self.world["players"]:
+        if user_id not in self._cold:  # in memory already, or never saved (a newcomer): no store read
             return
         saved = await self.store.load_player(self.experience, user_id)
-        if saved is None:
-            return
         async with self._lock:
-            if user_id not in self.world["players"]:
+            self._cold.discard(user_id)
+            if saved is not None and user_id not in self.world["players"]:
                 self.world = {**self.world, "players": {**self.world["players"], user_id: saved}}
 
     async def evict_cold(self, now: float) -> int:
@@ -79,6 +80,7 @@ class WorldService:
                                                          if u not in gone}}
                 for user in gone:
                     self._seen.pop(user, None)
+                self._cold |= gone
         return len(cold)
 
     async def take_over(self) -> None:

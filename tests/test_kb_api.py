@@ -111,3 +111,17 @@ async def test_without_nats_actions_still_commit_and_health_is_degraded(kb_serve
     assert status == 200 and body["success"] and body["snapshot_version"] == 1
     async with kb_http.get(url(kb_server, "/health")) as r:
         assert (await r.json())["outbox"]["pending"] == 1
+
+
+async def test_a_player_gone_from_memory_comes_back_from_the_store_as_it_left(kb_server, kb_http) -> None:
+    import time
+
+    from kb.keys import WORLDS
+    world = kb_server.app[WORLDS][EXPERIENCE]
+    await post_action(kb_http, kb_server, "wanderer", action="collect_item", instance_id="umbrella_1")
+    await post_action(kb_http, kb_server, "wanderer", action="go", destination="main_room")
+    assert await world.evict_cold(time.time() + world.players_hot_s + 1) >= 1
+    assert "wanderer" not in world.world["players"], "absent and not seen lately: out of memory"
+    status, body = await post_action(kb_http, kb_server, "wanderer", action="go", destination="entrance")
+    assert status == 200 and body["success"], "it still stood in the main room: its row came back"
+    assert [i["instance_id"] for i in world.world["players"]["wanderer"]["inventory"]] == ["umbrella_1"]

@@ -57,6 +57,7 @@ async def test_store_contract_cold_players_stay_out_of_the_hot_state_and_load_on
     hot = await store.load_world("w", players_seen_since_ms=5_000)
     assert hot is not None and set(hot["players"]) == {"new"} and hot["version"] == 2
     assert await store.load_player("w", "old") == {"x": 1} and await store.load_player("w", "nobody") is None
+    assert await store.cold_players("w", 5_000) == ["old"]
 
 
 async def test_store_contract_outbox_in_commit_order_published_pruned_and_presence(store: Store) -> None:

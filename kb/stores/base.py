@@ -96,6 +96,10 @@ class Store(abc.ABC):
         """The last committed world, with only the players seen since the bound (None: never saved)."""
 
     @abc.abstractmethod
+    async def cold_players(self, experience: str, seen_before_ms: int) -> list[str]:
+        """Ids of the players saved but not seen since the bound (the ones load_world left out)."""
+
+    @abc.abstractmethod
     async def load_player(self, experience: str, user_id: str) -> dict[str, Any] | None:
         """One player's saved state (one who left the hot state), or None."""
 

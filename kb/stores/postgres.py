@@ -56,6 +56,11 @@ class PostgresStore(Store):
                 players_seen_since_ms)}
         return assemble(orjson.loads(meta), areas, players)
 
+    async def cold_players(self, experience: str, seen_before_ms: int) -> list[str]:
+        rows = await self.pool.fetch("SELECT user_id FROM players WHERE experience = $1 AND seen_ms < $2",
+                                     experience, seen_before_ms)
+        return [r["user_id"] for r in rows]
+
     async def load_player(self, experience: str, user_id: str) -> dict[str, Any] | None:
         state = await self.pool.fetchval("SELECT state FROM players WHERE experience = $1 AND user_id = $2",
                                          experience, user_id)

@@ -93,6 +93,10 @@ class SqliteStore(Store):
             self.db.execute("DELETE FROM worlds WHERE experience = ?", (experience,))
         return world
 
+    async def cold_players(self, experience: str, seen_before_ms: int) -> list[str]:
+        return await self._run(lambda: [row[0] for row in self.db.execute(
+            "SELECT user_id FROM players WHERE experience = ? AND seen_ms < ?", (experience, seen_before_ms))])
+
     async def load_player(self, experience: str, user_id: str) -> dict[str, Any] | None:
         row = await self._run(lambda: self.db.execute(
             "SELECT state FROM players WHERE experience = ? AND user_id = ?", (experience, user_id)).fetchone())
