@@ -81,6 +81,8 @@ class WorldService:
                 for user in gone:
                     self._seen.pop(user, None)
                 self._cold |= gone
+        for user in [u for u, at in self._seen.items() if at < bound and u not in self.world["players"]]:
+            del self._seen[user]  # joined and left without ever acting: nothing to keep
         return len(cold)
 
     async def take_over(self) -> None:
