@@ -19,7 +19,7 @@ from gateway.kbclient import KbClient
 from gateway.limits import HandshakeLimiter
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
-from gateway.stream import StreamSet
+from gateway.streamset import StreamSet
 from gateway.sse import chat_unified
 from gateway.sse_stream import sse_experience
 from gateway.ws import ws_experience

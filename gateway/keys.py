@@ -12,7 +12,7 @@ from gateway.limits import HandshakeLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
-from gateway.stream import StreamSet
+from gateway.streamset import StreamSet
 from shared.auth import TokenVerifier
 from shared.config import Settings
 from shared.natsconn import NatsLink

@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from gateway.registry import SessionRegistry
-from gateway.stream import StreamSet
+from gateway.streamset import StreamSet
 from shared.metrics import LATENCY_BUCKETS, new_registry
 from shared.natsconn import NatsLink
 from shared.schemas.errors import CloseCode

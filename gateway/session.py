@@ -19,7 +19,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.outbox import SessionOutbox
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
-from gateway.stream import StreamSet, open_stream
+from gateway.stream import open_stream
+from gateway.streamset import StreamSet
 from gateway.websocket import GatewayWebSocket
 from gateway.wschat import socket_chat
 from shared.config import Settings

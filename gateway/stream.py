@@ -17,22 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from marshmallow import ValidationError
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js import api as js_api
-from nats.js.errors import NotFoundError
 
-from gateway.validation import EventValidator
-from shared.config import Settings
-from shared.natsconn import NatsLink
 from shared.subjects import experience_updates, live_subject
 from shared.tasks import raise_if_cancelled
+
+if TYPE_CHECKING:
+    from gateway.streamset import StreamSet
 
 log = logging.getLogger(__name__)
 CATCHUP_BATCH = 256
@@ -83,17 +80,6 @@ def live_sequences(msg: Msg) -> tuple[int, int]:
     """(stream sequence, previous sequence on the same subject) of a republished message."""
     headers = msg.headers or {}
     return int(headers["Nats-Sequence"]), int(headers.get("Nats-Last-Sequence") or 0)
-
-
-@dataclass
-class StreamStats:
-    """Events handed to sessions (by transport), invalid events, gaps and catch-ups, over the process's life."""
-
-    delivered: Counter[str] = field(default_factory=Counter)
-    invalid: int = 0
-    gaps: int = 0
-    catchups: int = 0
-    resyncs: int = 0
 
 
 class UserStream:
@@ -418,140 +404,3 @@ async def open_stream(stream: UserStream, cursor: int | None) -> OpenResult:
         return OpenResult("offline", cursor)
     log.debug("[%s] stream %s at %s (subject at %d)", stream.label, result.kind, result.cursor, result.replay_until)
     return result
-
-
-class StreamSet:
-    """Every open stream of this gateway: checked together after a reconnect and by a periodic sweep."""
-
-    def __init__(self, link: NatsLink, settings: Settings) -> None:
-        self.link = link
-        self.settings = settings
-        self.streams: set[UserStream] = set()
-        self.validator = EventValidator()
-        self.stats = StreamStats()
-        # Bounds the JetStream requests of catch-ups at once: a storm of resumes queues here.
-        self.catchup_slots = asyncio.Semaphore(settings.catchup_concurrency)
-        self._swept_last: dict[str, int] = {}
-        self._last_asked: dict[str, asyncio.Future[int]] = {}
-        link.on_connect(self.check_all)
-
-    def new(self, user_id: str, experience: str, label: str, sink: StreamSink) -> UserStream:
-        """A stream for one client (not yet open), registered for reconnect checks."""
-        stream = UserStream(self, user_id, experience, label, sink)
-        self.streams.add(stream)
-        return stream
-
-    async def discard(self, stream: UserStream) -> None:
-        """Close a stream and forget it."""
-        self.streams.discard(stream)
-        await stream.close()
-
-    def catchup_config(self, subject: str, cursor: int) -> js_api.ConsumerConfig:
-        """A pull consumer for one catch-up: memory only, no acks, gone soon if its gateway dies."""
-        return js_api.ConsumerConfig(
-            filter_subject=subject, deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=cursor + 1,
-            ack_policy=js_api.AckPolicy.NONE, mem_storage=True, num_replicas=1,
-            inactive_threshold=self.settings.catchup_inactive_s)
-
-    async def delete_consumer(self, name: str) -> None:
-        """Delete a catch-up consumer now; if NATS is away its inactive threshold removes it."""
-        if self.link.js is None or not self.link.connected:
-            return
-        try:
-            await asyncio.wait_for(self.link.js.delete_consumer(self.settings.stream_name, name), 2.0)
-        except Exception:  # noqa: BLE001 - gone already, or NATS away
-            raise_if_cancelled()
-
-    def subject_last(self, subject: str) -> asyncio.Future[int]:
-        """Stream sequence of the newest message on a subject (0 if none), by direct get.
-
-        Everyone who asks within one turn of the event loop shares one request, sent after all of
-        their subscriptions: a connect storm of one experience costs one request per turn, not one
-        per session, and each asker still gets an answer read after its own SUB.
-        """
-        pending = self._last_asked.get(subject)
-        if pending is None:
-            pending = self._last_asked[subject] = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().create_task(self._read_last(subject, pending))
-        return asyncio.shield(pending)
-
-    async def _read_last(self, subject: str, answer: asyncio.Future[int]) -> None:
-        del self._last_asked[subject]  # later askers get a request of their own, sent after their SUB
-        try:
-            assert self.link.js is not None
-            msg = await self.link.js.get_last_msg(self.settings.stream_name, subject, direct=True)
-            answer.set_result(msg.seq or 0)
-        except NotFoundError:
-            answer.set_result(0)
-        except BaseException as exc:  # noqa: BLE001 - every asker hears the same failure
-            answer.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-
-    async def check_all(self) -> None:
-        """After NATS (re)connects: streams behind their subject catch up, oldest cursor first, bounded."""
-        streams = sorted(self.streams, key=lambda s: s.cursor if s.cursor is not None else -1)
-        if streams:
-            log.info("checking %d streams after nats connect", len(streams))
-        lasts = await self._subject_lasts({s.subject for s in streams})
-        for stream in streams:
-            try:
-                if stream.needs_open:
-                    await stream.ensure_open()
-                elif stream.subject in lasts:
-                    stream.check(lasts[stream.subject])
-            except Exception as exc:  # noqa: BLE001 - the sweeper tries again
-                raise_if_cancelled()
-                log.warning("[%s] stream check failed: %s", stream.label, type(exc).__name__)
-
-    async def _subject_lasts(self, subjects: set[str]) -> dict[str, int]:
-        """One direct get per experience, however many sessions watch it."""
-        lasts: dict[str, int] = {}
-        for subject in subjects:
-            try:
-                lasts[subject] = await self.subject_last(subject)
-            except Exception as exc:  # noqa: BLE001 - skipped this round
-                raise_if_cancelled()
-                log.warning("last sequence of %s unknown: %s", subject, type(exc).__name__)
-        return lasts
-
-    async def sweep_forever(self) -> None:
-        """Catch a lost tail: a stream still below what its subject held one sweep ago missed something.
-
-        A gap shows on the next live message; this finds the gap no later message reveals (the last
-        message of a quiet world dropped on a reconnect or a slow-consumer cut).
-        """
-        while True:
-            await asyncio.sleep(self.settings.stream_sweep_s)
-            if not self.link.jetstream_ok:
-                continue
-            try:
-                await self._sweep_once()
-            except Exception:  # noqa: BLE001 - the next sweep tries again
-                raise_if_cancelled()
-                log.exception("stream sweep failed; going on")
-
-    async def _sweep_once(self) -> None:
-        before, self._swept_last = self._swept_last, await self._subject_lasts(
-            {s.subject for s in self.streams})
-        by_subject: dict[str, list[UserStream]] = defaultdict(list)
-        for stream in self.streams:
-            by_subject[stream.subject].append(stream)
-        for subject, streams in by_subject.items():
-            for stream in streams:
-                if stream.needs_open:
-                    await self._quietly(stream.ensure_open())
-                elif subject in before:
-                    stream.check(before[subject])
-
-    async def _quietly(self, coro: Any) -> None:
-        try:
-            await coro
-        except Exception as exc:  # noqa: BLE001 - tried again next sweep
-            raise_if_cancelled()
-            log.warning("stream reopen failed: %s", type(exc).__name__)
-
-    @property
-    def catching_up(self) -> int:
-        """Streams replaying through a consumer right now (for /metrics)."""
-        return sum(1 for s in self.streams if s.catching_up)

@@ -195,7 +195,7 @@ async def test_a_resume_too_far_behind_says_resync_before_any_live_event(aiohttp
                                                                         nats_server, monkeypatch) -> None:
     """Found by the soak: live events that came in while the catch-up read the subject's end were
     passed on before `resync_required`, a hole between the old cursor and the fresh snapshot."""
-    from gateway.stream import StreamSet
+    from gateway.streamset import StreamSet
     server = await aiohttp_server(create_gateway(replace(gateway_settings, resync_after_events=5), "gwresync"))
     assert await server.app[GW_NATS].wait_ready(10)
     [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
