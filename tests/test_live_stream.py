@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from dataclasses import replace
-from typing import Any
+from typing import Any, AsyncIterator
 
 import aiohttp
 import nats
@@ -122,25 +123,31 @@ def small_receive_buffer(addr_info: Any) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
     return sock
 
+@contextlib.asynccontextmanager
+async def slow_phone(server: Any, token: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A socket with a small receive buffer, past its first snapshot."""
+    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_receive_buffer)) as http:
+        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token}", max_msg_size=0) as ws:
+            while orjson.loads((await ws.receive(timeout=10)).data)["type"] != "area_of_interest":
+                pass
+            yield ws
+
 
 async def test_a_burst_beyond_the_outbox_is_read_again_paced_not_closed(aiohttp_server, gateway_settings, token,
                                                                        nats_server) -> None:
     server = await aiohttp_server(create_gateway(replace(gateway_settings, session_outbox_size=16), "gwburst"))
     assert await server.app[GW_NATS].wait_ready(10)
-    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_receive_buffer)) as http:
-        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}", max_msg_size=0) as ws:
-            while orjson.loads((await ws.receive(timeout=10)).data)["type"] != "area_of_interest":
-                pass
-            # 5 MB while the phone looks away for a second: far more than 16 frames of outbox.
-            published = await publish_broadcasts(nats_server.url_as("kb"), 300, note="x" * 16000)
-            await asyncio.sleep(1.0)
-            seqs: list[int] = []
-            while seqs[-1:] != published[-1:]:
-                frame = orjson.loads((await ws.receive(timeout=10)).data)
-                if frame["type"] == "world_update":
-                    seqs.append(frame["seq"])
-            assert seqs == published and not ws.closed  # all of it, once, in order, still connected
+    async with slow_phone(server, token("alice")) as ws:
+        # 5 MB while the phone looks away for a second: far more than 16 frames of outbox.
+        published = await publish_broadcasts(nats_server.url_as("kb"), 300, note="x" * 16000)
+        await asyncio.sleep(1.0)
+        seqs: list[int] = []
+        while seqs[-1:] != published[-1:]:
+            frame = orjson.loads((await ws.receive(timeout=10)).data)
+            if frame["type"] == "world_update":
+                seqs.append(frame["seq"])
+        assert seqs == published and not ws.closed  # all of it, once, in order, still connected
     assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
     assert server.app[STREAMS].stats.catchups >= 1  # the overflow was read again from the stream
 
@@ -227,17 +234,13 @@ async def test_a_slow_socket_far_behind_gets_a_snapshot_instead_of_being_closed(
     settings = replace(gateway_settings, session_outbox_size=16, resync_after_events=20)
     server = await aiohttp_server(create_gateway(settings, "gwslowsnap"))
     assert await server.app[GW_NATS].wait_ready(10)
-    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_receive_buffer)) as http:
-        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}", max_msg_size=0) as ws:
-            while orjson.loads((await ws.receive(timeout=10)).data)["type"] != "area_of_interest":
-                pass
-            published = await publish_broadcasts(nats_server.url_as("kb"), 300, note="z" * 16000)
-            await asyncio.sleep(1.0)  # the phone looks away
-            kinds: list[str] = []
-            while "area_of_interest" not in kinds:
-                kinds.append(orjson.loads((await ws.receive(timeout=10)).data)["type"])
-            assert kinds.index("resync_required") < kinds.index("area_of_interest") and not ws.closed
-            assert published
+    async with slow_phone(server, token("alice")) as ws:
+        published = await publish_broadcasts(nats_server.url_as("kb"), 300, note="z" * 16000)
+        await asyncio.sleep(1.0)  # the phone looks away
+        kinds: list[str] = []
+        while "area_of_interest" not in kinds:
+            kinds.append(orjson.loads((await ws.receive(timeout=10)).data)["type"])
+        assert kinds.index("resync_required") < kinds.index("area_of_interest") and not ws.closed
+        assert published
     assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
     assert server.app[STREAMS].stats.resyncs >= 1
