@@ -79,10 +79,11 @@ class GatewayMetrics:
         yield closes
         stats = self.streams.stats
         for name, value, about in (("gaps", stats.gaps, "Gaps found by Nats-Last-Sequence or the sweeper"),
-                                   ("catchups", stats.catchups, "Catch-ups through a short-lived consumer"),
+                                   ("catchups", stats.catchups, "Catch-ups from a cursor (direct gets or a consumer)"),
+                                   ("catchup_consumers", stats.consumers, "Catch-ups long enough to need a consumer"),
                                    ("resyncs", stats.resyncs, "Fresh snapshots sent instead of a replay")):
             yield CounterMetricFamily(f"gaia_gateway_stream_{name}", about, value=value)
-        yield GaugeMetricFamily("gaia_gateway_streams_catching_up", "Streams replaying through a consumer now",
+        yield GaugeMetricFamily("gaia_gateway_streams_catching_up", "Streams catching up from the stream now",
                                 value=self.streams.catching_up)
         chats = CounterMetricFamily("gaia_gateway_chats", "Chat lines handled, by transport", labels=["transport"])
         users = GaugeMetricFamily("gaia_gateway_users_last_hour", "Distinct users seen in the last hour, by "

@@ -25,6 +25,7 @@ from marshmallow import ValidationError
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from gateway.directget import StoredMsg
 from shared.subjects import experience_updates, live_subject
 from shared.tasks import raise_if_cancelled
 
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CATCHUP_BATCH = 256
+DIRECT_BATCH_BYTES = 1024 * 1024  # one direct get answers at most this much (at least one message)
 ROOM_POLL_S = 0.01
+REPLICA_WAIT_S = 0.02
 
 
 class StreamSink(Protocol):
@@ -273,6 +276,72 @@ class UserStream:
             delay = min(delay * 2, 5.0)
 
     async def _catch_up(self) -> None:
+        """Replay from the cursor, paced by the sink, then go live.
+
+        The first read starts at the cursor's own message: finding it proves the stream still holds
+        everything after it, and its pending count says how far behind the client is. A short gap
+        (most: a reconnect, a gateway restart) is read by batched direct gets, which make no
+        JetStream state; a longer one, allowed only when snapshots are switched off beyond it,
+        through a short-lived pull consumer.
+        """
+        owner = self.owner
+        assert self.cursor is not None
+        if self.cursor == 0:  # no message to prove retention by: the consumer tells
+            await self._catch_up_with_consumer()
+            return
+        first = await self._read_direct(self.cursor, 1 + min(await self._room(), CATCHUP_BATCH))
+        if not first or first[0].seq != self.cursor:
+            # Gone from the stream's head, deleted alone, or a replica behind: the stream leader's
+            # consumer tells which, and replays or asks for a snapshot accordingly.
+            await self._catch_up_with_consumer()
+            return
+        behind = first[0].pending
+        if behind > owner.settings.resync_after_events:
+            log.info("[%s] cursor %d: %d events behind", self.label, self.cursor, behind)
+            await self._resync_at_end(f"{behind} events behind; a fresh snapshot replaces them")
+        elif behind > owner.settings.catchup_direct_max:
+            await self._catch_up_with_consumer()
+        else:
+            owner.stats.catchups += 1
+            await self._replay_direct(first[1:])
+
+    async def _read_direct(self, from_seq: int, batch: int) -> list[StoredMsg]:
+        owner = self.owner
+        assert owner.link.nc is not None
+        async with owner.catchup_slots:
+            return await owner.direct.read(owner.link.nc, self.subject, from_seq, batch, DIRECT_BATCH_BYTES)
+
+    async def _replay_direct(self, msgs: list[StoredMsg]) -> None:
+        """Deliver batch after batch from the cursor until the held live messages chain on."""
+        while True:
+            rewinds = self._rewinds
+            for msg in msgs:
+                if self.cursor is None or msg.seq > self.cursor:
+                    self._deliver(msg.seq, msg.data)
+                if self._rewinds != rewinds:
+                    return  # a new catch-up reads from the rewound cursor
+            if (not msgs or msgs[-1].pending == 0) and self._splice():
+                return
+            if not msgs:
+                # The replica that answered has not stored what the live subject already brought.
+                await asyncio.sleep(REPLICA_WAIT_S)
+            assert self.cursor is not None
+            msgs = await self._read_direct(self.cursor + 1, min(await self._room(), CATCHUP_BATCH))
+
+    async def _resync_at_end(self, reason: str) -> None:
+        """A fresh snapshot instead of a replay, then live from the subject's end.
+
+        Live messages are held while the subject's end is read; then resync_required (the sink holds
+        what follows behind the fresh snapshot it now fetches, which is therefore at least as new as
+        that end); then the held messages past the end. No live event reaches the client before
+        resync_required, and none at or below the end is skipped unless the snapshot covers it.
+        """
+        self._held = []
+        last = await self.owner.subject_last(self.subject)
+        self._resync(reason)
+        self._go_live_at(last)
+
+    async def _catch_up_with_consumer(self) -> None:
         """Replay from the cursor with a short-lived pull consumer, paced by the sink, then go live."""
         owner = self.owner
         js = owner.link.js
@@ -280,22 +349,15 @@ class UserStream:
         async with owner.catchup_slots:
             info = await js.add_consumer(owner.settings.stream_name, owner.catchup_config(self.subject, self.cursor))
         owner.stats.catchups += 1
+        owner.stats.consumers += 1
         try:
             # The server starts a consumer at the stream's first sequence when the cursor is older.
             too_old = info.delivered.stream_seq > self.cursor
             if too_old or info.num_pending > owner.settings.resync_after_events:
                 log.info("[%s] cursor %d: %s", self.label, self.cursor,
                          "older than the stream" if too_old else f"{info.num_pending} events behind")
-                # Live messages are held while the subject's end is read; then resync_required (the
-                # sink holds what follows behind the fresh snapshot it now fetches, which is therefore
-                # at least as new as that end); then the held messages past the end. No live event
-                # reaches the client before resync_required, and none at or below the end is skipped
-                # unless the snapshot covers it.
-                self._held = []
-                last = await owner.subject_last(self.subject)
-                self._resync("the cursor is older than the stream retains" if too_old else
-                             f"{info.num_pending} events behind; a fresh snapshot replaces them")
-                self._go_live_at(last)
+                await self._resync_at_end("the cursor is older than the stream retains" if too_old else
+                                          f"{info.num_pending} events behind; a fresh snapshot replaces them")
                 return
             await self._replay_from(info.name, info.num_pending)
         finally:

@@ -10,6 +10,7 @@ from typing import Any
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from gateway.directget import DirectReader
 from gateway.stream import StreamSink, UserStream
 from gateway.validation import EventValidator
 from shared.config import Settings
@@ -27,9 +28,8 @@ class StreamStats:
     invalid: int = 0
     gaps: int = 0
     catchups: int = 0
+    consumers: int = 0  # catch-ups that needed a consumer (longer than catchup_direct_max)
     resyncs: int = 0
-
-
 
 
 class StreamSet:
@@ -40,6 +40,7 @@ class StreamSet:
         self.settings = settings
         self.streams: set[UserStream] = set()
         self.validator = EventValidator()
+        self.direct = DirectReader(settings.stream_name)
         self.stats = StreamStats()
         # Bounds the JetStream requests of catch-ups at once: a storm of resumes queues here.
         self.catchup_slots = asyncio.Semaphore(settings.catchup_concurrency)

@@ -89,6 +89,7 @@ class Settings:
     catchup_concurrency: int = 32  # catch-up JetStream requests in flight per gateway process
     catchup_inactive_s: float = 10.0  # a catch-up consumer left by a dead gateway goes after this
     resync_after_events: int = 1000  # further behind than this: a fresh snapshot instead of a replay
+    catchup_direct_max: int = 1000  # catch-ups this short read by direct gets; longer ones through a consumer
     heartbeat_s: float = 20.0
     presence_grace_s: float = 60.0
     presence_announce: int = 1  # 0: no presence frames, and each snapshot lists only its own player

@@ -53,30 +53,78 @@ async def _is(coro: Any, value: Any) -> bool:
     return await coro == value
 
 
-async def test_a_resume_makes_a_consumer_paced_by_the_socket_that_is_gone_once_caught_up(
+async def test_a_resume_after_a_short_gap_reads_by_direct_gets_and_makes_no_consumer(
         players, nats_server, gateway_server, token) -> None:
     alice = await players("alice")
     [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
     await alice.next("world_update")
     await alice.close()
-    backlog = await publish_broadcasts(nats_server.url_as("kb"), 400, note="x" * 16000)  # 6 MB the phone has not read
+    missed = await publish_broadcasts(nats_server.url_as("kb"), 40)
+    stats = gateway_server.app[STREAMS].stats
+    consumers_before, requests_before = stats.consumers, gateway_server.app[STREAMS].direct.requests
     url = str(gateway_server.make_url("/ws/experience")).replace("http", "ws", 1)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}") as ws:
+            seqs, resumed = await _until_resumed(ws)
+    assert seqs == missed and (resumed["from_seq"], resumed["replayed"]) == (cursor + 1, 40)
+    assert stats.consumers == consumers_before  # no JetStream state was made for it
+    assert gateway_server.app[STREAMS].direct.requests > requests_before
+    assert await nats_server.consumer_filters() == []
+
+
+async def _until_resumed(ws: aiohttp.ClientWebSocketResponse) -> tuple[list[int], dict[str, Any]]:
+    """The world_update seqs a resuming socket gets up to its `resumed` frame, and that frame."""
+    seqs: list[int] = []
+    while True:
+        frame = orjson.loads((await ws.receive(timeout=10)).data)
+        if frame["type"] == "world_update":
+            seqs.append(frame["seq"])
+        elif frame["type"] == "resumed":
+            return seqs, frame
+
+
+async def test_a_resume_from_a_cursor_the_stream_no_longer_holds_gets_a_fresh_snapshot(
+        players, nats_server, gateway_server, token) -> None:
+    alice = await players("alice")
+    [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
+    await alice.next("world_update")
+    await alice.close()
+    missed = await publish_broadcasts(nats_server.url_as("kb"), 3)
+    nc = await nats.connect(nats_server.url_as("operator"))
+    for seq in range(1, missed[0] + 1):  # the stream's head goes, as its limits would take it
+        await nc.jetstream().delete_msg("WORLD_UPDATES", seq)
+    await nc.close()
+    url = str(gateway_server.make_url("/ws/experience")).replace("http", "ws", 1)
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}") as ws:
+            types = []
+            while "area_of_interest" not in types:
+                types.append(orjson.loads((await ws.receive(timeout=10)).data)["type"])
+    assert types[-2:] == ["resync_required", "area_of_interest"] and "world_update" not in types
+
+
+async def test_a_long_resume_makes_a_consumer_paced_by_the_socket_that_is_gone_once_caught_up(
+        aiohttp_server, gateway_settings, nats_server, token) -> None:
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, catchup_direct_max=100), "gwlong"))
+    assert await server.app[GW_NATS].wait_ready(10)
+    alice = GaiaClient(str(server.make_url("")).rstrip("/"), token("alice"), EXPERIENCE)
+    await alice.connect()
+    [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
+    await alice.next("world_update")
+    await alice.close()
+    backlog = await publish_broadcasts(nats_server.url_as("kb"), 400, note="x" * 16000)  # 6 MB the phone has not read
+    url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}") as ws:
             # The phone reads nothing yet: the replay waits for room, its consumer alive meanwhile.
             await eventually(lambda: _is(nats_server.consumer_filters(), [[SUBJECT]]))
-            seqs, resumed = [], None
-            while resumed is None or seqs[-1:] != backlog[-1:]:
-                frame = orjson.loads((await ws.receive(timeout=10)).data)
-                if frame["type"] == "world_update":
-                    seqs.append(frame["seq"])
-                elif frame["type"] == "resumed":
-                    resumed = frame
+            seqs, resumed = await _until_resumed(ws)
             assert seqs == backlog  # all of it, once, in order
             assert (resumed["from_seq"], resumed["replayed"]) == (cursor + 1, 400)
             assert resumed["to_seq"] >= backlog[-1]  # and past it: her own join, which she is not sent
             await eventually(lambda: _is(nats_server.consumer_filters(), []))
-            assert gateway_server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
+            assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
+    assert server.app[STREAMS].stats.consumers == 1
 
 
 async def test_a_gap_on_the_gateways_connection_is_found_by_last_sequence_and_repaired(
