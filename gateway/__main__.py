@@ -7,6 +7,7 @@ from aiohttp import web
 
 from gateway.app import create_app
 from shared.config import Settings, refuse_dev_secrets
+from shared.gcpacer import gc_pacer_ctx
 from shared.logs import setup_logging
 from shared.runtime import new_event_loop
 
@@ -21,7 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     refuse_dev_secrets(settings)
     setup_logging()
-    web.run_app(create_app(settings, args.id), loop=new_event_loop(settings), host=args.host or settings.gateway_host,
+    app = create_app(settings, args.id)
+    app.cleanup_ctx.append(gc_pacer_ctx(settings.gc_full_every_s))
+    web.run_app(app, loop=new_event_loop(settings), host=args.host or settings.gateway_host,
                 port=args.port or settings.gateway_port, access_log=None, backlog=settings.listen_backlog,
                 shutdown_timeout=settings.shutdown_timeout_s, print=None)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import logging
 import uuid
 from pathlib import Path
@@ -106,6 +107,7 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
              asyncio.create_task(app[PRESENCE].run(), name="presence-reporter")]
     app[BACKGROUND] = tasks
     yield
+    log.info("sessions gone; reporting presence")
     await bounded(app[PRESENCE].flush(), 2.0, "presence flush")
     await stop_tasks(tasks)
 
@@ -115,8 +117,12 @@ async def close_all_sessions(app: web.Application) -> None:
     sessions = list(app[REGISTRY].sessions.values())
     if sessions:
         log.info("closing %d sessions for shutdown", len(sessions))
+    started = time.perf_counter()
     await asyncio.gather(*(s.shutdown(CloseCode.GOING_AWAY, "server shutting down") for s in sessions),
                          return_exceptions=True)
+    if sessions:
+        log.info("told %d sessions 1001 in %.1f s; %d still open", len(sessions), time.perf_counter() - started,
+                 len(app[REGISTRY].sessions))
 
 
 def create_app(settings: Settings, gateway_id: str | None = None) -> web.Application:

@@ -10,6 +10,7 @@ import aiohttp
 import orjson
 
 from shared.config import Settings
+from shared.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 EXPERIENCES_TTL_S = 30.0
@@ -48,6 +49,7 @@ class KbClient:
             json_serialize=lambda obj: orjson.dumps(obj).decode())
         self._experiences: set[str] | None = None
         self._experiences_at = 0.0
+        self._asking: SingleFlight[str, set[str] | None] = SingleFlight()
 
     async def close(self) -> None:
         await self.http.close()
@@ -97,13 +99,19 @@ class KbClient:
         return await self._call("GET", "/health")
 
     async def experiences(self) -> set[str] | None:
-        """Experiences kb serves (cached for a while); None if kb cannot be asked right now."""
-        now = time.monotonic()
-        if self._experiences is not None and now - self._experiences_at < EXPERIENCES_TTL_S:
+        """Experiences kb serves (cached for a while); None if kb cannot be asked right now.
+
+        One question at a time: a connect storm on a fresh gateway waits for one answer instead of
+        asking kb once per socket.
+        """
+        if self._experiences is not None and time.monotonic() - self._experiences_at < EXPERIENCES_TTL_S:
             return self._experiences
+        return await self._asking.ask("experiences", self._ask_experiences)
+
+    async def _ask_experiences(self) -> set[str] | None:
         try:
             found = set((await self.health()).get("experiences", {}))
         except (KbUnavailable, KbRejected):
             return self._experiences
-        self._experiences, self._experiences_at = found, now
+        self._experiences, self._experiences_at = found, time.monotonic()
         return found

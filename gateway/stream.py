@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 CATCHUP_BATCH = 256
-DIRECT_BATCH_BYTES = 1024 * 1024  # one direct get answers at most this much (at least one message)
 ROOM_POLL_S = 0.01
 REPLICA_WAIT_S = 0.02
 
@@ -306,10 +305,7 @@ class UserStream:
             await self._replay_direct(first[1:])
 
     async def _read_direct(self, from_seq: int, batch: int) -> list[StoredMsg]:
-        owner = self.owner
-        assert owner.link.nc is not None
-        async with owner.catchup_slots:
-            return await owner.direct.read(owner.link.nc, self.subject, from_seq, batch, DIRECT_BATCH_BYTES)
+        return await self.owner.read_direct(self.subject, from_seq, batch)
 
     async def _replay_direct(self, msgs: list[StoredMsg]) -> None:
         """Deliver batch after batch from the cursor until the held live messages chain on."""

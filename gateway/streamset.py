@@ -5,19 +5,21 @@ import asyncio
 import logging
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable
 
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from gateway.directget import DirectReader
+from gateway.directget import DirectReader, StoredMsg
 from gateway.stream import StreamSink, UserStream
 from gateway.validation import EventValidator
 from shared.config import Settings
 from shared.natsconn import NatsLink
+from shared.singleflight import SingleFlight
 from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
+DIRECT_BATCH_BYTES = 1024 * 1024  # one direct get answers at most this much (at least one message)
 
 
 @dataclass
@@ -41,11 +43,12 @@ class StreamSet:
         self.streams: set[UserStream] = set()
         self.validator = EventValidator()
         self.direct = DirectReader(settings.stream_name)
+        self._reads: SingleFlight[tuple[str, int, int], list[StoredMsg]] = SingleFlight()
         self.stats = StreamStats()
         # Bounds the JetStream requests of catch-ups at once: a storm of resumes queues here.
         self.catchup_slots = asyncio.Semaphore(settings.catchup_concurrency)
         self._swept_last: dict[str, int] = {}
-        self._last_asked: dict[str, asyncio.Future[int]] = {}
+        self._lasts: SingleFlight[str, int] = SingleFlight(join_while_running=False)
         link.on_connect(self.check_all)
 
     def new(self, user_id: str, experience: str, label: str, sink: StreamSink) -> UserStream:
@@ -75,31 +78,35 @@ class StreamSet:
         except Exception:  # noqa: BLE001 - gone already, or NATS away
             raise_if_cancelled()
 
-    def subject_last(self, subject: str) -> asyncio.Future[int]:
+    def read_direct(self, subject: str, from_seq: int, batch: int) -> Awaitable[list[StoredMsg]]:
+        """Stored messages on a subject from a sequence on, by batched direct get.
+
+        Sessions asking the same while it is on its way share the answer: after a gateway restart
+        thousands resume from the same cursor, and one read serves them all.
+        """
+        return self._reads.ask((subject, from_seq, batch), lambda: self._read_direct(subject, from_seq, batch))
+
+    async def _read_direct(self, subject: str, from_seq: int, batch: int) -> list[StoredMsg]:
+        assert self.link.nc is not None
+        async with self.catchup_slots:
+            return await self.direct.read(self.link.nc, subject, from_seq, batch, DIRECT_BATCH_BYTES)
+
+    def subject_last(self, subject: str) -> Awaitable[int]:
         """Stream sequence of the newest message on a subject (0 if none), by direct get.
 
         Everyone who asks within one turn of the event loop shares one request, sent after all of
         their subscriptions: a connect storm of one experience costs one request per turn, not one
         per session, and each asker still gets an answer read after its own SUB.
         """
-        pending = self._last_asked.get(subject)
-        if pending is None:
-            pending = self._last_asked[subject] = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().create_task(self._read_last(subject, pending))
-        return asyncio.shield(pending)
+        return self._lasts.ask(subject, lambda: self._read_last(subject))
 
-    async def _read_last(self, subject: str, answer: asyncio.Future[int]) -> None:
-        del self._last_asked[subject]  # later askers get a request of their own, sent after their SUB
+    async def _read_last(self, subject: str) -> int:
+        assert self.link.js is not None
         try:
-            assert self.link.js is not None
             msg = await self.link.js.get_last_msg(self.settings.stream_name, subject, direct=True)
-            answer.set_result(msg.seq or 0)
         except NotFoundError:
-            answer.set_result(0)
-        except BaseException as exc:  # noqa: BLE001 - every asker hears the same failure
-            answer.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            return 0
+        return msg.seq or 0
 
     async def check_all(self) -> None:
         """After NATS (re)connects: streams behind their subject catch up, oldest cursor first, bounded."""

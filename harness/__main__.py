@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         run_soak_command(args, argv)
     if args.command == "bench":
         from harness.bench import run_bench
-        sys.exit(asyncio.run(run_bench(quick=args.quick, write=not args.no_write)))
+        from harness.benchkit import run_load
+        sys.exit(run_load(run_bench(quick=args.quick, write=not args.no_write)))
 
 
 def run_soak_command(args: argparse.Namespace, argv: list[str] | None) -> None:

@@ -20,7 +20,7 @@ from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, N
 from harness.benchcapacity import bench_capacity, bench_restart
 from harness.benchcluster import bench_cluster_restart
 from harness.benchkb import WORKERS, bench_kb_stores
-from harness.benchkit import (EXPERIENCE, connect_many, cpu_quiet, cpu_seconds, event_payload, publish_broadcasts,
+from harness.benchkit import (EXPERIENCE, run_load, connect_many, cpu_quiet, cpu_seconds, event_payload, publish_broadcasts,
                               wait_all)
 from harness.benchreport import (SCALING_END, SCALING_START, Phase, all_met, machine, non_default_settings, pct,
                                  render, replace_section, scaling_section, tail, tail_value, verdict_rows)
@@ -388,4 +388,4 @@ async def bench_capacity_and_restart(sessions: int, run: Run) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(run_bench(quick="--quick" in sys.argv)))
+    sys.exit(run_load(run_bench(quick="--quick" in sys.argv)))

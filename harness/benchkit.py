@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Coroutine, TypeVar
 
 import aiohttp
 import nats
@@ -14,9 +14,32 @@ from harness.benchclients import GatewayListener
 from harness.system import LocalSystem
 from shared.auth import issue_token
 from shared.config import Settings
+from shared.gcpacer import GcPacer
 from shared.subjects import experience_updates
 
 EXPERIENCE = "wylding-woods"
+T = TypeVar("T")
+
+
+def run_load(main: Coroutine[Any, Any, T]) -> T:
+    """Run a load generator the way the services run: on uvloop, full collections paced by growth.
+
+    A client holding 10,000 sockets on asyncio's own loop, with CPython's default collector,
+    spends a core before the servers it measures do, and the figures would be its own.
+    """
+    async def paced() -> T:
+        pacer = GcPacer()
+        pacer.install()
+        task = asyncio.create_task(pacer.run(), name="gc-pacer")
+        try:
+            return await main
+        finally:
+            task.cancel()
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(paced())
+    return uvloop.run(paced())
 
 
 def cpu_seconds(proc: psutil.Process) -> float:

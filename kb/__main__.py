@@ -8,6 +8,7 @@ from aiohttp import web
 
 from kb.app import create_app
 from shared.config import Settings, refuse_dev_secrets
+from shared.gcpacer import gc_pacer_ctx
 from shared.logs import setup_logging
 from shared.runtime import new_event_loop
 
@@ -24,7 +25,9 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.kb_advertise_url:
         settings = replace(settings, kb_advertise_url=f"http://{host}:{port}")
     setup_logging()
-    web.run_app(create_app(settings), loop=new_event_loop(settings), host=host, port=port,
+    app = create_app(settings)
+    app.cleanup_ctx.append(gc_pacer_ctx(settings.gc_full_every_s))
+    web.run_app(app, loop=new_event_loop(settings), host=host, port=port,
                 access_log=None, shutdown_timeout=settings.shutdown_timeout_s, print=None)
 
 
