@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import asyncio
+import base64
 import hmac
 import time
 from dataclasses import dataclass
@@ -80,11 +81,14 @@ class TokenVerifier:
         self.settings = settings
         self.jwks = jwt.PyJWKClient(settings.jwt_jwks_url, cache_keys=True, lifespan=300, timeout=5) \
             if settings.jwt_jwks_url else None
+        # The shared secret prepared once, not once per handshake (a few percent of a connect storm).
+        self.secret = jwt.PyJWK({"kty": "oct", "k": base64.urlsafe_b64encode(settings.jwt_secret.encode()).rstrip(
+            b"=").decode()}, algorithm=settings.jwt_algorithm) if settings.jwt_algorithm.startswith("HS") else None
 
     async def verify(self, token: str | None) -> Identity:
         """The identity in a valid token, or TokenError (the JWKS fetch runs off the event loop)."""
         if self.jwks is None or not token:
-            return verify_token(self.settings, token)
+            return verify_token(self.settings, token, self.secret)
         try:
             signing_key = await asyncio.get_running_loop().run_in_executor(
                 None, self.jwks.get_signing_key_from_jwt, token)

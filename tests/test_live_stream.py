@@ -83,6 +83,28 @@ async def _until_resumed(ws: aiohttp.ClientWebSocketResponse) -> tuple[list[int]
             return seqs, frame
 
 
+async def test_sessions_resuming_from_one_cursor_share_one_direct_read(
+        players, nats_server, gateway_server, token) -> None:
+    """A gateway restart drops everyone at the same event: their resumes are served by one read."""
+    first = await players("p0")
+    [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
+    await first.next("world_update")
+    await first.close()
+    missed = await publish_broadcasts(nats_server.url_as("kb"), 5)
+    streams = gateway_server.app[STREAMS]
+    requests_before = streams.direct.requests
+    url = str(gateway_server.make_url("/ws/experience")).replace("http", "ws", 1)
+    async with aiohttp.ClientSession() as http:
+        sockets = await asyncio.gather(*(http.ws_connect(
+            f"{url}?experience={EXPERIENCE}&token={token(f'r{i}')}&last_seq={cursor}") for i in range(30)))
+        results = await asyncio.gather(*(_until_resumed(ws) for ws in sockets))
+        for ws in sockets:
+            await ws.close()
+    assert all(seqs == missed for seqs, _ in results)
+    # 30 sessions; far fewer reads (those that met in flight shared one; a few started alone).
+    assert streams.direct.requests - requests_before < 30
+
+
 async def test_a_resume_from_a_cursor_the_stream_no_longer_holds_gets_a_fresh_snapshot(
         players, nats_server, gateway_server, token) -> None:
     alice = await players("alice")
