@@ -81,6 +81,8 @@ class GatewayMetrics:
         for name, value, about in (("gaps", stats.gaps, "Gaps found by Nats-Last-Sequence or the sweeper"),
                                    ("catchups", stats.catchups, "Catch-ups from a cursor (direct gets or a consumer)"),
                                    ("catchup_consumers", stats.consumers, "Catch-ups long enough to need a consumer"),
+                                   ("direct_reads", self.streams.direct.requests,
+                                    "Batched direct gets sent for catch-ups (shared by sessions asking the same)"),
                                    ("resyncs", stats.resyncs, "Fresh snapshots sent instead of a replay")):
             yield CounterMetricFamily(f"gaia_gateway_stream_{name}", about, value=value)
         yield GaugeMetricFamily("gaia_gateway_streams_catching_up", "Streams catching up from the stream now",

@@ -24,6 +24,18 @@ async def nats_counts(system: LocalSystem) -> tuple[int, int]:
     return subs, len(await system.nats.consumer_filters())
 
 
+async def gateway_counters(http: aiohttp.ClientSession, gateway_url: str, names: tuple[str, ...]) -> dict[str, float]:
+    """`gaia_gateway_stream_<name>_total` counters from the gateway's /metrics."""
+    async with http.get(f"{gateway_url}/metrics") as resp:
+        text = await resp.text()
+    values = {name: float("nan") for name in names}
+    for line in text.splitlines():
+        for name in names:
+            if line.startswith(f"gaia_gateway_stream_{name}_total "):
+                values[name] = float(line.split()[1])
+    return values
+
+
 async def bench_capacity(http: aiohttp.ClientSession, system: LocalSystem, sessions: int,
                          figures: dict[str, float], phase: Phase) -> list[GatewayListener]:
     """Connect `sessions` idle players: connect rate, memory per session in the gateway and nats-server."""
@@ -89,6 +101,7 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
     lost = sum(1 for l in listeners for v in missed if v not in l.arrivals.by_version)
     resyncs = sum(l.resyncs for l in listeners)
     _, consumers = await nats_counts(system)
+    catchups = await gateway_counters(http, system.gateway_url, ("catchups", "catchup_consumers", "direct_reads"))
     figures["restart_resumed_s"] = last - killed if len(resumed) == len(listeners) else float("inf")
     figures["restart_lost"] = float(lost)
     if len(resumed) < len(listeners) or lost:
@@ -103,6 +116,8 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
         f"| SIGTERM to listening again (s) | {up - killed:.1f} |",
         f"| SIGTERM to the last session resumed (s) | {figures['restart_resumed_s']:.1f} |",
         f"| client process CPU from the exit to the last resume | {client_share * 100:.0f}% of a core |",
+        f"| catch-ups in the new process / through a consumer / direct gets sent | {catchups['catchups']:.0f} / "
+        f"{catchups['catchup_consumers']:.0f} / {catchups['direct_reads']:.0f} |",
         f"| catch-up consumers left afterwards | {consumers} |"]
     print(f"  restart: {len(resumed)}/{len(listeners)} resumed {figures['restart_resumed_s']:.1f} s after SIGTERM "
           f"(listening again after {up - killed:.1f} s), lost {lost}, resyncs {resyncs}, consumers left {consumers}")
