@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import AsyncIterator
@@ -20,6 +20,7 @@ from gateway.kbclient import KbClient
 from gateway.limits import HandshakeLimiter
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
+from gateway.session import Session
 from gateway.streamset import StreamSet
 from gateway.sse import chat_unified
 from gateway.sse_stream import sse_experience
@@ -102,6 +103,7 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REGISTRY] = SessionRegistry()
     app[STREAMS] = StreamSet(app[NATS], settings)
     app[PRESENCE] = PresenceReporter(app[KB], app[GATEWAY_ID], settings.presence_renew_s)
+    app[PRESENCE].on_refused = lambda session_ids: refuse_sessions(app[REGISTRY], session_ids)
     app[METRICS] = GatewayMetrics(app[REGISTRY], app[STREAMS], app[NATS])
     tasks = [asyncio.create_task(app[STREAMS].sweep_forever(), name="stream-sweeper"),
              asyncio.create_task(app[PRESENCE].run(), name="presence-reporter")]
@@ -110,6 +112,14 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     log.info("sessions gone; reporting presence")
     await bounded(app[PRESENCE].flush(), 2.0, "presence flush")
     await stop_tasks(tasks)
+
+
+def refuse_sessions(registry: SessionRegistry, session_ids: list[str]) -> None:
+    """kb refused these sessions (their user has the most allowed, over every gateway): close them 4409."""
+    for session_id in session_ids:
+        session = registry.sessions.get(session_id)
+        if isinstance(session, Session):
+            session.refuse("too many sessions for this user")
 
 
 async def close_all_sessions(app: web.Application) -> None:

@@ -23,6 +23,11 @@ class SessionOutbox(Generic[T]):
     def __len__(self) -> int:
         return len(self._frames)
 
+    @property
+    def writer_idle(self) -> bool:
+        """True while the writer waits for frames (nothing queued, nothing being sent)."""
+        return self._waiter is not None and not self._frames
+
     def put(self, frame: T) -> bool:
         """Queue a frame; False (and nothing queued) when the bound is reached."""
         if len(self._frames) >= self.limit:
@@ -43,11 +48,6 @@ class SessionOutbox(Generic[T]):
         kept = [frame for frame in self._frames if not unwanted(frame)]
         dropped, self._frames = len(self._frames) - len(kept), kept
         return dropped
-
-    def take_all(self) -> list[T]:
-        """Everything queued, oldest first, now ([] when nothing is)."""
-        frames, self._frames = self._frames, []
-        return frames
 
     async def take(self) -> list[T]:
         """Wait for frames, then return all of them (so the writer can send them back to back)."""

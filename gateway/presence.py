@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from typing import Callable
+
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
 from shared.tasks import raise_if_cancelled, wait_event
 
@@ -23,6 +25,9 @@ class PresenceReporter:
         self.live: dict[str, dict[str, str]] = {}
         self._pending: dict[str, list[dict[str, str]]] = {"join": [], "leave": [], "drop": []}
         self._wake = asyncio.Event()
+        # Sessions kb refused (their user already has the most sessions allowed, counted over
+        # every gateway process): told to whoever closes them.
+        self.on_refused: Callable[[list[str]], None] = lambda session_ids: None
 
     def join(self, session_id: str, user_id: str, experience: str) -> None:
         entry = {"session_id": session_id, "user_id": user_id, "experience": experience}
@@ -71,7 +76,9 @@ class PresenceReporter:
         alive = list(self.live.values()) if renew else []
         try:
             if any(batch.values()):
-                await self.kb.presence({"gateway_id": self.gateway_id, **batch})
+                answer = await self.kb.presence({"gateway_id": self.gateway_id, **batch})
+                if answer.get("refused"):
+                    self.on_refused(answer["refused"])
             for start in range(0, len(alive), RENEW_CHUNK):
                 await self.kb.presence({"gateway_id": self.gateway_id, "alive": alive[start:start + RENEW_CHUNK]})
         except KbUnavailable as exc:

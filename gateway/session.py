@@ -107,10 +107,10 @@ class Session:
             return
         # No writer and nothing waits: hand the frame to the socket now (a task switch per frame
         # would be most of what a session adds to a delivery).
-        if self._writer is None and not len(self.outbox) and self.ws.try_write(data):
+        if (self.outbox.writer_idle if self._writer is not None else not len(self.outbox)) and self.ws.try_write(data):
             return
         if self.outbox.put(data) or self._rewind(data):
-            if self._writer is None and len(self.outbox):
+            if self._writer is None:
                 self._writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
             return
         log.warning("[%s] slow consumer: outbox full (%d frames) again; closing 4408", self.conn_id, self.outbox.limit)
@@ -165,19 +165,17 @@ class Session:
         return self.outbox.limit // 2 - len(self.outbox) - self.gate.held
 
     async def _write_loop(self) -> None:
-        """The only writer, alive only while frames wait: sends them back to back, then ends.
+        """The only writer, started the first time a frame has to wait (the socket was busy).
 
-        An idle session holds no writer task (nor its frame and wake-up future): of 10,000 idle
-        sessions, nearly all. The batch is let go before the next await, so no sent frame (a
-        snapshot is about 8 KB) stays referenced.
+        Most idle sessions never need one, and hold no task (nor its frame and wake-up future);
+        a session that needed one keeps it, so bursts cost no task creation each. The batch is let
+        go before waiting again, so no sent frame (a snapshot is about 8 KB) stays referenced.
         """
-        try:
-            with contextlib.suppress(ConnectionResetError, RuntimeError):
-                while frames := self.outbox.take_all():
-                    await self.ws.send_texts(frames)
-                    del frames
-        finally:
-            self._writer = None
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            while True:
+                frames = await self.outbox.take()
+                await self.ws.send_texts(frames)
+                del frames
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def run(self, last_seq: int | None) -> None:
@@ -191,7 +189,8 @@ class Session:
             self.send({"type": "connected", "connection_id": self.conn_id, "user_id": self.user_id,
                        "experience": self.experience, "timestamp": now_ms()})
             await self._start_stream(last_seq)
-            deps.presence.join(self.conn_id, self.user_id, self.experience)
+            if self.server_close is None:
+                deps.presence.join(self.conn_id, self.user_id, self.experience)
             clean = await self._read_loop()
         finally:
             if expiry is not None:
@@ -217,7 +216,17 @@ class Session:
             await open_stream(self.stream, None)
         finally:
             self.gate.release()
-        await self.gate.send_view()
+        try:
+            await self.gate.send_view()
+        except KbRejected as exc:
+            if exc.body.get("error") != "too_many_sessions":
+                raise
+            self.refuse(str(exc))
+
+    def refuse(self, reason: str) -> None:
+        """kb counts this user's sessions over every gateway process: one too many closes 4409."""
+        log.info("[%s] refused by kb: %s; closing 4409", self.conn_id, reason)
+        self._close_soon(CloseCode.TOO_MANY_SESSIONS, reason, flush=True)
 
     async def _read_loop(self) -> bool:
         """The only reader. Returns True if the client closed cleanly (1000)."""

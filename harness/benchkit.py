@@ -27,8 +27,12 @@ def run_load(main: Coroutine[Any, Any, T]) -> T:
     A client holding 10,000 sockets on asyncio's own loop, with CPython's default collector,
     spends a core before the servers it measures do, and the figures would be its own.
     """
+    every_s = Settings.from_env().gc_full_every_s
+
     async def paced() -> T:
-        pacer = GcPacer()
+        if every_s <= 0:  # GAIA_GC_FULL_EVERY_S=0: CPython's own collector, as in the services
+            return await main
+        pacer = GcPacer(every_s=every_s)
         pacer.install()
         task = asyncio.create_task(pacer.run(), name="gc-pacer")
         try:

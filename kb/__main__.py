@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> None:
         settings = replace(settings, kb_advertise_url=f"http://{host}:{port}")
     setup_logging()
     app = create_app(settings)
-    app.cleanup_ctx.append(gc_pacer_ctx(settings.gc_full_every_s))
+    if settings.gc_full_every_s > 0:  # 0: CPython's own collector
+        app.cleanup_ctx.append(gc_pacer_ctx(settings.gc_full_every_s))
     web.run_app(app, loop=new_event_loop(settings), host=host, port=port,
                 access_log=None, shutdown_timeout=settings.shutdown_timeout_s, print=None)
 

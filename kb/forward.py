@@ -86,17 +86,18 @@ async def local_world_or_forward(request: web.Request) -> WorldService | web.Res
     return world if answer is None else answer
 
 
-async def forward_presence(request: web.Request,
-                           body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | web.Response:
+async def forward_presence(request: web.Request, body: dict[str, Any]
+                           ) -> tuple[dict[str, Any], dict[str, Any], list[str]] | web.Response:
     """Split a presence report by owner and send on the parts this kb does not own.
 
-    Returns the part to apply here and the owners' `present` answers for the rest, or the
-    error response when an owner could not take its part (the gateway then sends it all again).
+    Returns the part to apply here and the owners' `present` and `refused` answers for the rest,
+    or the error response when an owner could not take its part (the gateway then sends it all again).
     """
     ownership, worlds = request.app[OWNERSHIP], request.app[WORLDS]
     kinds = ("join", "alive", "leave", "drop")
     remote = {e for k in kinds for s in body[k] if (e := s["experience"]) in worlds and not ownership.owns(e)}
     present: dict[str, list[str]] = {}
+    refused: list[str] = []
     for experience in sorted(remote):
         part = {"gateway_id": body["gateway_id"],
                 **{k: [s for s in body[k] if s["experience"] == experience] for k in kinds}}
@@ -107,7 +108,9 @@ async def forward_presence(request: web.Request,
         if answer.status != 200:
             return answer
         assert isinstance(answer.body, bytes)
-        present.update(orjson.loads(answer.body).get("present", {}))
+        answered = orjson.loads(answer.body)
+        present.update(answered.get("present", {}))
+        refused += answered.get("refused", [])
     local = {"gateway_id": body["gateway_id"],
              **{k: [s for s in body[k] if s["experience"] not in remote] for k in kinds}}
-    return local, present
+    return local, present, refused

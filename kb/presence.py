@@ -41,6 +41,7 @@ class PresenceBook:
     dirty: set[str] = field(default_factory=set)
     gone: set[str] = field(default_factory=set)
     _counts: dict[str, Counter[str]] = field(default_factory=dict)  # experience -> user -> sessions
+    _live: dict[str, Counter[str]] = field(default_factory=dict)  # the same, live ones only (not dropped)
     generation: int = 0  # bumped whenever a user becomes present or absent anywhere
 
     def take_changes(self) -> tuple[list[tuple[str, str, str, str, float, float | None]], list[str]]:
@@ -70,10 +71,26 @@ class PresenceBook:
         """True if the user has a live (or graced) session in the experience."""
         return user_id in self._counts.get(experience, ())
 
+    def live_sessions(self, experience: str, user_id: str) -> int:
+        """The user's open sessions in the experience, on every gateway (dropped ones in grace not counted)."""
+        return self._live.get(experience, {}).get(user_id, 0)
+
+    def over_limit(self, session_id: str, user_id: str, experience: str, limit: int) -> bool:
+        """True if this new session would take the user past `limit` open sessions (0: no limit)."""
+        return bool(limit) and session_id not in self.sessions and self.live_sessions(experience, user_id) >= limit
+
+    def _count_live(self, entry: SessionEntry, step: int) -> None:
+        users = self._live.setdefault(entry.experience, Counter())
+        users[entry.user_id] += step
+        if users[entry.user_id] <= 0:
+            del users[entry.user_id]
+
     def _add(self, session_id: str, entry: SessionEntry) -> list[PresenceChange]:
         """Put a session in (replacing one of the same id); a join if its user was not present."""
         changes = self._remove(session_id)
         self.sessions[session_id] = entry
+        if entry.dropped_at is None:
+            self._count_live(entry, 1)
         users = self._counts.setdefault(entry.experience, Counter())
         users[entry.user_id] += 1
         if users[entry.user_id] == 1:
@@ -86,6 +103,8 @@ class PresenceBook:
         entry = self.sessions.pop(session_id, None)
         if entry is None:
             return []
+        if entry.dropped_at is None:
+            self._count_live(entry, -1)
         users = self._counts[entry.experience]
         users[entry.user_id] -= 1
         if users[entry.user_id] > 0:
@@ -109,6 +128,7 @@ class PresenceBook:
         entry = self.sessions.get(session_id)
         if entry is not None and entry.dropped_at is None:
             entry.dropped_at = now
+            self._count_live(entry, -1)
             self.dirty.add(session_id)
         return []
 
@@ -132,6 +152,7 @@ class PresenceBook:
                 self.gone.add(sid)
             elif silent:
                 entry.dropped_at = now  # its gateway went quiet: treat as a dropped phone
+                self._count_live(entry, -1)
                 self.dirty.add(sid)
         return changes
 

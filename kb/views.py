@@ -10,6 +10,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from kb.forward import forward_presence, local_world_or_forward
+from kb.worlds import TooManySessions
 from shared.subjects import BadSubjectToken, check_token
 from kb.keys import METRICS, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
 from kb.responses import json_response, problem
@@ -93,7 +94,11 @@ async def get_player_state(request: web.Request) -> web.Response:
         return json_response(world.view(user_id))
     if len(session_id) > 128 or len(gateway_id) > 128:
         return problem(422, "invalid_message", "session_id and gateway_id are at most 128 characters")
-    view = await world.join_and_view(user_id, session_id, gateway_id, time.time())
+    try:
+        view = await world.join_and_view(user_id, session_id, gateway_id, time.time(),
+                                         request.app[SETTINGS].max_sessions_per_user)
+    except TooManySessions as exc:
+        return problem(429, "too_many_sessions", str(exc))
     return json_response(view)  # the presence sweep persists the join within a second
 
 
@@ -105,11 +110,16 @@ async def post_presence(request: web.Request) -> web.Response:
     routed = await forward_presence(request, body)
     if isinstance(routed, web.Response):
         return routed
-    body, present = routed
+    body, present, refused = routed
     book, worlds, now = request.app[PRESENCE], request.app[WORLDS], time.time()
-    gateway = body["gateway_id"]
+    gateway, limit = body["gateway_id"], request.app[SETTINGS].max_sessions_per_user
     changes = []
     for s in body["join"]:
+        # A session resumed on a gateway (no snapshot asked) is counted here: past the per-user
+        # limit it is refused, and its gateway closes it (4409).
+        if book.over_limit(s["session_id"], s["user_id"], s["experience"], limit):
+            refused.append(s["session_id"])
+            continue
         changes += book.join(s["session_id"], s["user_id"], s["experience"], gateway, now)
     for s in body["alive"]:
         changes += book.alive(s["session_id"], s["user_id"], s["experience"], gateway, now)
@@ -122,7 +132,7 @@ async def post_presence(request: web.Request) -> web.Response:
             await worlds[experience].announce([c for c in changes if c.experience == experience])
     present.update({e: sorted(book.present_users(e)) for e in
                     {s["experience"] for k in ("join", "alive") for s in body[k]}})
-    return json_response({"present": present})
+    return json_response({"present": present, "refused": refused})
 
 
 async def health(request: web.Request) -> web.Response:

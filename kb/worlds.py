@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 WORLD_ACTOR = "world"
 
 
+class TooManySessions(Exception):
+    """A new session would take its user past the per-user limit (counted over every gateway)."""
+
+
 class WorldService:
     """Holds one experience's current world; every change goes rules -> store (state + outbox) -> publisher."""
 
@@ -117,14 +121,18 @@ class WorldService:
             roster = sorted([*roster, mine], key=lambda entry: entry["user_id"])
         return roster
 
-    async def join_and_view(self, user_id: str, session_id: str, gateway_id: str, now: float) -> dict[str, Any]:
+    async def join_and_view(self, user_id: str, session_id: str, gateway_id: str, now: float,
+                            limit: int = 0) -> dict[str, Any]:
         """Register a session and take its snapshot between two commits.
 
         Under the write lock no commit is half-done, so every change after this snapshot is
-        addressed to the new player too: their version chain starts here without a hole.
+        addressed to the new player too: their version chain starts here without a hole. A user
+        who already has `limit` open sessions here (on any gateway) gets TooManySessions.
         """
         await self.ensure_player(user_id)
         async with self._lock:
+            if self.presence.over_limit(session_id, user_id, self.experience, limit):
+                raise TooManySessions(f"at most {limit} open sessions per user")
             changes = self.presence.join(session_id, user_id, self.experience, gateway_id, now)
             view = self.view(user_id)
         await self.announce(changes)

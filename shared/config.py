@@ -72,6 +72,7 @@ class Settings:
     max_frame_bytes: int = 64 * 1024
     msg_rate_per_s: float = 20.0
     msg_burst: int = 40
+    gateway_workers: int = 1  # gateway processes on one port (SO_REUSEPORT): one per core in production
     max_sessions_per_user: int = 8
     max_sse_per_user: int = 4
     handshakes_per_ip_per_s: float = 20.0
@@ -98,7 +99,7 @@ class Settings:
     sse_keepalive_s: float = 15.0
     sse_retry_ms: int = 500  # EventSource reconnect delay: each stream gets this plus up to as much again
     shutdown_timeout_s: float = 10.0
-    gc_full_every_s: float = 300.0  # a full garbage collection at least this often (else when the heap doubled)
+    gc_full_every_s: float = 300.0  # full collections when the heap doubled, at least this often; 0: CPython's own
     uvloop: int = 1  # run on uvloop when it is installed (0: asyncio's own loop)
     env: str = ""  # "dev" lets a process start with the public development secrets (make run, tests)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)

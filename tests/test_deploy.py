@@ -103,7 +103,7 @@ def test_compose_file_describes_the_whole_system() -> None:
                 assert (DEPLOY / source).exists(), f"{name} mounts missing {source}"
     env = {k: re.sub(r"\$\{[^}]+\}", "x", str(v)) for k, v in services["gateway-1"]["environment"].items()}
     settings = Settings.from_env(env)
-    assert settings.stream_replicas == 3 and len(settings.kb_url.split(",")) == 2
+    assert settings.stream_replicas == 3 and len(settings.kb_url.split(",")) == 2 and settings.gateway_workers == 2
     assert settings.nats_user == "gateway" and services["kb-1"]["environment"]["GAIA_NATS_USER"] == "kb"
     assert (DEPLOY / services["gateway-1"]["build"]["dockerfile"].removeprefix("deploy/")).exists()
     nginx = (DEPLOY / "nginx/nginx.conf").read_text()
