@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from gateway.directget import StoredMsg
+from shared.natssub import subscribe_direct
 from shared.subjects import experience_updates, live_subject
 from shared.tasks import raise_if_cancelled
 
@@ -164,9 +165,7 @@ class UserStream:
         # reads the subject's end (sent after this SUB) sees a stream that already feeds us. In a
         # cluster the interest reaches other nodes a moment later; a message lost to that shows as a
         # gap on the next one, or to the sweeper, and is caught up.
-        self._sub = await nc.subscribe(live_subject(self.subject), cb=self._on_live,
-                                       pending_msgs_limit=settings.sub_pending_msgs,
-                                       pending_bytes_limit=settings.sub_pending_bytes)
+        self._sub = await subscribe_direct(nc, live_subject(self.subject), self._on_live, settings.sub_pending_bytes)
 
     def _go_live_at(self, last: int) -> None:
         """The cursor is the subject's last sequence: pass on what was held after it, if it chains."""
@@ -175,8 +174,9 @@ class UserStream:
             self._start_catch_up()
 
     # ---- live messages ------------------------------------------------------------------------
-    async def _on_live(self, msg: Msg) -> None:
-        """A republished message: pass on, hold while catching up, or detect a gap."""
+    def _on_live(self, msg: Msg) -> None:
+        """A republished message: pass on, hold while catching up, or detect a gap (in nats-py's
+        read loop: nothing here waits)."""
         if self._closed:
             return  # still queued in nats-py when the stream was closed (e.g. replaced by a resume)
         seq, last = live_sequences(msg)

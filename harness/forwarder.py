@@ -1,28 +1,55 @@
 """The floor of "one NATS subscription per WebSocket" in Python: a minimal forwarder for the benchmark.
 
-One core nats-py subscription per socket, each message's bytes sent as one text frame: no
-validation, no per-player copy, no cursor, no outbox. The gateway is judged against this.
+One core subscription per socket, each message's bytes sent as one text frame: no validation,
+no per-player copy, no cursor, no outbox. The gateway is judged against this.
 Run: `python -m harness.forwarder --port P --nats URL`.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import nats
-from aiohttp import WSMsgType, web
+from aiohttp import web
+from nats.aio.msg import Msg
+
+from gateway.websocket import GatewayWebSocket
+from shared.natssub import subscribe_direct
 
 NC = web.AppKey("nc", nats.NATS)
 
 
 async def socket(request: web.Request) -> web.WebSocketResponse:
-    """GET /ws?subject=S: forward every message on S until the socket closes."""
-    ws = web.WebSocketResponse()
+    """GET /ws?subject=S: forward every message on S until the socket closes.
+
+    The same primitives as the gateway, so the floor is the design's, not a library's: the
+    lightest core subscription (messages handed over in the read loop's turn) and one write per
+    frame straight to the socket; only when the socket pushes back do frames wait, in order.
+    """
+    ws = GatewayWebSocket()
     await ws.prepare(request)
+    waiting: list[bytes] = []
+    drainer: asyncio.Task[None] | None = None
 
-    async def forward(msg: nats.aio.msg.Msg) -> None:
-        await ws.send_frame(msg.data, WSMsgType.TEXT)
+    async def drain() -> None:
+        nonlocal drainer
+        try:
+            while waiting:
+                frames = waiting[:]
+                del waiting[:]
+                await ws.send_texts(frames)
+        finally:
+            drainer = None
 
-    sub = await request.app[NC].subscribe(request.query["subject"], cb=forward)
+    def forward(msg: Msg) -> None:
+        nonlocal drainer
+        if drainer is None and ws.try_write(msg.data):
+            return
+        waiting.append(msg.data)
+        if drainer is None:
+            drainer = asyncio.ensure_future(drain())
+
+    sub = await subscribe_direct(request.app[NC], request.query["subject"], forward)
     await request.app[NC].flush()
     await ws.send_str("ready")
     try:

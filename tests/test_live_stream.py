@@ -151,18 +151,23 @@ async def test_a_long_resume_makes_a_consumer_paced_by_the_socket_that_is_gone_o
 
 async def test_a_gap_on_the_gateways_connection_is_found_by_last_sequence_and_repaired(
         aiohttp_server, gateway_settings, token, nats_server) -> None:
-    # A two-message pending limit: nats-py drops this subscription's messages under a burst, as a
-    # slow-consumer cut would, and only Nats-Last-Sequence can tell.
-    server = await aiohttp_server(create_gateway(replace(gateway_settings, sub_pending_msgs=2), "gwgap"))
+    # A 1,000-byte pending limit: nats-py drops every larger message on this connection, as a
+    # slow-consumer cut would drop a burst, and only Nats-Last-Sequence on the next one can tell.
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, sub_pending_bytes=1000), "gwgap"))
     assert await server.app[GW_NATS].wait_ready(10)
     alice = GaiaClient(str(server.make_url("")).rstrip("/"), token("alice"), EXPERIENCE)
     await alice.connect()
     await alice.next("area_of_interest")
-    published = await publish_broadcasts(nats_server.url_as("kb"), 300)
+    nc = await nats.connect(nats_server.url_as("kb"))
+    js = nc.jetstream()
+    futures = [await js.publish_async(SUBJECT, broadcast(1000 + i, "x" * (2000 if i % 10 == 5 else 1)))
+               for i in range(300)]
+    published = [(await f).seq for f in futures]
+    await nc.close()
     while alice.last_seq != published[-1]:
         await alice.next("world_update", timeout=10)
     stats = server.app[STREAMS].stats
-    assert stats.gaps >= 1 and stats.catchups >= 1
+    assert stats.gaps >= 1 and stats.catchups >= 1  # found by the next message's Nats-Last-Sequence
     assert alice.seqs == published  # nothing lost, nothing twice
     await eventually(lambda: _is(nats_server.consumer_filters(), []))
     await alice.close()

@@ -1,0 +1,83 @@
+"""The lightest core subscription nats-py can hold: messages handed to a plain function as they are read.
+
+nats-py gives every subscription with a callback an asyncio.Queue and a task that waits on it, and
+wakes that task once per message: about 3 KB and a task switch per message, per subscription. A
+gateway holds one subscription per session (the product's design), so that is 30 MB and most of
+a session's share of a delivery at 10,000 sessions. A `DirectSubscription` keeps nats-py's
+subscription (its SUB, its sid, its reconnect replay, unsubscribe and close) but hands each message
+to a synchronous function in the read loop's own turn: no queue, no task, no switch.
+
+The function must not block or await; whatever it needs to do later, it schedules. What it cannot
+take must be kept by its owner (the stream holds, the session's outbox is bounded). Built on
+nats-py's Subscription internals (`_pending_queue`, `_subs`, `_send_subscribe`), so setup.cfg pins
+nats-py to the minor version this was written against, and tests cover subscribe, delivery,
+unsubscribe, a reconnect and a drain.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import ConnectionClosedError, ConnectionDrainingError
+
+log = logging.getLogger(__name__)
+
+
+class _Handoff:
+    """Stands where nats-py keeps a subscription's queue: `put_nowait` delivers at once."""
+
+    __slots__ = ("sub", "on_msg")
+
+    def __init__(self, sub: Subscription, on_msg: Callable[[Msg], None]) -> None:
+        self.sub = sub
+        self.on_msg = on_msg
+
+    def put_nowait(self, msg: Msg) -> None:
+        self.sub._pending_size -= len(msg.data)
+        try:
+            self.on_msg(msg)
+        except Exception:  # noqa: BLE001 - an error here must not reach nats-py's read loop
+            log.exception("message handler for %s failed", self.sub.subject)
+
+    def qsize(self) -> int:
+        return 0
+
+    def empty(self) -> bool:
+        return True
+
+    def task_done(self) -> None:
+        """Nothing is queued, so nothing is ever pending."""
+
+    async def join(self) -> None:
+        """A drain waits for nothing: every message was handled when it was read."""
+
+
+class DirectSubscription(Subscription):
+    """A nats-py core subscription that calls `on_msg(msg)` synchronously for each message."""
+
+    def __init__(self, conn: NATS, sid: int, subject: str, on_msg: Callable[[Msg], None],
+                 pending_bytes_limit: int) -> None:
+        super().__init__(conn, sid, subject, pending_msgs_limit=1, pending_bytes_limit=pending_bytes_limit)
+        self._pending_queue = _Handoff(self, on_msg)  # type: ignore[assignment]
+        self._pending_next_msgs_calls = None
+
+
+async def subscribe_direct(nc: NATS, subject: str, on_msg: Callable[[Msg], None],
+                           pending_bytes_limit: int = 0) -> Subscription:
+    """Subscribe with a synchronous handler (see the module's note); unsubscribe as usual.
+
+    `pending_bytes_limit` drops, as nats-py's slow-consumer rule does, any one message at least this
+    large (0: no limit); nothing else is ever pending.
+    """
+    if nc.is_closed:
+        raise ConnectionClosedError
+    if nc.is_draining:
+        raise ConnectionDrainingError
+    nc._sid += 1
+    sub = DirectSubscription(nc, nc._sid, subject, on_msg, pending_bytes_limit)
+    nc._subs[sub._id] = sub
+    await nc._send_subscribe(sub)
+    return sub
