@@ -192,6 +192,16 @@ class ServiceProcess:
             self.proc.wait(timeout=5)
 
 
+def kb_and_gateway(nats: NatsServer, work: Path, **settings: str) -> tuple[ServiceProcess, ServiceProcess]:
+    """kb and gateway processes on free ports, logged in to `nats`, state and logs under `work`: started."""
+    kb_port, gw_port = free_port(), free_port()
+    env = service_env(nats.url, kb_port, str(work / "kb.sqlite3"), **settings)
+    kb = ServiceProcess("kb", kb_port, env, log_path=str(work / "kb.log"), nats_password=nats.passwords["kb"]).start()
+    gateway = ServiceProcess("gateway", gw_port, env, log_path=str(work / "gateway.log"),
+                             nats_password=nats.passwords["gateway"]).start()
+    return kb, gateway
+
+
 def service_env(nats_url: str, kb_port: int, db_path: str, **extra: str) -> dict[str, str]:
     """GAIA_* variables that point kb and gateway at each other and at NATS."""
     env = {"GAIA_ENV": "dev", "GAIA_NATS_URL": nats_url, "GAIA_KB_PORT": str(kb_port),

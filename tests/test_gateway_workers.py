@@ -12,7 +12,7 @@ import pytest
 from gateway.app import create_app as create_gateway
 from gateway.keys import NATS as GW_NATS
 from harness.client import GaiaClient
-from harness.procs import ServiceProcess, free_port, service_env, wait_healthy
+from harness.procs import kb_and_gateway, wait_healthy
 from kb.app import create_app as create_kb
 from kb.keys import NATS as KB_NATS
 from shared.auth import issue_token
@@ -71,12 +71,7 @@ async def _connects(base: str, token: str) -> bool:
 
 async def test_workers_share_one_port_and_close_their_sessions_with_1001_on_sigterm(
         nats_server: Any, tmp_path: Any, settings: Any) -> None:
-    kb_port, gw_port = free_port(), free_port()
-    env = service_env(nats_server.url, kb_port, str(tmp_path / "kb.sqlite3"), gateway_workers="2")
-    kb = ServiceProcess("kb", kb_port, env, log_path=str(tmp_path / "kb.log"),
-                        nats_password=nats_server.passwords["kb"]).start()
-    gateway = ServiceProcess("gateway", gw_port, env, log_path=str(tmp_path / "gateway.log"),
-                             nats_password=nats_server.passwords["gateway"]).start()
+    kb, gateway = kb_and_gateway(nats_server, tmp_path, gateway_workers="2")
     try:
         await wait_healthy(kb.url)
         await wait_healthy(gateway.url)

@@ -10,7 +10,7 @@ import nats
 
 from harness.verify import subject_seqs
 from harness.client import GaiaClient
-from harness.procs import NatsServer, ServiceProcess, free_port, service_env, wait_healthy
+from harness.procs import NatsServer, kb_and_gateway, wait_healthy
 from shared.auth import issue_token
 from shared.config import Settings
 from tests.conftest import EXPERIENCE, outbox_drained
@@ -87,12 +87,7 @@ async def test_sigkilled_nats_server_loses_no_acknowledged_event(tmp_path) -> No
 
 async def test_sigterm_drains_the_gateway_sessions_get_1001_and_it_exits_promptly(tmp_path) -> None:
     server = NatsServer(store_dir=str(tmp_path / "nats")).start()
-    kb_port, gw_port = free_port(), free_port()
-    env = service_env(server.url, kb_port, str(tmp_path / "kb.sqlite3"))
-    kb = ServiceProcess("kb", kb_port, env, log_path=str(tmp_path / "kb.log"),
-                        nats_password=server.passwords["kb"]).start()
-    gateway = ServiceProcess("gateway", gw_port, env, log_path=str(tmp_path / "gw.log"),
-                             nats_password=server.passwords["gateway"]).start()
+    kb, gateway = kb_and_gateway(server, tmp_path)
     try:
         await wait_healthy(gateway.url)
         clients = [GaiaClient(gateway.url, issue_token(Settings(), f"u{i}"), EXPERIENCE) for i in range(3)]
