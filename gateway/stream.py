@@ -141,6 +141,8 @@ class UserStream:
         if after_seq is None:
             self._go_live_at(last)
             return OpenResult("live", last, last)
+        if after_seq > last:  # the replica that answered may lag: the leader's word decides
+            last = max(last, await self.owner.leader_last(self.subject))
         if after_seq > last:  # every cursor we hand out is a sequence of this subject
             self._resync("the cursor is ahead of the stream")
             self._go_live_at(last)

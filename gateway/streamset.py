@@ -100,6 +100,15 @@ class StreamSet:
         """
         return self._lasts.ask(subject, lambda: self._read_last(subject))
 
+    async def leader_last(self, subject: str) -> int:
+        """The same, asked of the stream's leader: a replica answering a direct get may lag behind."""
+        assert self.link.js is not None
+        try:
+            msg = await self.link.js.get_last_msg(self.settings.stream_name, subject)
+        except NotFoundError:
+            return 0
+        return msg.seq or 0
+
     async def _read_last(self, subject: str) -> int:
         assert self.link.js is not None
         try:

@@ -43,12 +43,16 @@ async def bench_capacity(http: aiohttp.ClientSession, system: LocalSystem, sessi
     await cpu_quiet(system.server_procs())
     before, nats_before = gateway.memory_info().rss, nats_proc.memory_info().rss
     me, client_before = psutil.Process(), cpu_seconds(psutil.Process())
+    servers_before = [cpu_seconds(p) for p in system.server_procs()]
     started = time.perf_counter()
     idle: list[GatewayListener] = []
     for start in range(0, sessions, 500):
         idle += await connect_many(http, system, f"idle{start}_", min(500, sessions - start), in_flight=250)
     elapsed = time.perf_counter() - started
     client_share = (cpu_seconds(me) - client_before) / elapsed
+    # CPU per connect, by process: what the connect rate on this shared machine is made of.
+    per_connect = [(cpu_seconds(p) - b) / sessions * 1000 for p, b in zip(system.server_procs(), servers_before)]
+    per_connect.append((cpu_seconds(me) - client_before) / sessions * 1000)
     await cpu_quiet(system.server_procs())
     after, nats_after = gateway.memory_info().rss, nats_proc.memory_info().rss
     async with http.get(f"{system.gateway_url}/health") as resp:
@@ -64,6 +68,8 @@ async def bench_capacity(http: aiohttp.ClientSession, system: LocalSystem, sessi
         f"| core subscriptions on the live subject / JetStream consumers | {subs} / {consumers} |",
         f"| connect rate (sessions/s, each with its snapshot) | {figures['connects_per_s']:.0f} |",
         f"| client process CPU while connecting | {client_share * 100:.0f}% of a core |",
+        "| CPU per connect: nats-server / kb / gateway / client (ms) | "
+        + " / ".join(f"{ms:.2f}" for ms in per_connect) + " |",
         f"| gateway RSS per session (KB) | {figures['gateway_kb_per_idle_session']:.1f} |",
         f"| nats-server RSS per session (KB) | {figures['nats_kb_per_idle_session']:.2f} |",
         f"| gateway RSS total (MB) | {after / 2**20:.0f} |"]

@@ -40,6 +40,7 @@ PERMISSIONS: dict[str, dict[str, list[str]]] = {
             f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.>",
             f"$JS.API.DIRECT.GET.{STREAM}",
             f"$JS.API.DIRECT.GET.{STREAM}.>",
+            f"$JS.API.STREAM.MSG.GET.{STREAM}",  # the leader's answer, when a replica's may lag
         ],
         "subscribe": [REPUBLISH_DEST, "_INBOX.>"],
     },
