@@ -96,7 +96,7 @@ async def forward_presence(request: web.Request, body: dict[str, Any]
     ownership, worlds = request.app[OWNERSHIP], request.app[WORLDS]
     kinds = ("join", "alive", "leave", "drop")
     remote = {e for k in kinds for s in body[k] if (e := s["experience"]) in worlds and not ownership.owns(e)}
-    present: dict[str, list[str]] = {}
+    present: dict[str, int] = {}
     refused: list[str] = []
     for experience in sorted(remote):
         part = {"gateway_id": body["gateway_id"],

@@ -67,6 +67,10 @@ class PresenceBook:
         """Users who receive events of this experience (live sessions and those in grace)."""
         return set(self._counts.get(experience, ()))
 
+    def present_count(self, experience: str) -> int:
+        """How many users are present in the experience."""
+        return len(self._counts.get(experience, ()))
+
     def is_present(self, experience: str, user_id: str) -> bool:
         """True if the user has a live (or graced) session in the experience."""
         return user_id in self._counts.get(experience, ())

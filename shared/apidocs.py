@@ -80,9 +80,11 @@ def openapi_kb() -> dict[str, Any]:
     spec.path("/presence", operations={"post": {
         "summary": "A gateway reports sessions that joined, left, dropped or are alive", "security": secured,
         "requestBody": {"required": True, "content": {JSON: {"schema": _ref("PresenceUpdate")}}},
-        "responses": {"200": {"description": "users present per reported experience", "content": {JSON: {"schema": {
-            "type": "object", "properties": {"present": {"type": "object", "additionalProperties": {
-                "type": "array", "items": {"type": "string"}}}}}}}},
+        "responses": {"200": {"description": "how many users are present per reported experience, and the joins "
+                                             "refused (their user has the most sessions allowed)",
+                              "content": {JSON: {"schema": {"type": "object", "properties": {
+                                  "present": {"type": "object", "additionalProperties": {"type": "integer"}},
+                                  "refused": {"type": "array", "items": {"type": "string"}}}}}}},
             **_problem_responses(400, 401, 413, 422, 503)}}})
     _common_paths(spec, "kb")
     return spec.to_dict()
