@@ -1,15 +1,17 @@
 """The gateway's one pooled HTTP client for kb, with timeouts and the service key."""
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from urllib.parse import quote, urlencode
-from typing import Any
+from urllib.parse import quote
+from typing import Any, Awaitable, Callable
 
 import aiohttp
 import orjson
 
 from shared.config import Settings
+from shared.schemas.kbapi import MAX_VIEWS
 from shared.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,64 @@ class KbRejected(Exception):
         self.body = body
 
 
+Post = Callable[[str, list[dict[str, str]]], Awaitable[dict[str, Any]]]
+
+
+class ViewBatcher:
+    """Collects sessions' snapshot requests per experience and sends each batch as one POST .../views.
+
+    A connect storm then costs the gateway and kb one HTTP request per turn of the loop (up to
+    MAX_VIEWS sessions each) instead of one per player; a lone connect waits for nothing but the
+    end of its own turn.
+    """
+
+    def __init__(self, post: Post) -> None:
+        self.post = post
+        self.requests = 0
+        self._waiting: dict[str, list[tuple[dict[str, str], asyncio.Future[dict[str, Any]]]]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def view(self, experience: str, user_id: str, session_id: str, gateway_id: str) -> asyncio.Future[dict[str, Any]]:
+        """The session's area_of_interest (it joins kb's presence with it); KbRejected if refused."""
+        loop = asyncio.get_running_loop()
+        batch = self._waiting.get(experience)
+        if batch is None:
+            batch = self._waiting[experience] = []
+            loop.call_soon(self._send, experience)
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+        batch.append(({"user_id": user_id, "session_id": session_id, "gateway_id": gateway_id}, answer))
+        if len(batch) >= MAX_VIEWS:
+            self._send(experience)
+        return answer
+
+    def _send(self, experience: str) -> None:
+        batch = self._waiting.pop(experience, None)
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._post(experience, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, experience: str, batch: list[tuple[dict[str, str], asyncio.Future[dict[str, Any]]]]) -> None:
+        self.requests += 1
+        try:
+            views = (await self.post(experience, [entry for entry, _ in batch]))["views"]
+            if len(views) != len(batch):
+                raise KbUnavailable(f"kb answered {len(views)} views for {len(batch)} sessions")
+        except (KbUnavailable, KbRejected, KeyError, TypeError) as exc:
+            failure = exc if isinstance(exc, (KbUnavailable, KbRejected)) else KbUnavailable(f"kb views: {exc!r}")
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(failure)
+            return
+        for (_, answer), view in zip(batch, views):
+            if answer.done():
+                continue  # its session went away meanwhile
+            if "error" in view:
+                answer.set_exception(KbRejected(429, view))
+            else:
+                answer.set_result(view)
+
+
 class KbClient:
     """Calls kb's HTTP API on behalf of authenticated users."""
 
@@ -50,6 +110,7 @@ class KbClient:
         self._experiences: set[str] | None = None
         self._experiences_at = 0.0
         self._asking: SingleFlight[str, set[str] | None] = SingleFlight()
+        self.batcher = ViewBatcher(self.views)
 
     async def close(self) -> None:
         await self.http.close()
@@ -85,11 +146,15 @@ class KbClient:
 
     async def state(self, experience: str, user_id: str, session_id: str | None = None,
                     gateway_id: str | None = None) -> dict[str, Any]:
-        """The player's area_of_interest frame; with a session id kb also marks it present."""
-        path = f"/experiences/{seg(experience)}/players/{seg(user_id)}/state"
+        """The player's area_of_interest frame; with a session id kb also marks it present (and
+        the request goes in one batch with the other sessions asking in the same turn)."""
         if session_id:
-            path += "?" + urlencode({"session_id": session_id, "gateway_id": gateway_id or ""})
-        return await self._call("GET", path)
+            return await self.batcher.view(experience, user_id, session_id, gateway_id or "")
+        return await self._call("GET", f"/experiences/{seg(experience)}/players/{seg(user_id)}/state")
+
+    async def views(self, experience: str, sessions: list[dict[str, str]]) -> dict[str, Any]:
+        """POST several sessions' snapshot requests at once: {"views": [...]} in the same order."""
+        return await self._call("POST", f"/experiences/{seg(experience)}/views", {"sessions": sessions})
 
     async def presence(self, update: dict[str, Any]) -> dict[str, Any]:
         """Report joined/left/dropped/alive sessions."""

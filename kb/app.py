@@ -32,6 +32,7 @@ def add_routes(app: web.Application) -> None:
     """Every kb route, in one place."""
     app.router.add_post("/experiences/{experience}/actions", views.post_action)
     app.router.add_get("/experiences/{experience}/players/{user_id}/state", views.get_player_state)
+    app.router.add_post("/experiences/{experience}/views", views.post_views)
     app.router.add_post("/presence", views.post_presence)
     app.router.add_get("/health", views.health)
     app.router.add_get("/metrics", views.metrics)

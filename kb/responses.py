@@ -8,8 +8,9 @@ from aiohttp import web
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
-    """A JSON response encoded with orjson."""
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+    """A JSON response encoded with orjson (list positions in validation errors become string keys)."""
+    return web.Response(body=orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS), status=status,
+                        content_type="application/json")
 
 
 def problem(status: int, error: str, message: str, details: Any = None) -> web.Response:

@@ -17,12 +17,13 @@ from kb.responses import json_response, problem
 from shared.apidocs import document
 from shared.auth import same_secret
 from shared.metrics import metrics_response
-from shared.schemas.kbapi import ActionRequestSchema, PresenceUpdateSchema
+from shared.schemas.kbapi import ActionRequestSchema, PresenceUpdateSchema, ViewsRequestSchema
 from shared.schemas.messages import ACTIONS
 
 log = logging.getLogger(__name__)
 _ACTION = ActionRequestSchema()
 _PRESENCE = PresenceUpdateSchema()
+_VIEWS = ViewsRequestSchema()
 MAX_BODY = 64 * 1024
 PUBLIC_PATHS = ("/health", "/metrics", "/openapi.json")  # no secrets there; scrapers and docs need no key
 MAX_PRESENCE_BODY = 8 * 1024 * 1024  # a gateway renewing thousands of sessions at once
@@ -100,6 +101,24 @@ async def get_player_state(request: web.Request) -> web.Response:
     except TooManySessions as exc:
         return problem(429, "too_many_sessions", str(exc))
     return json_response(view)  # the presence sweep persists the join within a second
+
+
+async def post_views(request: web.Request) -> web.Response:
+    """POST /experiences/{experience}/views: the snapshots of many sessions at once, each joining as
+    GET .../state with a session id does; `{"views": [...]}` in the order asked, an entry
+    `{"error": "too_many_sessions", ...}` for a session its user has no room for.
+
+    A gateway sends the sessions that connected within one turn of its event loop: a connect storm
+    costs kb one request per batch, not one per player.
+    """
+    world = await local_world_or_forward(request)
+    if isinstance(world, web.Response):
+        return world
+    body = await _load_body(request, _VIEWS, MAX_PRESENCE_BODY)
+    if isinstance(body, web.Response):
+        return body
+    views = await world.join_and_view_many(body["sessions"], time.time(), request.app[SETTINGS].max_sessions_per_user)
+    return json_response({"views": views})
 
 
 async def post_presence(request: web.Request) -> web.Response:

@@ -123,20 +123,35 @@ class WorldService:
 
     async def join_and_view(self, user_id: str, session_id: str, gateway_id: str, now: float,
                             limit: int = 0) -> dict[str, Any]:
-        """Register a session and take its snapshot between two commits.
-
-        Under the write lock no commit is half-done, so every change after this snapshot is
-        addressed to the new player too: their version chain starts here without a hole. A user
-        who already has `limit` open sessions here (on any gateway) gets TooManySessions.
-        """
-        await self.ensure_player(user_id)
-        async with self._lock:
-            if self.presence.over_limit(session_id, user_id, self.experience, limit):
-                raise TooManySessions(f"at most {limit} open sessions per user")
-            changes = self.presence.join(session_id, user_id, self.experience, gateway_id, now)
-            view = self.view(user_id)
-        await self.announce(changes)
+        """Register one session and take its snapshot (see join_and_view_many); TooManySessions past `limit`."""
+        [view] = await self.join_and_view_many(
+            [{"user_id": user_id, "session_id": session_id, "gateway_id": gateway_id}], now, limit)
+        if "error" in view:
+            raise TooManySessions(view["message"])
         return view
+
+    async def join_and_view_many(self, sessions: list[dict[str, str]], now: float,
+                                 limit: int = 0) -> list[dict[str, Any]]:
+        """Register sessions and take their snapshots between two commits, in the order asked.
+
+        Under the write lock no commit is half-done, so every change after a snapshot is addressed
+        to its player too: their version chain starts there without a hole. A session whose user
+        already has `limit` open sessions here (on any gateway) gets an error entry instead.
+        """
+        for entry in sessions:
+            await self.ensure_player(entry["user_id"])
+        changes: list[PresenceChange] = []
+        views: list[dict[str, Any]] = []
+        async with self._lock:
+            for entry in sessions:
+                user_id, session_id = entry["user_id"], entry["session_id"]
+                if self.presence.over_limit(session_id, user_id, self.experience, limit):
+                    views.append({"error": "too_many_sessions", "message": f"at most {limit} open sessions per user"})
+                    continue
+                changes += self.presence.join(session_id, user_id, self.experience, entry["gateway_id"], now)
+                views.append(self.view(user_id))
+        await self.announce(changes)
+        return views
 
     async def act(self, user_id: str, args: dict[str, Any], trace_id: str = "") -> dict[str, Any]:
         """Apply one player action; commit and publish it if it changed the world."""

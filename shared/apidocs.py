@@ -18,7 +18,7 @@ from marshmallow import Schema
 from shared.schemas.chat import ChatRequestSchema
 from shared.schemas.events import BroadcastWorldUpdateSchema
 from shared.schemas.errors import CloseCode, ErrorCode
-from shared.schemas.kbapi import ActionRequestSchema, ActionResultSchema, PresenceUpdateSchema
+from shared.schemas.kbapi import ActionRequestSchema, ActionResultSchema, PresenceUpdateSchema, ViewsRequestSchema
 from shared.schemas.messages import CLIENT_MESSAGES, SERVER_MESSAGES
 
 VERSION = "0.4"
@@ -58,7 +58,8 @@ def openapi_kb() -> dict[str, Any]:
     """kb's HTTP API (called by gateways with X-API-Key)."""
     spec = _spec("GAIA kb", "The world service. Every route but /health and /openapi.json needs X-API-Key.")
     spec.components.security_scheme("serviceKey", {"type": "apiKey", "in": "header", "name": "X-API-Key"})
-    for schema in (ActionRequestSchema(), ActionResultSchema(), PresenceUpdateSchema(), SERVER_MESSAGES["area_of_interest"]):
+    for schema in (ActionRequestSchema(), ActionResultSchema(), PresenceUpdateSchema(), ViewsRequestSchema(),
+                   SERVER_MESSAGES["area_of_interest"]):
         spec.components.schema(schema_name(schema), schema=schema)
     spec.components.schema("Problem", {"type": "object", "required": ["error", "message"], "properties": {
         "error": {"type": "string"}, "message": {"type": "string"}, "details": {}}})
@@ -77,6 +78,16 @@ def openapi_kb() -> dict[str, Any]:
                            _query("gateway_id", "the reporting gateway", {"type": "string", "maxLength": 128})],
             "responses": {"200": {"description": "snapshot", "content": {JSON: {"schema": _ref("AreaOfInterest")}}},
                           **_problem_responses(401, 404, 422, 503)}}})
+    spec.path("/experiences/{experience}/views", parameters=[exp], operations={"post": {
+        "summary": "Snapshots of several sessions at once, each joining presence (a gateway's batch per loop turn)",
+        "security": secured,
+        "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ViewsRequest")}}},
+        "responses": {"200": {"description": "a view per session, in order: an area_of_interest or a refusal",
+                              "content": {JSON: {"schema": {"type": "object", "properties": {"views": {
+                                  "type": "array", "items": {"oneOf": [_ref("AreaOfInterest"), {
+                                      "type": "object", "properties": {"error": {"const": "too_many_sessions"},
+                                                                       "message": {"type": "string"}}}]}}}}}}},
+                      **_problem_responses(401, 404, 413, 422, 503)}}})
     spec.path("/presence", operations={"post": {
         "summary": "A gateway reports sessions that joined, left, dropped or are alive", "security": secured,
         "requestBody": {"required": True, "content": {JSON: {"schema": _ref("PresenceUpdate")}}},

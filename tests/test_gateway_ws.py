@@ -214,3 +214,16 @@ async def test_shutdown_closes_sessions_with_1001(players, gateway_server) -> No
     alice = await players("alice")
     await gateway_server.close()
     assert await alice.wait_closed() == 1001
+
+
+async def test_sessions_connecting_at_once_get_their_snapshots_from_one_kb_request(gateway_server, token) -> None:
+    from gateway.keys import KB
+    batcher = gateway_server.app[KB].batcher
+    before = batcher.requests
+    base = str(gateway_server.make_url("")).rstrip("/")
+    clients = [GaiaClient(base, token(f"storm{i}"), EXPERIENCE) for i in range(40)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    views = await asyncio.gather(*(c.next("area_of_interest") for c in clients))
+    assert all(v["type"] == "area_of_interest" for v in views)
+    assert batcher.requests - before < 40  # sessions asking in the same turn shared a request
+    await asyncio.gather(*(c.close() for c in clients))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import nats
 import pytest
 import orjson
@@ -125,3 +126,37 @@ async def test_a_player_gone_from_memory_comes_back_from_the_store_as_it_left(kb
     status, body = await post_action(kb_http, kb_server, "wanderer", action="go", destination="entrance")
     assert status == 200 and body["success"], "it still stood in the main room: its row came back"
     assert [i["instance_id"] for i in world.world["players"]["wanderer"]["inventory"]] == ["umbrella_1"]
+
+
+async def test_views_answers_many_sessions_in_order_and_refuses_one_past_the_user_limit(
+        aiohttp_server, settings, nats_server) -> None:
+    from dataclasses import replace
+    from kb.app import create_app
+    from kb.keys import NATS, PRESENCE
+    server = await aiohttp_server(create_app(replace(settings, max_sessions_per_user=2)))
+    assert await server.app[NATS].wait_ready(10)
+    sessions = [{"user_id": u, "session_id": f"s{i}", "gateway_id": "gw"}
+                for i, u in enumerate(["ann", "bo", "ann", "ann", "cy"])]
+    async with aiohttp.ClientSession(headers={"X-API-Key": settings.kb_api_key}) as http:
+        async with http.post(url(server, f"/experiences/{EXPERIENCE}/views"), json={"sessions": sessions}) as resp:
+            assert resp.status == 200
+            views = (await resp.json())["views"]
+        assert [v.get("type") or v["error"] for v in views] == [
+            "area_of_interest", "area_of_interest", "area_of_interest", "too_many_sessions", "area_of_interest"]
+        # each view is its own session's: its player is in the roster it carries
+        assert all(any(p["user_id"] == asked["user_id"] for p in view["players"])
+                   for asked, view in zip(sessions, views) if "players" in view)
+        assert server.app[PRESENCE].live_sessions(EXPERIENCE, "ann") == 2
+        async with http.post(url(server, f"/experiences/{EXPERIENCE}/views"), json={"sessions": []}) as resp:
+            assert resp.status == 422  # at least one session
+        bad = [{"user_id": "a.b", "session_id": "s9"}]
+        async with http.post(url(server, f"/experiences/{EXPERIENCE}/views"), json={"sessions": bad}) as resp:
+            assert resp.status == 422 and "sessions" in (await resp.json())["details"]
+
+
+async def test_a_bad_entry_in_a_presence_report_is_a_422_naming_its_place(kb_server, kb_http) -> None:
+    bad = {"gateway_id": "gw", "join": [{"session_id": "s1", "user_id": "u", "experience": EXPERIENCE},
+                                        {"session_id": "", "user_id": "u", "experience": EXPERIENCE}]}
+    async with kb_http.post(url(kb_server, "/presence"), json=bad) as resp:
+        assert resp.status == 422
+        assert (await resp.json())["details"] == {"join": {"1": {"session_id": ["Length must be between 1 and 128."]}}}

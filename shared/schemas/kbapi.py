@@ -59,3 +59,27 @@ class PresenceUpdateSchema(Schema):
     leave = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)
     drop = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)
     alive = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)
+
+
+MAX_VIEWS = 500
+
+
+class ViewSessionSchema(Schema):
+    """One session asking for its snapshot (and joining, as GET .../state with a session id)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    user_id = fields.String(required=True, validate=_user_id)
+    session_id = fields.String(required=True, validate=_ID)
+    gateway_id = fields.String(load_default="unknown", validate=validate.Length(max=128))
+
+
+class ViewsRequestSchema(Schema):
+    """POST /experiences/{exp}/views: the snapshots of sessions that connected at about the same time."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    sessions = fields.List(fields.Nested(ViewSessionSchema), required=True,
+                           validate=validate.Length(min=1, max=MAX_VIEWS))
