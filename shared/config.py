@@ -99,7 +99,7 @@ class Settings:
     sse_keepalive_s: float = 15.0
     sse_retry_ms: int = 500  # EventSource reconnect delay: each stream gets this plus up to as much again
     shutdown_timeout_s: float = 10.0
-    gc_full_every_s: float = 300.0  # full collections when the heap doubled, at least this often; 0: CPython's own
+    gc_full_every_s: float = 30.0  # a grown heap is fully collected within this (shared/gcpacer.py); 0: CPython's own
     uvloop: int = 1  # run on uvloop when it is installed (0: asyncio's own loop)
     env: str = ""  # "dev" lets a process start with the public development secrets (make run, tests)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
