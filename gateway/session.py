@@ -105,9 +105,9 @@ class Session:
     def _push(self, data: bytes) -> None:
         if self.server_close is not None:
             return
-        # No writer and nothing waits: hand the frame to the socket now (a task switch per frame
-        # would be most of what a session adds to a delivery).
-        if (self.outbox.writer_idle if self._writer is not None else not len(self.outbox)) and self.ws.try_write(data):
+        # Nothing queued and no write in progress: hand the frame to the socket now (a task switch
+        # per frame would be most of what a session adds to a delivery).
+        if self._nothing_waits() and self.ws.try_write(data):
             return
         if self.outbox.put(data) or self._rewind(data):
             if self._writer is None:
@@ -115,6 +115,10 @@ class Session:
             return
         log.warning("[%s] slow consumer: outbox full (%d frames) again; closing 4408", self.conn_id, self.outbox.limit)
         self._close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _nothing_waits(self) -> bool:
+        """True when a frame written now cannot overtake one queued or being sent."""
+        return self.outbox.writer_idle if self._writer is not None else not len(self.outbox)
 
     def _rewind(self, data: bytes) -> bool:
         """A full outbox: drop the events waiting in it and let the stream read them again, paced by

@@ -180,7 +180,7 @@ class UserStream:
         """A republished message: pass on, hold while catching up, or detect a gap (in nats-py's
         read loop: nothing here waits)."""
         if self._closed:
-            return  # still queued in nats-py when the stream was closed (e.g. replaced by a resume)
+            return  # read before the server had our UNSUB (the stream was replaced by a resume)
         seq, last = live_sequences(msg)
         held = self._held
         if held is not None:
