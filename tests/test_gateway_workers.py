@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
+import subprocess
+import sys
 from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 
 from gateway.app import create_app as create_gateway
 from gateway.keys import NATS as GW_NATS
 from harness.client import GaiaClient
-from harness.procs import kb_and_gateway, wait_healthy
+from harness.procs import free_port, kb_and_gateway, service_env, wait_healthy
 from kb.app import create_app as create_kb
 from kb.keys import NATS as KB_NATS
 from shared.auth import issue_token
@@ -97,3 +102,38 @@ async def test_workers_share_one_port_and_close_their_sessions_with_1001_on_sigt
     finally:
         gateway.stop()
         kb.stop()
+
+
+async def test_a_worker_that_dies_is_started_again_and_the_port_keeps_serving(nats_server: Any, tmp_path: Any) -> None:
+    kb, gateway = kb_and_gateway(nats_server, tmp_path, gateway_workers="2")
+    try:
+        await wait_healthy(kb.url)
+        await wait_healthy(gateway.url)
+        assert gateway.proc is not None
+        supervisor = psutil.Process(gateway.proc.pid)
+        await eventually(lambda: len(supervisor.children()) == 2)
+        victim = supervisor.children()[0]
+        victim.kill()  # a crash, as far as the supervisor can tell
+        await eventually(lambda: len(supervisor.children()) == 2 and victim.pid not in
+                         {c.pid for c in supervisor.children()}, timeout=15)
+        await wait_healthy(gateway.url)
+        assert gateway.proc.poll() is None  # the supervisor itself stayed up
+    finally:
+        gateway.stop()
+        kb.stop()
+
+
+def test_workers_that_keep_dying_as_they_start_stop_the_supervisor_with_an_error(nats_server: Any, tmp_path: Any) -> None:
+    squatter = socket.socket()  # another program on the port, without SO_REUSEPORT: no worker can bind
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    port = squatter.getsockname()[1]
+    env = {**os.environ, **service_env(nats_server.url, free_port(), str(tmp_path / "kb.sqlite3"), gateway_workers="2"),
+           "GAIA_NATS_USER": "gateway", "GAIA_NATS_PASSWORD": nats_server.passwords["gateway"]}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gateway", "--port", str(port)], env=env, timeout=60,
+                              capture_output=True, text=True)
+    finally:
+        squatter.close()
+    assert proc.returncode == 1
+    assert "keep dying as they start" in proc.stderr
