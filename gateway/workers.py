@@ -71,6 +71,8 @@ class WorkerSupervisor:
                 log.error("workers keep dying as they start (%d times); stopping", self.quick_deaths)
                 return False
             time.sleep(RESTART_DELAY_S)
+            if self.stopping:  # told to stop while waiting: start nothing new
+                return True
             self.start(index)
         return True
 
