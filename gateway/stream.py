@@ -290,7 +290,7 @@ class UserStream:
         if self.cursor == 0:  # no message to prove retention by: the consumer tells
             await self._catch_up_with_consumer()
             return
-        first = await self._read_direct(self.cursor, 1 + min(await self._room(), CATCHUP_BATCH))
+        first = await self.owner.read_direct(self.subject, self.cursor, 1 + min(await self._room(), CATCHUP_BATCH))
         if not first or first[0].seq != self.cursor:
             # Gone from the stream's head, deleted alone, or a replica behind: the stream leader's
             # consumer tells which, and replays or asks for a snapshot accordingly.
@@ -305,9 +305,6 @@ class UserStream:
         else:
             owner.stats.catchups += 1
             await self._replay_direct(first[1:])
-
-    async def _read_direct(self, from_seq: int, batch: int) -> list[StoredMsg]:
-        return await self.owner.read_direct(self.subject, from_seq, batch)
 
     async def _replay_direct(self, msgs: list[StoredMsg]) -> None:
         """Deliver batch after batch from the cursor until the held live messages chain on."""
@@ -324,7 +321,7 @@ class UserStream:
                 # The replica that answered has not stored what the live subject already brought.
                 await asyncio.sleep(REPLICA_WAIT_S)
             assert self.cursor is not None
-            msgs = await self._read_direct(self.cursor + 1, min(await self._room(), CATCHUP_BATCH))
+            msgs = await self.owner.read_direct(self.subject, self.cursor + 1, min(await self._room(), CATCHUP_BATCH))
 
     async def _resync_at_end(self, reason: str) -> None:
         """A fresh snapshot instead of a replay, then live from the subject's end.

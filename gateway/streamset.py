@@ -102,17 +102,12 @@ class StreamSet:
 
     async def leader_last(self, subject: str) -> int:
         """The same, asked of the stream's leader: a replica answering a direct get may lag behind."""
-        assert self.link.js is not None
-        try:
-            msg = await self.link.js.get_last_msg(self.settings.stream_name, subject)
-        except NotFoundError:
-            return 0
-        return msg.seq or 0
+        return await self._read_last(subject, direct=False)
 
-    async def _read_last(self, subject: str) -> int:
+    async def _read_last(self, subject: str, direct: bool = True) -> int:
         assert self.link.js is not None
         try:
-            msg = await self.link.js.get_last_msg(self.settings.stream_name, subject, direct=True)
+            msg = await self.link.js.get_last_msg(self.settings.stream_name, subject, direct=direct)
         except NotFoundError:
             return 0
         return msg.seq or 0
