@@ -34,12 +34,27 @@ class PresenceAnnouncer:
         self._wake = asyncio.Event()
         self.frames = 0
         self.cancelled = 0
+        self.generation = 0  # bumped whenever what has been announced, or is waiting to be, changes
+
+    def announced(self, user_id: str, present: bool) -> bool:
+        """Whether the others have been told `user_id` is present (`present`: what the book says now).
+
+        A snapshot lists exactly these players: one who joined inside the current window is not
+        listed yet (the window's join follows), so one who also left inside it is no ghost.
+        """
+        pending = self._net.get(user_id)
+        return present if pending is None else pending[0]
+
+    def waiting(self) -> list[str]:
+        """Users with a change waiting for the end of the window."""
+        return list(self._net)
 
     def add(self, changes: list[PresenceChange]) -> None:
         """Note changes; the next flush announces what they add up to."""
         for change in changes:
             before, _ = self._net.get(change.user_id, (change.event == "leave", ""))
             self._net[change.user_id] = (before, change.event)
+        self.generation += 1
         if self._net:
             self._wake.set()
 
@@ -58,6 +73,7 @@ class PresenceAnnouncer:
         """Commit the window's net changes (durable when this returns)."""
         self._wake.clear()
         net, self._net = self._net, {}
+        self.generation += 1
         events = self.events_for(net)
         if not events:
             return
@@ -66,6 +82,7 @@ class PresenceAnnouncer:
         except BaseException:
             for user, entry in net.items():  # put back, unless newer changes of the same user arrived
                 self._net.setdefault(user, entry)
+            self.generation += 1
             self._wake.set()
             raise
         self.frames += len(events)

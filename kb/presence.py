@@ -42,6 +42,7 @@ class PresenceBook:
     gone: set[str] = field(default_factory=set)
     _counts: dict[str, Counter[str]] = field(default_factory=dict)  # experience -> user -> sessions
     _live: dict[str, Counter[str]] = field(default_factory=dict)  # the same, live ones only (not dropped)
+    _ids: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (experience, user) -> session ids
     generation: int = 0  # bumped whenever a user becomes present or absent anywhere
 
     def take_changes(self) -> tuple[list[tuple[str, str, str, str, float, float | None]], list[str]]:
@@ -93,6 +94,7 @@ class PresenceBook:
         """Put a session in (replacing one of the same id); a join if its user was not present."""
         changes = self._remove(session_id)
         self.sessions[session_id] = entry
+        self._ids.setdefault((entry.experience, entry.user_id), set()).add(session_id)
         if entry.dropped_at is None:
             self._count_live(entry, 1)
         users = self._counts.setdefault(entry.experience, Counter())
@@ -107,6 +109,10 @@ class PresenceBook:
         entry = self.sessions.pop(session_id, None)
         if entry is None:
             return []
+        ids = self._ids[(entry.experience, entry.user_id)]
+        ids.discard(session_id)
+        if not ids:
+            del self._ids[(entry.experience, entry.user_id)]
         if entry.dropped_at is None:
             self._count_live(entry, -1)
         users = self._counts[entry.experience]
@@ -123,9 +129,20 @@ class PresenceBook:
         return self._add(session_id, SessionEntry(user_id, experience, gateway_id, now))
 
     def leave(self, session_id: str) -> list[PresenceChange]:
-        """A clean close: the session goes at once."""
+        """A clean close: the session goes at once, and with its user's last live one the dropped ones in grace.
+
+        A phone whose network went silent, resumed on a new socket and then closed cleanly has
+        left: the grace of the silent socket is for a reconnect that has already happened.
+        """
+        entry = self.sessions.get(session_id)
         self.gone.add(session_id)
-        return self._remove(session_id)
+        changes = self._remove(session_id)
+        if entry is None or self.live_sessions(entry.experience, entry.user_id):
+            return changes
+        for sid in list(self._ids.get((entry.experience, entry.user_id), ())):
+            self.gone.add(sid)
+            changes += self._remove(sid)
+        return changes
 
     def drop(self, session_id: str, now: float) -> list[PresenceChange]:
         """A lost connection: the session lingers for the grace period."""

@@ -104,7 +104,7 @@ class WorldService:
         return area_of_interest(self.world, self.content, user_id, self.roster(user_id))
 
     def roster(self, user_id: str) -> list[dict[str, str]]:
-        """Everyone present and their area, `user_id` included; rebuilt only when a version or presence changed.
+        """Everyone announced as present and their area, `user_id` included; rebuilt only when a version or presence changed.
 
         With announcements off (load tests of 10,000 sessions in one world) only the player itself
         is listed: a full roster in every snapshot of a connect storm costs O(players^2).
@@ -112,9 +112,12 @@ class WorldService:
         mine = {"user_id": user_id, "area_id": self.area_of(user_id)}
         if not self.announce_presence:
             return [mine]
-        key = (self.world["version"], self.presence.generation)
+        key = (self.world["version"], self.presence.generation, self.announcer.generation)
         if self._roster[0] != key:
-            users = sorted(self.presence.present_users(self.experience))
+            present = self.presence.present_users(self.experience)
+            announced = self.announcer.announced
+            users = sorted({u for u in present if announced(u, True)}
+                           | {u for u in self.announcer.waiting() if announced(u, u in present)})
             self._roster = (key, [{"user_id": u, "area_id": self.area_of(u)} for u in users])
         roster = self._roster[1]
         if not any(entry["user_id"] == user_id for entry in roster):
@@ -148,9 +151,13 @@ class WorldService:
                 if self.presence.over_limit(session_id, user_id, self.experience, limit):
                     views.append({"error": "too_many_sessions", "message": f"at most {limit} open sessions per user"})
                     continue
-                changes += self.presence.join(session_id, user_id, self.experience, entry["gateway_id"], now)
+                joined = self.presence.join(session_id, user_id, self.experience, entry["gateway_id"], now)
+                if self.announce_presence:
+                    self.announcer.add(joined)  # before the next view: it lists only announced players
+                changes += joined
                 views.append(self.view(user_id))
-        await self.announce(changes)
+        if self.announce_presence and changes and self.announcer.window_s <= 0:
+            await self.announcer.flush()
         return views
 
     async def act(self, user_id: str, args: dict[str, Any], trace_id: str = "") -> dict[str, Any]:
@@ -203,8 +210,9 @@ class WorldService:
 
     def _move_events(self, base: World, new: World, actor_id: str, now: int) -> list[OutboxEvent]:
         """A `presence` move in the same commit as the step that moved a present player (order kept exactly)."""
-        if not self.announce_presence or not self.presence.is_present(self.experience, actor_id):
-            return []
+        if not self.announce_presence or not self.announcer.announced(
+                actor_id, self.presence.is_present(self.experience, actor_id)):
+            return []  # not announced yet: the window's join will carry the area
         before = player_state(base, self.content, actor_id)["current_area"]
         after = player_state(new, self.content, actor_id)["current_area"]
         if before == after:
