@@ -104,7 +104,7 @@ class WorldService:
         return area_of_interest(self.world, self.content, user_id, self.roster(user_id))
 
     def roster(self, user_id: str) -> list[dict[str, str]]:
-        """Everyone announced as present and their area, `user_id` included; rebuilt only when a version or presence changed.
+        """Everyone announced as present and their area, `user_id` included; rebuilt when a version or presence changed.
 
         With announcements off (load tests of 10,000 sessions in one world) only the player itself
         is listed: a full roster in every snapshot of a connect storm costs O(players^2).

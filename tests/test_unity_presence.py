@@ -43,7 +43,7 @@ async def test_unity_player_who_left_inside_the_window_stays_listed_until_the_le
     await world.join_and_view("goer", "s-go", "gw", time.time())
     await world.announcer.flush()
     await world.announce(world.presence.leave("s-go"))
-    assert listed(world.view("stayer")) == {"stayer", "goer"}, "the leave is still to come: the others were told goer is here"
+    assert listed(world.view("stayer")) == {"stayer", "goer"}, "the leave is yet to come: the others think goer is here"
     await world.announcer.flush()
     assert listed(world.view("stayer")) == {"stayer"}
 
