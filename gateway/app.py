@@ -11,28 +11,42 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
-from gateway.keys import (ADDRESSES, BACKGROUND, CHAT, CHAT_LIMITS, GATEWAY_ID, HANDSHAKES, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS,
-                          STREAMS, VERIFIER)
-from gateway.addresses import AddressCounter, client_address_middleware, parse_networks
-from gateway.chat import ChatService
-from gateway.metrics import GatewayMetrics
+from gateway.chat.pipeline import ChatService
+from gateway.edge.addresses import client_address_middleware, parse_networks
+from gateway.edge.admission import Edge
+from gateway.edge.buckets import KeyedBuckets
 from gateway.kbclient import KbClient
-from gateway.limits import HandshakeLimiter
+from gateway.keys import (
+    BACKGROUND,
+    CHAT,
+    CHAT_LIMITS,
+    EDGE,
+    GATEWAY_ID,
+    KB,
+    METRICS,
+    NATS,
+    PRESENCE,
+    REGISTRY,
+    SETTINGS,
+    STREAMS,
+)
+from gateway.metrics import GatewayMetrics
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
-from gateway.session import Session
-from gateway.streamset import StreamSet
-from gateway.sse import chat_unified
-from gateway.sse_stream import sse_experience
-from gateway.ws import ws_experience
+from gateway.sse.chat import chat_unified
+from gateway.sse.stream import sse_experience
+from gateway.streams.streamset import StreamSet
+from gateway.ws.handler import ws_experience
+from gateway.ws.session import Session
+from gateway.ws.socket import check_aiohttp_internals
 from shared.apidocs import document
 from shared.auth import TokenVerifier
 from shared.config import Settings
 from shared.logs import redact_library_loggers
 from shared.metrics import metrics_response
 from shared.natsconn import nats_cleanup_ctx
-from shared.tasks import bounded, stop_tasks
 from shared.schemas.errors import CloseCode
+from shared.tasks import bounded, stop_tasks
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -137,15 +151,14 @@ async def close_all_sessions(app: web.Application) -> None:
 
 def create_app(settings: Settings, gateway_id: str | None = None) -> web.Application:
     """Build the gateway application; nothing connects until the app starts."""
+    check_aiohttp_internals()
     redact_library_loggers()
     app = web.Application(client_max_size=settings.max_frame_bytes,
                           middlewares=[client_address_middleware(parse_networks(settings.trusted_proxies))])
     app[SETTINGS] = settings
-    app[ADDRESSES] = AddressCounter()
-    app[CHAT_LIMITS] = HandshakeLimiter(settings.chats_per_user_per_s, settings.chat_burst)
+    app[CHAT_LIMITS] = KeyedBuckets(settings.chats_per_user_per_s, settings.chat_burst)
     app[GATEWAY_ID] = gateway_id or settings.gateway_id or f"gw{uuid.uuid4().hex[:6]}"
-    app[HANDSHAKES] = HandshakeLimiter(settings.handshakes_per_ip_per_s, settings.handshake_burst)
-    app[VERIFIER] = TokenVerifier(settings)
+    app[EDGE] = Edge(settings, TokenVerifier(settings))
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}", manage_stream=False))
     app.cleanup_ctx.append(_kb_ctx)
     app.cleanup_ctx.append(_sessions_ctx)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from urllib.parse import quote
 from typing import Any, Awaitable, Callable
+from urllib.parse import quote
 
 import aiohttp
 import orjson

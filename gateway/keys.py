@@ -5,15 +5,14 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.addresses import AddressCounter
-from gateway.chat import ChatService
+from gateway.chat.pipeline import ChatService
+from gateway.edge.admission import Edge
+from gateway.edge.buckets import KeyedBuckets
 from gateway.kbclient import KbClient
-from gateway.limits import HandshakeLimiter
 from gateway.metrics import GatewayMetrics
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
-from gateway.streamset import StreamSet
-from shared.auth import TokenVerifier
+from gateway.streams.streamset import StreamSet
 from shared.config import Settings
 from shared.natsconn import NatsLink
 
@@ -25,9 +24,7 @@ STREAMS = web.AppKey("streams", StreamSet)
 PRESENCE = web.AppKey("presence", PresenceReporter)
 GATEWAY_ID = web.AppKey("gateway_id", str)
 BACKGROUND = web.AppKey("background", list[asyncio.Task[None]])
-HANDSHAKES = web.AppKey("handshakes", HandshakeLimiter)
-VERIFIER = web.AppKey("verifier", TokenVerifier)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 CHAT = web.AppKey("chat", ChatService)
-ADDRESSES = web.AppKey("addresses", AddressCounter)
-CHAT_LIMITS = web.AppKey("chat_limits", HandshakeLimiter)
+EDGE = web.AppKey("edge", Edge)
+CHAT_LIMITS = web.AppKey("chat_limits", KeyedBuckets)

@@ -9,7 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from gateway.registry import SessionRegistry
-from gateway.streamset import StreamSet
+from gateway.streams.streamset import StreamSet
 from shared.metrics import LATENCY_BUCKETS, new_registry
 from shared.natsconn import NatsLink
 from shared.schemas.errors import CloseCode
@@ -81,7 +81,7 @@ class GatewayMetrics:
         for name, value, about in (("gaps", stats.gaps, "Gaps found by Nats-Last-Sequence or the sweeper"),
                                    ("catchups", stats.catchups, "Catch-ups from a cursor (direct gets or a consumer)"),
                                    ("catchup_consumers", stats.consumers, "Catch-ups long enough to need a consumer"),
-                                   ("direct_reads", self.streams.direct.requests,
+                                   ("direct_reads", self.streams.reads.direct.requests,
                                     "Batched direct gets sent for catch-ups (shared by sessions asking the same)"),
                                    ("resyncs", stats.resyncs, "Fresh snapshots sent instead of a replay")):
             yield CounterMetricFamily(f"gaia_gateway_stream_{name}", about, value=value)

@@ -36,7 +36,7 @@ class SessionRegistry:
         if close_code is not None:
             self.closed_by_code[close_code] += 1
             if close_code == SLOW_CONSUMER:
-                self.frames_dropped_slow += len(getattr(session, "outbox", ()))
+                self.frames_dropped_slow += len(getattr(session, "queue", ()))
         if self.sessions.pop(session.conn_id, None) is not None:
             self.per_user[session.user_id] -= 1
             if self.per_user[session.user_id] <= 0:

@@ -14,9 +14,9 @@ from pathlib import Path
 import orjson
 
 from harness.procs import NatsServer, ServiceProcess, service_env, wait_healthy
-from shared.natsauth import new_passwords
 from shared.auth import issue_token
 from shared.config import Settings
+from shared.natsauth import new_passwords
 
 RUN_ROOT = Path(".run")
 # Each port `make run` takes, the variable that moves it, and its default.
@@ -49,6 +49,9 @@ def busy_ports(args: argparse.Namespace) -> list[str]:
             continue
         seen[port] = variable
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            # As the servers bind (asyncio and nats-server set SO_REUSEADDR): a run stopped a moment
+            # ago leaves connections in TIME_WAIT, which block no listener and must not block us.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError as exc:

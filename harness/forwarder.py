@@ -13,7 +13,7 @@ import nats
 from aiohttp import web
 from nats.aio.msg import Msg
 
-from gateway.websocket import GatewayWebSocket
+from gateway.ws.socket import GatewayWebSocket
 from shared.natssub import subscribe_direct
 
 NC = web.AppKey("nc", nats.NATS)

@@ -11,8 +11,8 @@ import orjson
 from aiohttp import web
 
 from kb.keys import FORWARD_HTTP, OWNERSHIP, SETTINGS, WORLDS
-from kb.responses import problem
 from kb.worlds import WorldService
+from shared.problems import problem
 
 log = logging.getLogger(__name__)
 FORWARDED = "X-Gaia-Forwarded"

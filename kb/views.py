@@ -10,15 +10,15 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from kb.forward import forward_presence, local_world_or_forward
-from kb.worlds import TooManySessions
-from shared.subjects import BadSubjectToken, check_token
 from kb.keys import METRICS, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
-from kb.responses import json_response, problem
+from kb.worlds import TooManySessions
 from shared.apidocs import document
 from shared.auth import same_secret
 from shared.metrics import metrics_response
+from shared.problems import json_response, problem
 from shared.schemas.kbapi import ActionRequestSchema, PresenceUpdateSchema, ViewsRequestSchema
 from shared.schemas.messages import ACTIONS
+from shared.subjects import BadSubjectToken, check_token
 
 log = logging.getLogger(__name__)
 _ACTION = ActionRequestSchema()

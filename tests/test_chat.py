@@ -64,7 +64,7 @@ async def test_it_and_there_refer_to_what_the_conversation_named(players) -> Non
 
 
 def test_conversation_words_resolve_and_the_book_is_bounded_and_forgets() -> None:
-    from gateway.chat import ConversationBook, remember, resolve
+    from gateway.chat.pipeline import ConversationBook, remember, resolve
     book = ConversationBook(limit=2, ttl_s=60)
     talk = book.get("u", "c1", now=0)
     remember(talk, "go to garden", {"action": "go", "destination": "garden"}, {"success": True, "message": ""})

@@ -77,3 +77,25 @@ async def test_two_make_run_copies_on_chosen_ports_and_a_third_on_busy_ports_is_
     finally:
         codes = [stop(first), stop(second)]
     assert codes == [0, 0]
+
+
+async def test_make_run_stopped_with_ctrl_c_starts_again_at_once_on_the_same_ports(tmp_path: Path) -> None:
+    """A stopped run leaves its ports' connections in TIME_WAIT (the servers closed them): the port
+    probe binds as the servers do, so a restart straight after is not refused as "in use"."""
+    chosen = ports()
+    first = start_copy(tmp_path, chosen)
+    try:
+        wait_running(first)
+        async with aiohttp.ClientSession() as http:
+            url = f"ws://127.0.0.1:{chosen['GAIA_GATEWAY_PORT']}/ws/experience?experience=wylding-woods&token=x"
+            async with http.ws_connect(url) as ws:  # closed by the server (4401): TIME_WAIT on its port
+                await ws.receive(timeout=10)
+            assert (await health(chosen["GAIA_GATEWAY_PORT"]))["status"] == "healthy"
+    finally:
+        assert stop(first) == 0
+    again = start_copy(tmp_path, chosen)
+    try:
+        wait_running(again)
+        assert (await health(chosen["GAIA_GATEWAY_PORT"]))["status"] == "healthy"
+    finally:
+        assert stop(again) == 0

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import base64
 import os
+import socket
+from dataclasses import replace
 
 import aiohttp
 import nats
-
-from dataclasses import replace
 
 from gateway.app import create_app as create_gateway
 from gateway.keys import NATS as GW_NATS

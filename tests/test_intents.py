@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.intents import parse_intent
+from gateway.chat.intents import parse_intent
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -5,8 +5,8 @@ import asyncio
 
 import aiohttp
 import nats
-import pytest
 import orjson
+import pytest
 
 from shared.broadcast import personal_copy
 from shared.schemas.events import BroadcastWorldUpdateSchema, WorldUpdateEventSchema
@@ -131,6 +131,7 @@ async def test_a_player_gone_from_memory_comes_back_from_the_store_as_it_left(kb
 async def test_views_answers_many_sessions_in_order_and_refuses_one_past_the_user_limit(
         aiohttp_server, settings, nats_server) -> None:
     from dataclasses import replace
+
     from kb.app import create_app
     from kb.keys import NATS, PRESENCE
     server = await aiohttp_server(create_app(replace(settings, max_sessions_per_user=2)))

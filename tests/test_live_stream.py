@@ -61,14 +61,14 @@ async def test_a_resume_after_a_short_gap_reads_by_direct_gets_and_makes_no_cons
     await alice.close()
     missed = await publish_broadcasts(nats_server.url_as("kb"), 40)
     stats = gateway_server.app[STREAMS].stats
-    consumers_before, requests_before = stats.consumers, gateway_server.app[STREAMS].direct.requests
+    consumers_before, requests_before = stats.consumers, gateway_server.app[STREAMS].reads.direct.requests
     url = str(gateway_server.make_url("/ws/experience")).replace("http", "ws", 1)
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}") as ws:
             seqs, resumed = await _until_resumed(ws)
     assert seqs == missed and (resumed["from_seq"], resumed["replayed"]) == (cursor + 1, 40)
     assert stats.consumers == consumers_before  # no JetStream state was made for it
-    assert gateway_server.app[STREAMS].direct.requests > requests_before
+    assert gateway_server.app[STREAMS].reads.direct.requests > requests_before
     assert await nats_server.consumer_filters() == []
 
 
@@ -92,7 +92,7 @@ async def test_sessions_resuming_from_one_cursor_share_one_direct_read(
     await first.close()
     missed = await publish_broadcasts(nats_server.url_as("kb"), 5)
     streams = gateway_server.app[STREAMS]
-    requests_before = streams.direct.requests
+    requests_before = streams.reads.direct.requests
     url = str(gateway_server.make_url("/ws/experience")).replace("http", "ws", 1)
     async with aiohttp.ClientSession() as http:
         sockets = await asyncio.gather(*(http.ws_connect(
@@ -102,7 +102,7 @@ async def test_sessions_resuming_from_one_cursor_share_one_direct_read(
             await ws.close()
     assert all(seqs == missed for seqs, _ in results)
     # 30 sessions; far fewer reads (those that met in flight shared one; a few started alone).
-    assert streams.direct.requests - requests_before < 30
+    assert streams.reads.direct.requests - requests_before < 30
 
 
 async def test_a_resume_from_a_cursor_the_stream_no_longer_holds_gets_a_fresh_snapshot(
@@ -277,19 +277,19 @@ async def test_a_resume_too_far_behind_says_resync_before_any_live_event(aiohttp
                                                                         nats_server, monkeypatch) -> None:
     """Found by the soak: live events that came in while the catch-up read the subject's end were
     passed on before `resync_required`, a hole between the old cursor and the fresh snapshot."""
-    from gateway.streamset import StreamSet
+    from gateway.streams.reads import StreamReads
     server = await aiohttp_server(create_gateway(replace(gateway_settings, resync_after_events=5), "gwresync"))
     assert await server.app[GW_NATS].wait_ready(10)
     [cursor] = await publish_broadcasts(nats_server.url_as("kb"), 1)
     await publish_broadcasts(nats_server.url_as("kb"), 20, first_version=2000)  # 20 behind: a snapshot, not a replay
-    real_last = StreamSet.subject_last
+    real_last = StreamReads.subject_last
 
-    async def slow_last(self: StreamSet, subject: str) -> int:
+    async def slow_last(self: StreamReads, subject: str) -> int:
         answer = await real_last(self, subject)
         await publish_broadcasts(nats_server.url_as("kb"), 3, first_version=3000, note="live")  # arrive meanwhile
         await asyncio.sleep(0.3)
         return answer
-    monkeypatch.setattr(StreamSet, "subject_last", slow_last)
+    monkeypatch.setattr(StreamReads, "subject_last", slow_last)
     url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}") as ws:

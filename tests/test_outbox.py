@@ -8,8 +8,8 @@ import aiohttp
 import nats
 import orjson
 
-from harness.verify import subject_seqs
 from harness.procs import NatsServer, ServiceProcess, free_port, service_env, wait_healthy
+from harness.verify import subject_seqs
 from kb.outbox import OutboxPublisher
 from tests.conftest import EXPERIENCE, published_all
 

@@ -8,9 +8,9 @@ import time
 import aiohttp
 import nats
 
-from harness.verify import subject_seqs
 from harness.client import GaiaClient
 from harness.procs import NatsServer, kb_and_gateway, wait_healthy
+from harness.verify import subject_seqs
 from shared.auth import issue_token
 from shared.config import Settings
 from tests.conftest import EXPERIENCE, outbox_drained

@@ -91,7 +91,7 @@ def test_every_server_message_type_of_the_protocol_has_a_schema() -> None:
 def test_gateway_validates_each_broadcast_once_and_cuts_each_players_copy() -> None:
     import orjson
 
-    from gateway.validation import EventValidator
+    from gateway.streams.frames import EventValidator
     broadcast = {k: v for k, v in EVENT.items() if k != "user_id"}
     broadcast["audience"] = [None, {"only": ["u1"]}]
     validator = EventValidator()
@@ -111,6 +111,6 @@ def test_gateway_validates_each_broadcast_once_and_cuts_each_players_copy() -> N
 
 
 def test_ack_reply_subjects_of_both_forms_give_stream_and_consumer_sequences_and_pending() -> None:
-    from gateway.stream import ack_sequences
+    from gateway.streams.headers import ack_sequences
     assert ack_sequences("$JS.ACK.WORLD_UPDATES.abc.1.118.7.1764000000000000000.3") == (118, 7, 3)
     assert ack_sequences("$JS.ACK.hub.ACCHASH.WORLD_UPDATES.abc.1.118.7.1764000000000000000.0.tok") == (118, 7, 0)

@@ -9,7 +9,9 @@ from dataclasses import replace
 import aiohttp
 import jwt
 import pytest
-from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from gateway.app import create_app as create_gateway
 from gateway.keys import NATS as GW_NATS

@@ -6,8 +6,8 @@ import asyncio
 import aiohttp
 import orjson
 
-from harness.sse import read_events
 from gateway.keys import STREAMS
+from harness.sse import read_events
 from kb.keys import PRESENCE as KB_PRESENCE
 from tests.conftest import EXPERIENCE, eventually, outbox_drained
 

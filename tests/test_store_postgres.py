@@ -12,6 +12,7 @@ from kb.stores.base import meta_of
 from kb.stores.sqlite import SqliteStore
 from tests.conftest import fresh_database
 
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def store(request: Any, tmp_path: Path) -> AsyncIterator[Store]:
     if request.param == "sqlite":

@@ -193,7 +193,7 @@ async def test_kbs_presence_sweep_survives_an_unexpected_error(kb_server) -> Non
 
 
 def test_x_forwarded_for_is_believed_only_from_a_trusted_proxy() -> None:
-    from gateway.addresses import client_address, parse_networks
+    from gateway.edge.addresses import client_address, parse_networks
     proxies = parse_networks(("10.0.0.0/8", "127.0.0.1"))
     assert client_address("127.0.0.1", "203.0.113.7", proxies) == "203.0.113.7"
     assert client_address("127.0.0.1", "6.6.6.6, 203.0.113.7, 10.1.2.3", proxies) == "203.0.113.7"  # left: made up
@@ -241,7 +241,7 @@ async def test_one_address_holds_at_most_its_share_of_connections(aiohttp_server
         except aiohttp.WSServerHandshakeError as exc:
             assert exc.status == 429
         await first.close()
-        await eventually(lambda: server.app[__import__("gateway.keys").keys.ADDRESSES].count("127.0.0.1") == 1)
+        await eventually(lambda: server.app[__import__("gateway.keys").keys.EDGE].addresses.count("127.0.0.1") == 1)
         third = await http.ws_connect(f"{url}&token={token('c')}")  # a freed place is free again
         await asyncio.gather(second.close(), third.close())
 

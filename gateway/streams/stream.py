@@ -1,4 +1,4 @@
-"""A session's one subscription: a core NATS subscription on its experience's live subject.
+"""A connection's one subscription: a core NATS subscription on its experience's live subject.
 
 The WORLD_UPDATES stream republishes every stored message from `world.updates.>` to
 `live.world.updates.>` with two headers: `Nats-Sequence` (the stream sequence, the client's `seq`)
@@ -7,31 +7,30 @@ core subscription on `live.world.updates.exp.{experience}` for its whole life, s
 costs nats-server one subscription and no JetStream state. A gap is exact: a message whose
 `Nats-Last-Sequence` is not this session's cursor means something between was missed.
 
-JetStream consumers exist only while catching up (a resume with a cursor, a detected gap, a NATS
-reconnect): a short-lived pull consumer from `cursor + 1`, read only as fast as the session's
-socket drains, deleted as soon as the replay meets the live messages held meanwhile. A client too
-far behind gets a fresh snapshot instead of a flood (the sink's `on_resync`).
+Catching up (a resume with a cursor, a detected gap, a NATS reconnect) reads the stream from
+the cursor by batched direct gets, paced by the owner's socket (streams/reads.py), and goes live
+once the replay meets the live messages held meanwhile; a short-lived pull consumer serves only a
+replay longer than `GAIA_CATCHUP_DIRECT_MAX`, a cursor of 0, or one the stream may no longer hold.
+A client too far behind gets a fresh snapshot instead of a flood (the sink's `on_resync`).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from marshmallow import ValidationError
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from gateway.directget import StoredMsg
+from gateway.streams.directget import StoredMsg
+from gateway.streams.headers import ack_sequences, live_sequences
+from gateway.streams.reads import StreamReads
+from gateway.streams.sink import OpenResult, StreamSink
 from shared.natssub import subscribe_direct
 from shared.subjects import experience_updates, live_subject
 from shared.tasks import raise_if_cancelled
-
-if TYPE_CHECKING:
-    from gateway.streamset import StreamSet
 
 log = logging.getLogger(__name__)
 CATCHUP_BATCH = 256
@@ -39,61 +38,16 @@ ROOM_POLL_S = 0.01
 REPLICA_WAIT_S = 0.02
 
 
-class StreamSink(Protocol):
-    """What a stream tells its owner (a WebSocket session, an SSE stream or a chat request)."""
-
-    def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None: ...
-
-    def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None: ...
-
-    def on_resync(self, reason: str) -> None: ...
-
-    def on_stalled(self) -> None:
-        """Events wait for room and the client took nothing for a long while."""
-        ...
-
-    def room(self) -> int:
-        """How many more events the sink can queue now without crowding its live traffic."""
-        ...
-
-
-@dataclass(frozen=True)
-class OpenResult:
-    """How a stream started: `live`, `replay` (catching up in the background), `too_old` or `offline`."""
-
-    kind: str
-    cursor: int | None = None
-    replay_until: int = 0
-
-
-def ack_sequences(reply: str) -> tuple[int, int, int]:
-    """(stream sequence, consumer sequence, pending) from a JetStream delivery's reply subject.
-
-    `$JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>`, or the newer form with
-    domain and account hash before the stream name and a random token at the end. Read directly:
-    nats-py's `msg.metadata` builds three objects per message.
-    """
-    tokens = reply.split(".")
-    if len(tokens) == 9:
-        return int(tokens[5]), int(tokens[6]), int(tokens[8])
-    return int(tokens[7]), int(tokens[8]), int(tokens[10])
-
-
-def live_sequences(msg: Msg) -> tuple[int, int]:
-    """(stream sequence, previous sequence on the same subject) of a republished message."""
-    headers = msg.headers or {}
-    return int(headers["Nats-Sequence"]), int(headers.get("Nats-Last-Sequence") or 0)
-
-
-class UserStream:
-    """One user's event stream for one experience, resumable from any stream sequence."""
+class ConnectionStream:
+    """One connection's event stream for one experience (a socket, an SSE stream, a chat request),
+    resumable from any stream sequence."""
 
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
-    __slots__ = ("owner", "user_id", "user_json", "experience", "subject", "label", "sink", "transport", "cursor",
+    __slots__ = ("reads", "user_id", "user_json", "experience", "subject", "label", "sink", "transport", "cursor",
                  "_sub", "_held", "_held_dropped", "_catchup", "_replay", "_closed", "_rewinds")
 
-    def __init__(self, owner: StreamSet, user_id: str, experience: str, label: str, sink: StreamSink) -> None:
-        self.owner = owner
+    def __init__(self, reads: StreamReads, user_id: str, experience: str, label: str, sink: StreamSink) -> None:
+        self.reads = reads
         self.user_id = user_id
         self.user_json = orjson.dumps(user_id)
         self.experience = experience
@@ -122,7 +76,7 @@ class UserStream:
         The subscription exists before the subject's last sequence is read, so every later message
         reaches it; messages at or below the cursor are dropped, the rest must chain from it.
         """
-        link = self.owner.link
+        link = self.reads.link
         if not link.jetstream_ok or link.js is None:
             self.cursor = after_seq
             return OpenResult("offline", after_seq)
@@ -134,15 +88,15 @@ class UserStream:
             raise
 
     async def _open(self, after_seq: int | None) -> OpenResult:
-        link = self.owner.link
+        link = self.reads.link
         assert link.js is not None
         await self._subscribe()
-        last = await self.owner.subject_last(self.subject)
+        last = await self.reads.subject_last(self.subject)
         if after_seq is None:
             self._go_live_at(last)
             return OpenResult("live", last, last)
         if after_seq > last:  # the replica that answered may lag: the leader's word decides
-            last = max(last, await self.owner.leader_last(self.subject))
+            last = max(last, await self.reads.leader_last(self.subject))
         if after_seq > last:  # every cursor we hand out is a sequence of this subject
             self._resync("the cursor is ahead of the stream")
             self._go_live_at(last)
@@ -160,9 +114,9 @@ class UserStream:
         """The one core subscription (made once; nats-py restores it after a reconnect)."""
         if self._sub is not None:
             return
-        nc = self.owner.link.nc
+        nc = self.reads.link.nc
         assert nc is not None
-        settings = self.owner.settings
+        settings = self.reads.settings
         # No flush: the server handles one connection's operations in order, so the request that
         # reads the subject's end (sent after this SUB) sees a stream that already feeds us. In a
         # cluster the interest reaches other nodes a moment later; a message lost to that shows as a
@@ -184,7 +138,7 @@ class UserStream:
         seq, last = live_sequences(msg)
         held = self._held
         if held is not None:
-            if len(held) >= self.owner.settings.sub_pending_msgs:
+            if len(held) >= self.reads.settings.sub_pending_msgs:
                 held.clear()  # they are in the stream: the catch-up reads them there
                 self._held_dropped = True
             held.append((seq, last, msg.data))
@@ -194,7 +148,7 @@ class UserStream:
             return
         if cursor is not None and last != cursor:
             log.info("[%s] gap before seq %d (previous %d, cursor %d): catching up", self.label, seq, last, cursor)
-            self.owner.stats.gaps += 1
+            self.reads.stats.gaps += 1
             self._held = [(seq, last, msg.data)]
             self._start_catch_up()
             return
@@ -236,20 +190,20 @@ class UserStream:
     def _forward(self, seq: int, payload: bytes) -> bool:
         """Validate and pass on this player's copy; anything else only moves the cursor."""
         try:
-            broadcast = self.owner.validator.broadcast(seq, payload)
+            broadcast = self.reads.validator.broadcast(seq, payload)
             frame = broadcast.frame_for(self.user_id, self.user_json)
         except (orjson.JSONDecodeError, ValidationError) as exc:
             log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
-            self.owner.stats.invalid += 1
+            self.reads.stats.invalid += 1
             return False
         if frame is None:
             return False
-        self.owner.stats.delivered[self.transport] += 1
+        self.reads.stats.delivered[self.transport] += 1
         self.sink.on_event(seq, frame, broadcast.event)
         return True
 
     def _resync(self, reason: str) -> None:
-        self.owner.stats.resyncs += 1
+        self.reads.stats.resyncs += 1
         self._replay = None
         self.sink.on_resync(reason)
 
@@ -265,7 +219,7 @@ class UserStream:
         """Catch up; on NATS trouble wait and try again from the cursor (nothing is lost meanwhile)."""
         delay = 0.2
         while not self._closed:
-            if self.owner.link.jetstream_ok:
+            if self.reads.link.jetstream_ok:
                 try:
                     await self._catch_up()
                     return
@@ -285,25 +239,25 @@ class UserStream:
         JetStream state; a longer one, allowed only when snapshots are switched off beyond it,
         through a short-lived pull consumer.
         """
-        owner = self.owner
+        reads = self.reads
         assert self.cursor is not None
         if self.cursor == 0:  # no message to prove retention by: the consumer tells
             await self._catch_up_with_consumer()
             return
-        first = await self.owner.read_direct(self.subject, self.cursor, 1 + min(await self._room(), CATCHUP_BATCH))
+        first = await self.reads.read_direct(self.subject, self.cursor, 1 + min(await self._room(), CATCHUP_BATCH))
         if not first or first[0].seq != self.cursor:
             # Gone from the stream's head, deleted alone, or a replica behind: the stream leader's
             # consumer tells which, and replays or asks for a snapshot accordingly.
             await self._catch_up_with_consumer()
             return
         behind = first[0].pending
-        if behind > owner.settings.resync_after_events:
+        if behind > reads.settings.resync_after_events:
             log.info("[%s] cursor %d: %d events behind", self.label, self.cursor, behind)
             await self._resync_at_end(f"{behind} events behind; a fresh snapshot replaces them")
-        elif behind > owner.settings.catchup_direct_max:
+        elif behind > reads.settings.catchup_direct_max:
             await self._catch_up_with_consumer()
         else:
-            owner.stats.catchups += 1
+            reads.stats.catchups += 1
             await self._replay_direct(first[1:])
 
     async def _replay_direct(self, msgs: list[StoredMsg]) -> None:
@@ -321,7 +275,7 @@ class UserStream:
                 # The replica that answered has not stored what the live subject already brought.
                 await asyncio.sleep(REPLICA_WAIT_S)
             assert self.cursor is not None
-            msgs = await self.owner.read_direct(self.subject, self.cursor + 1, min(await self._room(), CATCHUP_BATCH))
+            msgs = await self.reads.read_direct(self.subject, self.cursor + 1, min(await self._room(), CATCHUP_BATCH))
 
     async def _resync_at_end(self, reason: str) -> None:
         """A fresh snapshot instead of a replay, then live from the subject's end.
@@ -332,41 +286,42 @@ class UserStream:
         resync_required, and none at or below the end is skipped unless the snapshot covers it.
         """
         self._held = []
-        last = await self.owner.subject_last(self.subject)
+        last = await self.reads.subject_last(self.subject)
         self._resync(reason)
         self._go_live_at(last)
 
     async def _catch_up_with_consumer(self) -> None:
         """Replay from the cursor with a short-lived pull consumer, paced by the sink, then go live."""
-        owner = self.owner
-        js = owner.link.js
+        reads = self.reads
+        js = reads.link.js
         assert js is not None and self.cursor is not None
-        async with owner.catchup_slots:
-            info = await js.add_consumer(owner.settings.stream_name, owner.catchup_config(self.subject, self.cursor))
-        owner.stats.catchups += 1
-        owner.stats.consumers += 1
+        async with reads.catchup_slots:
+            info = await js.add_consumer(reads.settings.stream_name, reads.catchup_config(self.subject, self.cursor))
+        reads.stats.catchups += 1
+        reads.stats.consumers += 1
+        pending = info.num_pending or 0
         try:
             # The server starts a consumer at the stream's first sequence when the cursor is older.
-            too_old = info.delivered.stream_seq > self.cursor
-            if too_old or info.num_pending > owner.settings.resync_after_events:
+            too_old = ((info.delivered.stream_seq or 0) if info.delivered else 0) > self.cursor
+            if too_old or pending > reads.settings.resync_after_events:
                 log.info("[%s] cursor %d: %s", self.label, self.cursor,
-                         "older than the stream" if too_old else f"{info.num_pending} events behind")
+                         "older than the stream" if too_old else f"{pending} events behind")
                 await self._resync_at_end("the cursor is older than the stream retains" if too_old else
-                                          f"{info.num_pending} events behind; a fresh snapshot replaces them")
+                                          f"{pending} events behind; a fresh snapshot replaces them")
                 return
-            await self._replay_from(info.name, info.num_pending)
+            await self._replay_from(info.name, pending)
         finally:
-            await owner.delete_consumer(info.name)
+            await reads.delete_consumer(info.name)
 
     async def _replay_from(self, consumer: str, pending: int) -> None:
-        owner = self.owner
-        assert owner.link.js is not None
-        pull = await owner.link.js.pull_subscribe_bind(consumer=consumer, stream=owner.settings.stream_name)
+        reads = self.reads
+        assert reads.link.js is not None
+        pull = await reads.link.js.pull_subscribe_bind(consumer=consumer, stream=reads.settings.stream_name)
         try:
             while True:
                 while pending > 0:
                     room = await self._room()
-                    async with owner.catchup_slots:
+                    async with reads.catchup_slots:
                         msgs = await pull.fetch(min(room, CATCHUP_BATCH), timeout=5)
                     rewinds = self._rewinds
                     for msg in msgs:
@@ -377,7 +332,7 @@ class UserStream:
                             return  # a new catch-up reads from the rewound cursor
                 if self._splice():
                     return
-                pending = (await pull.consumer_info()).num_pending
+                pending = (await pull.consumer_info()).num_pending or 0
         finally:
             await pull.unsubscribe()
 
@@ -389,7 +344,7 @@ class UserStream:
             room = self.sink.room()
             if room > 0:
                 return room
-            if time.monotonic() - waiting_since > self.owner.settings.slow_consumer_s:
+            if time.monotonic() - waiting_since > self.reads.settings.slow_consumer_s:
                 self.sink.on_stalled()
                 waiting_since = time.monotonic()
             await asyncio.sleep(ROOM_POLL_S)
@@ -416,7 +371,7 @@ class UserStream:
             return
         log.info("[%s] behind the stream (cursor %d, subject at %d): catching up", self.label, self.cursor,
                  subject_last)
-        self.owner.stats.gaps += 1
+        self.reads.stats.gaps += 1
         self._start_catch_up()
 
     async def ensure_open(self) -> None:
@@ -425,7 +380,7 @@ class UserStream:
         if not self.needs_open:
             return
         await self._subscribe()
-        last = await self.owner.subject_last(self.subject)
+        last = await self.reads.subject_last(self.subject)
         if self.cursor is None:
             self._go_live_at(last)
             self._resync("the event stream restarted")
@@ -451,7 +406,7 @@ class UserStream:
                 raise_if_cancelled()
 
 
-async def open_stream(stream: UserStream, cursor: int | None) -> OpenResult:
+async def open_stream(stream: ConnectionStream, cursor: int | None) -> OpenResult:
     """Open a client's stream; on NATS trouble log it and leave it to the sweeper (which keeps the cursor)."""
     try:
         result = await stream.open(cursor)

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any, Awaitable, Callable, Generic, TypeVar
+from typing import Any, Callable, Coroutine, Generic, Iterator, TypeVar
 
 import orjson
 
@@ -102,17 +103,28 @@ class SnapshotGate(Generic[T]):
         """Events waiting behind a snapshot."""
         return len(self._held)
 
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Events that arrive inside the block wait, and follow in order when it ends."""
+        self.hold()
+        try:
+            yield
+        finally:
+            self.release()
+
     def hold(self) -> None:
+        """Start holding events (nested holds count); `release` lets them go once the last ends."""
         self._holds += 1
 
     def release(self) -> None:
+        """End one hold; the last one passes on what was held, in order."""
         self._holds -= 1
         if self._holds == 0 and self._held:
             held, self._held = self._held, []
             for item, _ in held:
                 self.emit_event(item)
 
-    def resync(self, reason: str) -> Awaitable[None]:
+    def resync(self, reason: str) -> Coroutine[Any, Any, None]:
         """Hold events now and say `resync_required`; the returned coroutine sends the fresh snapshot.
 
         Holding at once (not when the coroutine first runs) keeps every later event behind the snapshot.
@@ -125,21 +137,20 @@ class SnapshotGate(Generic[T]):
         try:
             await self.send_view()
         finally:
-            self.release()
+            self.release()  # the hold taken by `resync` when it was called
 
     async def send_view(self) -> None:
         """Fetch and queue area_of_interest with events held meanwhile."""
-        self.hold()
-        try:
-            view = await self.kb.state(self.experience, self.user_id, self.label, self.gateway_id)
+        with self.holding():
+            try:
+                view = await self.kb.state(self.experience, self.user_id, self.label, self.gateway_id)
+            except KbUnavailable:
+                self.emit_frame(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
+                return
             self.last_snapshot = view["snapshot_version"]
             self.emit_frame(view)
             if self._waiting:
                 self._wake_waiting()
-        except KbUnavailable:
-            self.emit_frame(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
-        finally:
-            self.release()
 
 
 def resumed_frame(from_seq: int, to_seq: int, replayed: int) -> bytes:

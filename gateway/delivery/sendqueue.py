@@ -1,4 +1,7 @@
-"""A session's bounded outgoing queue: put never waits; the writer takes everything waiting at once."""
+"""A session's bounded send queue: put never waits; the writer takes everything waiting at once.
+
+(Not kb/outbox.py, kb's transactional publisher: this one lives and dies with one client.)
+"""
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +10,7 @@ from typing import Callable, Generic, TypeVar
 T = TypeVar("T")
 
 
-class SessionOutbox(Generic[T]):
+class SendQueue(Generic[T]):
     """FIFO of encoded frames with a hard bound; a full outbox means the client is too slow."""
 
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.

@@ -13,7 +13,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Protocol
 
-from gateway.intents import parse_intent
+from gateway.chat.intents import parse_intent
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
 from shared.schemas import chat as chat_schema
 from shared.schemas.errors import ErrorCode

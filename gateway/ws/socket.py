@@ -1,9 +1,18 @@
-"""The gateway's WebSocket: our close codes, and several waiting frames handed over in one write."""
+"""The gateway's WebSocket: our close codes, and frames handed to the transport without a task switch.
+
+The direct writes use aiohttp internals (the response's `_writer`, its transport and compression
+setting, the protocol's `_drain_helper`), so aiohttp is pinned to one minor version in setup.cfg
+and `check_aiohttp_internals` fails the start with a clear message if an upgrade moved them.
+"""
 from __future__ import annotations
 
+import inspect
 import struct
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_websocket import WebSocketWriter
 
 from shared.schemas.errors import CloseCode
 
@@ -27,7 +36,7 @@ class GatewayWebSocket(web.WebSocketResponse):
         if self.closed or writer.transport.is_closing():
             raise ConnectionResetError("the socket is closing")
         writer.transport.write(data)
-        if writer.protocol._paused:  # aiohttp's own flow control: wait until the socket drains
+        if writer.protocol.writing_paused:  # aiohttp's own flow control: wait until the socket drains
             await writer.protocol._drain_helper()
 
     def try_write(self, frame: bytes) -> bool:
@@ -37,7 +46,7 @@ class GatewayWebSocket(web.WebSocketResponse):
         False means: queue it for the writer.
         """
         writer = self._writer
-        if (writer is None or writer.compress or self.closed or writer.protocol._paused
+        if (writer is None or writer.compress or self.closed or writer.protocol.writing_paused
                 or writer.transport.is_closing()):
             return False
         writer.transport.write(text_frame_header(len(frame)) + frame)
@@ -56,3 +65,29 @@ def text_frame_header(length: int) -> bytes:
     if length < 65536:
         return struct.pack("!BBH", 0x81, 126, length)
     return struct.pack("!BBQ", 0x81, 127, length)
+
+
+PINNED_AIOHTTP = "3.14."
+
+
+class AiohttpInternalsMoved(RuntimeError):
+    """The aiohttp installed does not have the internals the direct writes use."""
+
+
+def check_aiohttp_internals() -> None:
+    """Fail fast, naming what moved, when aiohttp lacks what `GatewayWebSocket` writes through."""
+    missing = []
+    if not aiohttp.__version__.startswith(PINNED_AIOHTTP):
+        missing.append(f"version {PINNED_AIOHTTP}x (found {aiohttp.__version__})")
+    if "_writer" not in getattr(web.WebSocketResponse, "__annotations__", {}):
+        missing.append("WebSocketResponse._writer")
+    if not inspect.iscoroutinefunction(getattr(BaseProtocol, "_drain_helper", None)):
+        missing.append("BaseProtocol._drain_helper()")
+    if not isinstance(getattr(BaseProtocol, "writing_paused", None), property):
+        missing.append("BaseProtocol.writing_paused")
+    params = inspect.signature(WebSocketWriter.__init__).parameters
+    missing += [f"WebSocketWriter.{name}" for name in ("protocol", "transport", "compress") if name not in params]
+    if missing:
+        raise AiohttpInternalsMoved(
+            "gateway/ws/socket.py writes frames through aiohttp internals that this aiohttp lacks: "
+            + ", ".join(missing) + f"; install aiohttp {PINNED_AIOHTTP}x (setup.cfg pins it) or port the direct writes")

@@ -13,12 +13,12 @@ import orjson
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from gateway.gate import SnapshotGate, resumed_frame
-from gateway.keys import GATEWAY_ID, KB, METRICS, PRESENCE, REGISTRY, SETTINGS, STREAMS
-from gateway.outbox import SessionOutbox
-from gateway.sse import authenticate, check_experience, json_error, sse_count
-from gateway.stream import open_stream
-from gateway.ws import open_from, parse_cursor, refuse_crowded_address
+from gateway.delivery.client import StreamClient
+from gateway.delivery.gate import SnapshotGate
+from gateway.delivery.sendqueue import SendQueue
+from gateway.edge.admission import parse_cursor
+from gateway.keys import EDGE, GATEWAY_ID, KB, METRICS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from shared.problems import problem
 from shared.schemas.errors import CloseCode, ErrorCode
 from shared.schemas.messages import error_frame
 
@@ -27,8 +27,15 @@ Item = tuple[str | None, bytes, str | None]  # (id, data, event type)
 EXPIRED = "token_expired"
 
 
-class SseSession:
+def sse_count(request: web.Request, user_id: str) -> int:
+    """This user's SSE streams on this gateway process."""
+    return sum(1 for s in request.app[REGISTRY].sessions.values() if s.transport == "sse" and s.user_id == user_id)
+
+
+class SseSession(StreamClient[Item]):
     """One EventSource client: the same stream, cursor and snapshot rules as a WebSocket session."""
+
+    __slots__ = ("expires_at", "request", "settings", "streams", "resp", "overflowed")
 
     transport = "sse"
 
@@ -40,18 +47,18 @@ class SseSession:
         self.user_id = user_id
         self.experience = experience
         self.conn_id = f"{app[GATEWAY_ID]}-sse-{uuid.uuid4().hex[:10]}"
-        self.outbox: SessionOutbox[Item] = SessionOutbox(self.settings.session_outbox_size)
+        self.queue: SendQueue[Item] = SendQueue(self.settings.session_outbox_size)
         self.streams = app[STREAMS]
         self.stream = self.streams.new(user_id, experience, self.conn_id, self)
         self.gate: SnapshotGate[Item] = SnapshotGate(
-            app[KB], experience, user_id, self.conn_id, app[GATEWAY_ID], self.outbox.limit, emit_event=self._put,
+            app[KB], experience, user_id, self.conn_id, app[GATEWAY_ID], self.queue.limit, emit_event=self._put,
             emit_frame=lambda frame: self._put((None, orjson.dumps(frame), None)), on_overflow=self._overflow)
         self.resp: EventSourceResponse | None = None
         self.overflowed = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def _put(self, item: Item) -> None:
-        if not self.overflowed and not self.outbox.put(item):
+        if not self.overflowed and not self.queue.put(item):
             self._overflow()
 
     def _overflow(self, dropped: list[Item] | None = None) -> bool:
@@ -65,28 +72,11 @@ class SseSession:
     def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None:
         self.gate.event((str(seq), frame, None), event)
 
-    def on_replayed(self, from_seq: int, to_seq: int, replayed: int) -> None:
-        self.gate.in_order((None, resumed_frame(from_seq, to_seq, replayed), None))
-
-    def on_resync(self, reason: str) -> None:
-        self._spawn(self.gate.resync(reason))
-
-    def room(self) -> int:
-        return self.outbox.limit // 2 - len(self.outbox) - self.gate.held
-
     def on_stalled(self) -> None:
         self._overflow()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        """A snapshot or resync that failed unexpectedly is logged, and the stream goes on."""
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("[%s] unexpected error", self.conn_id, exc_info=task.exception())
+    def as_item(self, frame: bytes) -> Item:
+        return (None, frame, None)
 
     async def shutdown(self, code: int, reason: str) -> None:
         if self.resp is not None:
@@ -100,7 +90,7 @@ class SseSession:
         try:
             async with sse_response(self.request, ping_interval=self.settings.sse_keepalive_s) as resp:
                 self.resp = resp
-                await self._open(cursor)
+                await self.open_at(cursor)
                 await resp.write(self._preamble())
                 app[PRESENCE].join(self.conn_id, self.user_id, self.experience)
                 writer = asyncio.create_task(self._write(resp))
@@ -113,8 +103,7 @@ class SseSession:
         except ConnectionResetError:
             pass
         finally:
-            for task in self._tasks:
-                task.cancel()
+            self.cancel_tasks()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.streams.discard(self.stream))
             app[REGISTRY].remove(self, CloseCode.SLOW_CONSUMER if self.overflowed else None)
@@ -133,7 +122,7 @@ class SseSession:
 
     def _expire(self) -> None:
         frame = orjson.dumps(error_frame(ErrorCode.TOKEN_EXPIRED, "the token expired; reconnect with a new one"))
-        if not self.outbox.put((None, frame, EXPIRED)) and self.resp is not None:
+        if not self.queue.put((None, frame, EXPIRED)) and self.resp is not None:
             self.resp.stop_streaming()  # a full outbox: the stream ends without the last word
 
     def _preamble(self) -> bytes:
@@ -145,18 +134,11 @@ class SseSession:
             lines = f"id: {self.stream.cursor}\n" + lines
         return (lines + "\n").encode()
 
-    async def _open(self, cursor: int | None) -> None:
-        self.gate.hold()
-        try:
-            await open_stream(self.stream, cursor)
-        finally:
-            self.gate.release()
-
     async def _write(self, resp: EventSourceResponse) -> None:
         """The only writer: `id: <seq>` on stream events, so Last-Event-ID is the resume cursor."""
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             while True:
-                items = await self.outbox.take()
+                items = await self.queue.take()
                 for event_id, data, name in items:
                     await resp.send(data.decode(), id=event_id, event=name)
                     if name == EXPIRED:
@@ -168,21 +150,16 @@ class SseSession:
 
 async def sse_experience(request: web.Request) -> web.StreamResponse:
     """GET /sse/experience?experience=<id>: world_update and presence events with `id: <seq>`."""
-    identity = await authenticate(request, allow_query=True)
-    if isinstance(identity, web.Response):
-        return identity
+    edge = request.app[EDGE]
+    identity = await edge.identify_or_refuse(request, allow_query=True)
     experience = request.query.get("experience", "")
-    if not experience:
-        return json_error(400, "invalid_message", "the experience query parameter is required")
-    refused = await check_experience(request, experience)
-    if refused is not None:
-        return refused
+    await edge.admit_experience(experience, request.app[KB])
     if sse_count(request, identity.user_id) >= request.app[SETTINGS].max_sse_per_user:
-        return json_error(429, "too_many_streams", "too many SSE streams for this user")
-    refuse_crowded_address(request)
+        return problem(429, "too_many_streams", "too many SSE streams for this user")
+    edge.refuse_crowded_address(request)
     try:
         cursor = parse_cursor(request.headers.get("Last-Event-ID") or request.query.get("last_event_id"))
     except ValueError:
-        return json_error(400, "invalid_message", "Last-Event-ID must be a non-negative integer")
-    with open_from(request):
+        return problem(400, ErrorCode.INVALID_MESSAGE, "Last-Event-ID must be a non-negative integer")
+    with edge.counted_connection(request):
         return await SseSession(request, identity.user_id, experience, identity.expires_at).run(cursor)

@@ -44,7 +44,7 @@ def client_address_middleware(proxies: tuple[Network, ...]) -> Callable[..., Awa
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if proxies:
             remote = client_address(request.remote, request.headers.get("X-Forwarded-For"), proxies)
-            if remote != request.remote:
+            if remote is not None and remote != request.remote:
                 request = request.clone(remote=remote)
         return await handler(request)
 

@@ -1,4 +1,4 @@
-"""Legacy Server-Sent Events: the chat route (per-request subscription) and a persistent stream."""
+"""POST /chat/unified: a chat line over Server-Sent Events, its action's events streamed before the narrative."""
 from __future__ import annotations
 
 import asyncio
@@ -13,48 +13,16 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 from marshmallow import ValidationError
 
-from shared.tasks import wait_event
-from shared.schemas.messages import error_frame
-from gateway.keys import CHAT, CHAT_LIMITS, GATEWAY_ID, KB, METRICS, REGISTRY, SETTINGS, STREAMS, VERIFIER
-from shared.auth import Identity, TokenError, bearer_token
+from gateway.keys import CHAT, CHAT_LIMITS, EDGE, GATEWAY_ID, KB, METRICS, REGISTRY, SETTINGS, STREAMS
+from shared.auth import Identity
+from shared.problems import problem
 from shared.schemas import chat
 from shared.schemas.errors import ErrorCode
+from shared.schemas.messages import error_frame
+from shared.tasks import wait_event
 
 log = logging.getLogger(__name__)
 _CHAT = chat.ChatRequestSchema()
-
-
-def json_error(status: int, code: str, message: str, details: Any = None) -> web.Response:
-    body: dict[str, Any] = {"error": code, "message": message}
-    if details is not None:
-        body["details"] = details
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
-
-
-async def authenticate(request: web.Request, allow_query: bool) -> Identity | web.Response:
-    """Bearer header (or ?token= where EventSource cannot set headers); 401 otherwise."""
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is None and allow_query:
-        token = request.query.get("token")
-    try:
-        return await request.app[VERIFIER].verify(token)
-    except TokenError as exc:
-        return json_error(401, "unauthorized", str(exc))
-
-
-async def check_experience(request: web.Request, experience: str) -> web.Response | None:
-    """403 for experiences outside the allow-list, 404 for ones kb does not serve."""
-    allowed = request.app[SETTINGS].allowed_experiences
-    if allowed and experience not in allowed:
-        return json_error(403, "forbidden", "experience not allowed")
-    known = await request.app[KB].experiences()
-    if known is not None and experience not in known:
-        return json_error(404, ErrorCode.UNKNOWN_EXPERIENCE, f"no experience called {experience[:64]!r}")
-    return None
-
-
-def sse_count(request: web.Request, user_id: str) -> int:
-    return sum(1 for s in request.app[REGISTRY].sessions.values() if s.transport == "sse" and s.user_id == user_id)
 
 
 class ChatEvents:
@@ -184,23 +152,19 @@ class ChatStream:
 
 async def chat_unified(request: web.Request) -> web.StreamResponse:
     """POST /chat/unified: a chat line becomes an action; its events stream before the narrative."""
-    identity = await authenticate(request, allow_query=False)
-    if isinstance(identity, web.Response):
-        return identity
+    identity = await request.app[EDGE].identify_or_refuse(request, allow_query=False)
     limits = request.app[CHAT_LIMITS]
     if not (limits.allow(f"user:{identity.user_id}") and limits.allow(f"address:{request.remote}")):
-        return json_error(429, ErrorCode.RATE_LIMITED, "too many chat requests; slow down")
+        return problem(429, ErrorCode.RATE_LIMITED, "too many chat requests; slow down")
     try:
         body = _CHAT.load(orjson.loads(await request.read()))
     except orjson.JSONDecodeError as exc:
-        return json_error(400, ErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}")
+        return problem(400, ErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}")
     except ValidationError as exc:
-        return json_error(422, ErrorCode.INVALID_MESSAGE, "body does not match its schema", exc.messages)
+        return problem(422, ErrorCode.INVALID_MESSAGE, "body does not match its schema", exc.messages)
     except TypeError:
-        return json_error(422, ErrorCode.INVALID_MESSAGE, "body must be a JSON object")
-    refused = await check_experience(request, body["experience"])
-    if refused is not None:
-        return refused
+        return problem(422, ErrorCode.INVALID_MESSAGE, "body must be a JSON object")
+    await request.app[EDGE].admit_experience(body["experience"], request.app[KB])
     if not body["stream"]:
         return await _chat_once(request, identity, body)
     chat_stream = ChatStream(request, identity, body)
@@ -229,7 +193,7 @@ async def _chat_once(request: web.Request, identity: Identity, body: dict[str, A
                                           body["conversation_id"], f"{request.app[GATEWAY_ID]}-chat-once", collected)
     if outcome.error is not None:
         code, message = outcome.error
-        return json_error(503 if code == ErrorCode.KB_UNAVAILABLE else 422, code, message, outcome.details)
+        return problem(503 if code == ErrorCode.KB_UNAVAILABLE else 422, code, message, outcome.details)
     return web.Response(content_type="application/json", body=orjson.dumps({
         "conversation_id": body["conversation_id"], "model": request.app[CHAT].narrator.model,
         "success": outcome.success, "message": "".join(collected.text), "action": outcome.action,

@@ -1,4 +1,4 @@
-"""Per-session rate limiting (token bucket)."""
+"""Token buckets: one per session for its messages, and one per key (an address, a user) for handshakes and chats."""
 from __future__ import annotations
 
 import time
@@ -27,20 +27,21 @@ class TokenBucket:
         return False
 
 
-class HandshakeLimiter:
-    """A token bucket per key (a client address, a user) for new connections or requests; the table
-    is bounded (oldest forgotten)."""
+class KeyedBuckets:
+    """A token bucket per key (a client address, a user) for new connections or chat requests; the
+    table is bounded (the oldest key forgotten)."""
 
-    def __init__(self, rate: float, burst: int, max_ips: int = 100_000) -> None:
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
         self.rate = rate
         self.burst = burst
-        self.max_ips = max_ips
+        self.max_keys = max_keys
         self._buckets: dict[str, TokenBucket] = {}
 
-    def allow(self, ip: str) -> bool:
-        bucket = self._buckets.get(ip)
+    def allow(self, key: str) -> bool:
+        """Take a token from this key's bucket if it has one."""
+        bucket = self._buckets.get(key)
         if bucket is None:
-            if len(self._buckets) >= self.max_ips:
+            if len(self._buckets) >= self.max_keys:
                 self._buckets.pop(next(iter(self._buckets)))
-            bucket = self._buckets[ip] = TokenBucket(self.rate, self.burst)
+            bucket = self._buckets[key] = TokenBucket(self.rate, self.burst)
         return bucket.allow()

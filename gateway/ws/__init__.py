@@ -1,0 +1,1 @@
+"""The WebSocket transport: GET /ws/experience, its session, its writer, its chat messages."""

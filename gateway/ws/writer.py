@@ -1,0 +1,149 @@
+"""The writing half of a WebSocket session: frames to the socket in order, backpressure, the close."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any, Callable
+
+import orjson
+
+from gateway.delivery.sendqueue import SendQueue
+from gateway.ws.socket import GatewayWebSocket
+from shared.schemas.errors import CloseCode
+
+log = logging.getLogger(__name__)
+FLUSH_BEFORE_CLOSE_S = 1.0
+CLOSE_TIMEOUT_S = 2.0
+
+
+def is_event(frame: bytes) -> bool:
+    """Stream events (world_update, presence) are the frames that start with their `seq`."""
+    return frame.startswith(b'{"seq":')
+
+
+def event_seq(frame: bytes) -> int:
+    """The `seq` an event frame starts with."""
+    return int(frame[7:frame.index(b",", 7)])
+
+
+class SocketWriter:
+    """Writes a session's frames: straight to the socket when nothing waits, else through a bounded
+    queue drained by one task; a full queue rewinds the stream once, then closes 4408."""
+
+    # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
+    __slots__ = ("ws", "queue", "conn_id", "rewind_every_s", "on_rewind", "server_close", "_transport", "_task",
+                 "_closer", "_rewound_at")
+
+    def __init__(self, ws: GatewayWebSocket, transport: asyncio.Transport | None, conn_id: str, limit: int,
+                 rewind_every_s: float, on_rewind: Callable[[int], None]) -> None:
+        self.ws = ws
+        self.queue: SendQueue[bytes] = SendQueue(limit)
+        self.conn_id = conn_id
+        self.rewind_every_s = rewind_every_s
+        self.on_rewind = on_rewind  # the stream reads again from this cursor, paced by the socket
+        self.server_close: int | None = None  # our close code, once we decided to close
+        self._transport = transport
+        self._task: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._rewound_at = -1e9
+
+    def send(self, frame: dict[str, Any]) -> None:
+        """Encode and queue a frame (never waits)."""
+        self.push(orjson.dumps(frame))
+
+    def push(self, data: bytes) -> None:
+        """Queue an encoded frame (never waits)."""
+        if self.server_close is not None:
+            return
+        # Nothing queued and no write in progress: hand the frame to the socket now (a task switch
+        # per frame would be most of what a session adds to a delivery).
+        if self._nothing_waits() and self.ws.try_write(data):
+            return
+        if self.queue.put(data) or self._rewind(data):
+            if self._task is None:
+                self._task = asyncio.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
+            return
+        log.warning("[%s] slow consumer: send queue full (%d frames) again; closing 4408", self.conn_id,
+                    self.queue.limit)
+        self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _nothing_waits(self) -> bool:
+        """True when a frame written now cannot overtake one queued or being sent."""
+        return self.queue.writer_idle if self._task is not None else not len(self.queue)
+
+    def _rewind(self, data: bytes) -> bool:
+        """A full queue: drop the events waiting in it and let the stream read them again, paced by
+        the socket (or a snapshot if that is too far). Once per `GAIA_REWIND_EVERY_S`; full again
+        within that time (or full of answers, not events) means too slow to keep."""
+        now = time.monotonic()
+        first = next((f for f in self.queue.frames if is_event(f)), data if is_event(data) else None)
+        if first is None or now - self._rewound_at < self.rewind_every_s:
+            return False
+        self._rewound_at = now
+        dropped = self.queue.drop(is_event)
+        if not is_event(data):
+            self.queue.put(data)
+        log.info("[%s] send queue full: %d events dropped, read again from the stream", self.conn_id, dropped)
+        self.on_rewind(event_seq(first) - 1)
+        return True
+
+    async def _write_loop(self) -> None:
+        """The only writer, started the first time a frame has to wait (the socket was busy).
+
+        Most idle sessions never need one, and hold no task (nor its frame and wake-up future);
+        a session that needed one keeps it, so bursts cost no task creation each. The batch is let
+        go before waiting again, so no sent frame (a snapshot is about 8 KB) stays referenced.
+        """
+        with contextlib.suppress(ConnectionResetError, RuntimeError):
+            while True:
+                frames = await self.queue.take()
+                await self.ws.send_texts(frames)
+                del frames
+
+    def close_soon(self, code: int, reason: str, flush: bool = False) -> None:
+        """Close from outside the reader; with flush, frames already queued (the errors) go first.
+
+        A slow consumer is closed without flushing: its queue is what it cannot take.
+        """
+        if self.server_close is not None:
+            return
+        self.server_close = code
+        if not flush and self._task is not None:
+            self._task.cancel()
+        self._closer = asyncio.create_task(self._close_ws(code, reason, flush))
+
+    async def _close_ws(self, code: int, reason: str, flush: bool = False) -> None:
+        """Send the close frame if the socket will take it; otherwise drop the connection."""
+        closed = False
+        deadline = time.monotonic() + FLUSH_BEFORE_CLOSE_S
+        while flush and len(self.queue) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        try:
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), timeout=CLOSE_TIMEOUT_S)
+            closed = True
+        except Exception as exc:  # noqa: BLE001 - whatever stopped the close, the connection must go
+            log.info("[%s] close %d did not complete (%s)", self.conn_id, code, type(exc).__name__)
+        finally:
+            # A client that reads nothing never takes our close frame: abort so the reader ends.
+            if not closed and self._transport is not None:
+                self._transport.abort()
+
+    async def shutdown(self, code: int, reason: str) -> None:
+        """Server-initiated close (shutdown: 1001)."""
+        self.server_close = code
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(code=code, message=reason.encode()), timeout=CLOSE_TIMEOUT_S)
+
+    async def finish(self) -> None:
+        """Stop the writing task, let a close under way end, and close the socket if it is still open."""
+        task = self._task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._closer is not None:
+            await asyncio.gather(self._closer, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), timeout=CLOSE_TIMEOUT_S)
