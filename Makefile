@@ -52,6 +52,7 @@ postgres:
 # Regenerate the AsyncAPI/OpenAPI documents in docs/ from the schemas (a test fails when they are stale).
 docs: install
 	$(PY) -m shared.apidocs --write docs
+	$(PY) -m shared.natsauth --write docs/security.md
 
 # Screenshots of the live page for docs/, taken by its end-to-end test.
 screenshots: install browser

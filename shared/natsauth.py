@@ -4,17 +4,34 @@ kb publishes world updates and keeps its KV leases; a gateway reads the republis
 and uses the JetStream API it needs to catch up, and may not publish world updates. Nobody else
 has either right. Tests and the harness add an `operator` (every right) to inject faults; shipped
 configurations (deploy/) carry kb and gateway only, with passwords from the environment.
+
+Each service has its own inbox prefix (`_INBOX.kb`, `_INBOX.gateway`: nats-py's `inbox_prefix`)
+and may subscribe only there, so neither reads the other's replies. What NATS cannot refuse is
+where a request's answer goes (a JetStream API request may name any reply subject, a consumer any
+deliver subject); the gateway drops what reaches the live subject without the republish headers
+(gateway: live message check), and `permission_table()` renders these rights for docs/security.md.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import secrets
-from urllib.parse import quote, urlsplit, urlunsplit
+import sys
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from shared.subjects import CLOCK_LEASE_BUCKET, OWNER_BUCKET, REPUBLISH_DEST, REPUBLISH_SOURCE
 
 STREAM = "WORLD_UPDATES"
+INBOX_ROOT = "_INBOX"
 KV_STREAMS = tuple(f"KV_{bucket}" for bucket in (CLOCK_LEASE_BUCKET, OWNER_BUCKET))
+
+
+
+def inbox_prefix(user: str) -> str:
+    """The reply-subject prefix of a service user (`_INBOX.kb`); nats-py's default for anyone else."""
+    return f"{INBOX_ROOT}.{user}" if user in ("kb", "gateway") else INBOX_ROOT
+
 
 PERMISSIONS: dict[str, dict[str, list[str]]] = {
     "kb": {
@@ -28,7 +45,7 @@ PERMISSIONS: dict[str, dict[str, list[str]]] = {
             *(f"$JS.API.DIRECT.GET.{kv}.>" for kv in KV_STREAMS),
             *(f"$JS.API.DIRECT.GET.{kv}" for kv in KV_STREAMS),
         ],
-        "subscribe": ["_INBOX.>"],
+        "subscribe": [f"{INBOX_ROOT}.>"],
     },
     "gateway": {
         "publish": [
@@ -42,7 +59,7 @@ PERMISSIONS: dict[str, dict[str, list[str]]] = {
             f"$JS.API.DIRECT.GET.{STREAM}.>",
             f"$JS.API.STREAM.MSG.GET.{STREAM}",  # the leader's answer, when a replica's may lag
         ],
-        "subscribe": [REPUBLISH_DEST, "_INBOX.>"],
+        "subscribe": [REPUBLISH_DEST, f"{INBOX_ROOT}.>"],
     },
 }
 SERVICES = tuple(PERMISSIONS)
@@ -77,7 +94,56 @@ def url_with(url: str, user: str, password: str) -> str:
     return ",".join(parts)
 
 
+def user_of(url: str) -> str:
+    """The user named in a NATS URL list (its first server), or ""."""
+    return unquote(urlsplit(url.split(",")[0].strip()).username or "")
+
+
 def redacted(url: str) -> str:
     """A NATS URL list as it may be logged: no user or password."""
     return ",".join(urlunsplit(urlsplit(one.strip())._replace(netloc=urlsplit(one.strip()).netloc.rsplit("@", 1)[-1]))
                     for one in url.split(","))
+
+
+TABLE_START = "<!-- permissions: generated from shared/natsauth.py by `make docs`; do not edit -->"
+TABLE_END = "<!-- end of generated permissions -->"
+
+
+def permission_table() -> str:
+    """The markdown table of every NATS user's rights, exactly as PERMISSIONS grants them."""
+    def cell(subjects: list[str]) -> str:
+        return ", ".join(f"`{subject}`" for subject in subjects)
+    rows = [f"| `{user}` | {cell(rights['publish'])} | {cell(rights['subscribe'])} |"
+            for user, rights in PERMISSIONS.items()]
+    return "\n".join(["| user | may publish | may subscribe |", "|---|---|---|", *rows,
+                      "| anyone else | nothing: no connection without credentials | nothing |"])
+
+
+def with_permission_table(document: str) -> str:
+    """`document` with the text between the table markers replaced by the current table."""
+    head, rest = document.split(TABLE_START, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    return f"{head}{TABLE_START}\n{permission_table()}\n{TABLE_END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m shared.natsauth --write|--check docs/security.md`: the permission table, from the code."""
+    parser = argparse.ArgumentParser(description="write or check the NATS permission table in a document")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--write", metavar="FILE")
+    group.add_argument("--check", metavar="FILE")
+    args = parser.parse_args(argv)
+    path = Path(args.write or args.check)
+    text = path.read_text()
+    fresh = with_permission_table(text)
+    if args.write:
+        path.write_text(fresh)
+        print(f"wrote the permission table into {path}")
+    elif fresh != text:
+        print(f"stale permission table in {path} (run `make docs`)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

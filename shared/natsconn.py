@@ -6,15 +6,15 @@ import logging
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import nats
+from aiohttp import web
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
-from aiohttp import web
 
 from shared.config import Settings
-from shared.natsauth import redacted
+from shared.natsauth import inbox_prefix, redacted, user_of
 from shared.subjects import REPUBLISH_DEST, REPUBLISH_SOURCE, STREAM_SUBJECTS
 from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
@@ -108,6 +108,7 @@ class NatsLink:
                     servers=self.settings.nats_url.split(","),
                     name=self.name,
                     **credentials(self.settings),
+                    inbox_prefix=inbox_prefix(self.settings.nats_user or self.name.split("-", 1)[0]),
                     connect_timeout=2,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
@@ -126,7 +127,8 @@ class NatsLink:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self.js = self.nc.jetstream(timeout=5)
-        log.info("nats connected: %s", self.nc.connected_url.netloc.rsplit("@", 1)[-1] if self.nc.connected_url else "?")
+        where = self.nc.connected_url.netloc.rsplit("@", 1)[-1] if self.nc.connected_url else "?"
+        log.info("nats connected: %s", where)
         await self._after_connect()
 
     async def _after_connect(self) -> None:
@@ -188,6 +190,11 @@ def credentials(settings: Settings) -> dict[str, Any]:
     if settings.nats_user:
         return {"user": settings.nats_user, "password": settings.nats_password}
     return {}
+
+
+async def connect_tool(url: str, **options: Any) -> NATS:
+    """A tool's or test's connection with the credentials in `url`, replies under that user's inbox prefix."""
+    return await nats.connect(url.split(","), inbox_prefix=inbox_prefix(user_of(url)), **options)
 
 
 def nats_cleanup_ctx(

@@ -119,3 +119,32 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
     result = subprocess.run(["systemd-analyze", "verify", *map(str, sorted(tmp_path.iterdir()))],
                             capture_output=True, text=True, env={**os.environ, "SYSTEMD_LOG_LEVEL": "warning"})
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_nats_monitoring_listens_on_loopback_only_in_every_shipped_config() -> None:
+    """The monitoring port has no authentication and lists users, subscriptions and inbox prefixes:
+    every shipped config binds it to 127.0.0.1, and nothing publishes or probes it from outside the pod."""
+    config_map = next(d for d in k8s_docs() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "nats-config")
+    texts = [conf.read_text() for conf in sorted(DEPLOY.glob("nats/*.conf"))] + [config_map["data"]["nats.conf"]]
+    for text in texts:
+        binds = re.findall(r"^\s*(?:http|http_port|monitor_port|https)\s*[:=]\s*(\S+)", text, re.MULTILINE)
+        assert binds == ["127.0.0.1:8222"], binds
+    for doc in k8s_docs():
+        text = yaml.safe_dump(doc)
+        assert "8222" not in text or doc["kind"] in ("ConfigMap", "StatefulSet")
+        if doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == "nats":
+            container = doc["spec"]["template"]["spec"]["containers"][0]
+            assert all(p["containerPort"] != 8222 for p in container["ports"])
+            for probe in ("readinessProbe", "livenessProbe"):
+                assert "httpGet" not in container[probe] and "127.0.0.1:8222" in " ".join(container[probe]["exec"]["command"])
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert not [s for s in compose["services"].values() if any("8222" in str(p) for p in s.get("ports", []))]
+
+
+def test_the_permission_table_in_docs_is_generated_from_the_code() -> None:
+    """docs/security.md shows the NATS rights shared/natsauth.py grants, rendered, never hand-typed."""
+    from shared.natsauth import PERMISSIONS, main
+    assert main(["--check", str(DEPLOY.parent / "docs" / "security.md")]) == 0
+    text = (DEPLOY.parent / "docs" / "security.md").read_text()
+    assert all(f"`{subject}`" in text for rights in PERMISSIONS.values() for subjects in rights.values()
+               for subject in subjects)
