@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import random
 import sys
 import time
@@ -11,12 +10,13 @@ from typing import Any
 
 import aiohttp
 
+from gateway.streams.frames import CACHE_SIZE as VALIDATOR_CACHE
 from harness.benchreport import pct
+from harness.losscheck import Stream, StreamMessage, check_chain
 from harness.soakclients import Chain, ChatDriver, SseReader
-from harness.soakreport import CACHE_PROBE_MESSAGES, FINAL_RESUMES, Sample, SoakReport, sample
-from gateway.validation import CACHE_SIZE as VALIDATOR_CACHE
+from harness.soakreport import FINAL_RESUMES, Sample, SoakReport, sample
 from harness.system import LocalSystem
-from harness.verify import EXPERIENCE, StreamMessage, due_and_replaced, first_past, stream_messages
+from harness.verify import EXPERIENCE, resync_threshold, stream_messages
 from shared.auth import issue_token
 from shared.config import Settings
 from shared.subjects import experience_updates
@@ -35,6 +35,7 @@ class SoakConfig:
     warmup_s: float = 20.0
     settle_s: float = 45.0
     seed: int = 7
+    short_returns: float = 0.8  # share of resumes by a chain among the last second's leavers (a replay, not a resync)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Crowd:
     latencies_ms: list[float] = field(default_factory=list)
     connects: int = 0
     connect_failures: int = 0
+    resumes: int = 0
 
 
 class Soak:
@@ -87,11 +89,13 @@ class Soak:
             report.latencies_ms = self.crowd.latencies_ms
             report.sessions = self.crowd.connects
             report.connect_failures = self.crowd.connect_failures
+            report.resumes = self.crowd.resumes
             report.close_codes = [code for chain in self.crowd.chains for code in chain.close_codes]
             report.mean_message_bytes = await self._mean_message_bytes()
         finally:
             self.system.stop()
-        report.nats_cache_mb = await nats_cache_plateau(report.mean_message_bytes)
+        report.nats_probe_messages = report.published
+        report.nats_probe_mb = await nats_probe_peak(report.mean_message_bytes, report.published)
         return report
 
     async def _mean_message_bytes(self) -> int:
@@ -165,8 +169,13 @@ class Soak:
         online_users = {c.user for c in self.crowd.online}
         returning = [c for c in self.crowd.offline if c.cursor is not None and c.user not in online_users]
         if resume and returning:
-            chain = self.rng.choice(returning)
+            if self.rng.random() < self.config.short_returns:  # among the latest leavers: a short absence
+                returning.sort(key=lambda c: c.left_at or 0.0)
+                chain = self.rng.choice(returning[-self.config.churn:])
+            else:
+                chain = self.rng.choice(returning)
             self.crowd.offline.remove(chain)
+            self.crowd.resumes += 1
         else:
             self._users += 1
             user = f"soak{self._users % (self.config.players * 3)}"
@@ -232,34 +241,37 @@ class Soak:
         return messages[-1].seq if messages else 0
 
     async def _check(self, report: SoakReport) -> None:
-        """Every chain: everything due since its first snapshot arrived once, in order, or a snapshot replaced it."""
+        """Every chain: everything owed since its first snapshot arrived once, in order, or a due resync forgave it."""
         messages: list[StreamMessage] = self._messages
-        seqs = [m.seq for m in messages]
+        threshold = resync_threshold(self.system)
         report.published = len(messages)
+        stream = Stream(messages)
         for chain in self.crowd.chains:
             frames = chain.frames()
-            views = [f["snapshot_version"] for f in frames if f.get("type") == "area_of_interest"]
-            if not views or chain.cursor is None:
-                report.unchecked += bool(views)  # left before its first event: nothing to resume from
-                continue
-            start = first_past(messages, views[0])
-            tail = messages[bisect.bisect_left(seqs, start):] if start != float("inf") else []
-            due, replaced = due_and_replaced(tail, frames, chain.user)
-            got = list(chain.seqs)
+            if not any(f.get("type") == "area_of_interest" for f in frames):
+                continue  # never connected: owed nothing
+            result = check_chain(stream, frames, chain.user, threshold, left_at=chain.left_at)
+            due, got = result.due, list(chain.seqs)
             report.chains += 1
+            report.eventless += chain.cursor is None
             report.expected += len(due)
-            report.replaced += len(replaced)
+            report.replaced += len(result.forgiven)
             report.delivered += len(due & set(got))
-            missing = sorted(due - set(got) - replaced)
+            missing = sorted(due - set(got))
             report.lost += len(missing)
             if missing and len(report.lost_examples) < 5:
-                kinds = {m.seq: m.kind for m in tail}
+                kinds = {m.seq: m.kind for m in messages}
+                views = [f["snapshot_version"] for f in frames if f.get("type") == "area_of_interest"]
                 report.lost_examples.append(f"{chain.user}: seqs {missing[:6]} ({', '.join(kinds[q] for q in missing[:6])}); "
                                             f"received {len(got)}, first {got[:1]}, last {got[-1:]}, "
                                             f"snapshots at versions {views}")
             report.duplicated += len(got) - len(set(got))
             report.out_of_order += sum(1 for a, b in zip(got, got[1:]) if b <= a)
-            report.resyncs += sum(1 for f in frames if f.get("type") == "resync_required")
+            report.resyncs += len(result.resyncs)
+            report.needless_resyncs += len(result.needless)
+            report.replays += result.replays
+            for r in result.needless[:2] if len(report.resync_examples) < 4 else []:
+                report.resync_examples.append(f"not due: {chain.user} at {r.cursor}, {r.why} ({r.reason})")
 
     async def _close_everyone(self) -> None:
         await asyncio.gather(*(c.leave(clean=True) for c in self.crowd.chains))
@@ -279,9 +291,9 @@ class Soak:
         return out
 
 
-async def nats_cache_plateau(message_bytes: int, count: int = CACHE_PROBE_MESSAGES) -> float:
+async def nats_probe_peak(message_bytes: int, count: int) -> float:
     """Peak RSS (MB) of a scratch nats-server (fsync on) while its file stream takes `count` messages
-    of this size: the bound of what JetStream's file-store cache makes a busy server hold."""
+    of this size: what JetStream's file store makes a server holding this run's messages use."""
     import secrets
     import tempfile
 

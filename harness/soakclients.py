@@ -36,6 +36,7 @@ class Chain:
         self.seqs = array("q")
         self.marks: list[tuple[int, dict[str, Any]]] = []  # (len(seqs) when it came, the frame)
         self.cursor: int | None = None
+        self.left_at: float | None = None  # wall time of the last leave (bounds what a chain with no event owed)
         self.close_codes: list[int] = []  # closes this client did not ask for (server closes, lost connections)
         self._leaving = False
         self.area = "entrance"
@@ -74,16 +75,20 @@ class Chain:
                 self.seqs.append(seq)
                 self.cursor = seq if self.cursor is None else max(self.cursor, seq)
             elif kind in ("area_of_interest", "resync_required"):
-                self.marks.append((len(self.seqs), {"type": kind, "snapshot_version": frame.get("snapshot_version")}))
+                self.marks.append((len(self.seqs), {"type": kind, "snapshot_version": frame.get("snapshot_version"),
+                                                    "reason": frame.get("reason")}))
                 if kind == "area_of_interest":
                     self.area = frame["player"]["current_area"]
                     self._snapshot.set()
             elif kind in ("action_response", "error") and frame.get("id") in self._answers:
                 self._answers.pop(frame["id"]).set_result(frame)
-            elif kind == "resumed" and frame["to_seq"] > (self.cursor or 0):
-                self.cursor = frame["to_seq"]
+            elif kind == "resumed":
+                self.marks.append((len(self.seqs), {"type": kind, "to_seq": frame["to_seq"]}))
+                if frame["to_seq"] > (self.cursor or 0):
+                    self.cursor = frame["to_seq"]
         if not self._leaving:
             self.close_codes.append(ws.close_code or 1006)
+            self.left_at = time.time()
         for waiter in self._answers.values():
             waiter.cancel()
         self._answers.clear()
@@ -118,6 +123,7 @@ class Chain:
         if ws is None or ws.closed:
             return
         self._leaving = True
+        self.left_at = time.time()
         if clean:
             await ws.close()
         else:

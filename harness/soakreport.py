@@ -8,15 +8,15 @@ from typing import Any
 
 import aiohttp
 
-from gateway.validation import CACHE_SIZE as VALIDATOR_CACHE
+from gateway.streams.frames import CACHE_SIZE as VALIDATOR_CACHE
 from harness.benchreport import machine, pct, replace_section
+from harness.losscheck import LEAVE_MARGIN_S
 from harness.system import LocalSystem
 
 RSS_GROWTH = 1.10  # after the settle, each process within 10% of its RSS after warm-up
 FD_SLACK = 10  # file descriptors a process may hold above its baseline after the settle (log files, pools)
 SLOW_CLOSE_SHARE = 0.005
 ACTION_P99_MS = 250.0
-CACHE_PROBE_MESSAGES = 30_000  # messages the scratch nats-server takes to show its file-store cache's plateau
 FINAL_RESUMES = 100  # chains resuming at once at the end (bounded, like a client fleet's backoff)
 
 
@@ -104,14 +104,24 @@ class SoakReport:
     duplicated: int = 0
     out_of_order: int = 0
     resyncs: int = 0
+    needless_resyncs: int = 0
+    replays: int = 0
+    resumes: int = 0  # resumes with last_seq during the churn
+    resync_examples: list[str] = field(default_factory=list)
     final_resumes: int = 0
     final_resume_failures: int = 0
     final_resume_s: float = 0.0
     behind_at_end: int = 0
     lost_examples: list[str] = field(default_factory=list)
-    unchecked: int = 0
+    eventless: int = 0  # chains that got a snapshot and no event, checked up to the stream position they left at
     mean_message_bytes: int = 0
-    nats_cache_mb: float = 0.0
+    nats_probe_mb: float = 0.0  # peak RSS of a scratch nats-server given this run's messages
+    nats_probe_messages: int = 0
+
+    @property
+    def checked_share(self) -> float:
+        """Share of the events owed that were checked one by one (the rest a due resync forgave)."""
+        return self.expected / max(1, self.expected + self.replaced)
 
     @property
     def slow_closes(self) -> int:
@@ -135,21 +145,26 @@ class SoakReport:
             (f"action p99 <= {ACTION_P99_MS:.0f} ms", f"{p99:.0f} ms (n={len(self.latencies_ms)})",
              p99 <= ACTION_P99_MS and len(self.latencies_ms) >= 1000),
             ("nothing lost, duplicated or out of order; every chain caught up at the end",
-             f"lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}, "
-             f"behind {self.behind_at_end}",
+             f"lost {self.lost} (checked one by one: {self.checked_share:.1%} of the events owed), duplicated "
+             f"{self.duplicated}, out of order {self.out_of_order}, behind {self.behind_at_end}",
              self.lost == self.duplicated == self.out_of_order == self.behind_at_end == 0 and self.expected > 0),
+            ("every resync due (cursor more than GAIA_RESYNC_AFTER_EVENTS behind, or not held by the stream)",
+             f"{self.resyncs - self.needless_resyncs} of {self.resyncs} due", self.needless_resyncs == 0),
+            ("most resumes during the churn are replays",
+             f"{self.replays} replays, {self.resyncs} resyncs over {self.resumes} resumes during the churn and "
+             f"{self.final_resumes} at the end", self.replays > self.resyncs),
         ]
         for name in ("gateway", "kb"):
             warm, after = self.warm.rss_mb[name], self.settled.rss_mb[name]
             rows.append((f"{name} RSS after the settle <= {RSS_GROWTH:.2f} x after warm-up",
                          f"{after:.1f} MB vs {warm:.1f} MB ({after / warm:.2f} x)", after <= warm * RSS_GROWTH))
         warm, after = self.warm.rss_mb["nats"], self.settled.rss_mb["nats"]
-        bound = max(warm, self.nats_cache_mb)
-        rows.append((f"nats RSS after the settle <= {RSS_GROWTH:.2f} x the larger of: after warm-up, or the plateau of "
-                     "JetStream's file-store cache (a bounded cache: a scratch nats-server, fsync on, given "
-                     f"{CACHE_PROBE_MESSAGES:,} messages of this run's mean size)",
-                     f"{after:.1f} MB vs {warm:.1f} MB after warm-up, cache plateau {self.nats_cache_mb:.1f} MB "
-                     f"({self.mean_message_bytes} B messages)", after <= bound * RSS_GROWTH))
+        bound = max(warm, self.nats_probe_mb)
+        rows.append((f"nats RSS after the settle <= {RSS_GROWTH:.2f} x the larger of: after warm-up, or the peak RSS "
+                     "of a scratch nats-server (fsync on) given this run's own message count at its mean size",
+                     f"{after:.1f} MB vs {warm:.1f} MB after warm-up, scratch server {self.nats_probe_mb:.1f} MB "
+                     f"({self.nats_probe_messages:,} messages of {self.mean_message_bytes} B)",
+                     after <= bound * RSS_GROWTH))
         leaks = [f"{n} fds {self.settled.fds[n]} (baseline {self.baseline.fds[n]})"
                  for n in self.settled.fds if self.settled.fds[n] > self.baseline.fds[n] + FD_SLACK]
         rows.append(("after the settle: no session, no consumer, fds within baseline + 10",
@@ -173,15 +188,20 @@ class SoakReport:
             f"events as the gateway's bounded event cache ({VALIDATOR_CACHE:,}; it was warm at "
             f"{self.warm.t if self.warm else float('nan'):.0f} s), settle {c.settle_s:.0f} s, seed {c.seed}",
             f"sessions opened {self.sessions} (failed {self.connect_failures}); chains checked {self.chains} "
-            f"(and {self.unchecked} that left before their first event, with no cursor to resume from); "
+            f"({self.eventless} of them left before their first event: checked up to the events stored "
+            f"{LEAVE_MARGIN_S:g} s before they left); "
             f"close codes seen by clients {codes}; gateway's count {self.gateway_closes.get('codes', {})}",
             f"actions {len(self.latencies_ms)}: p50 {pct(self.latencies_ms, 50):.1f} ms, "
             f"p99 {pct(self.latencies_ms, 99):.1f} ms, max {max(self.latencies_ms, default=0):.0f} ms; "
             f"chats {self.chats_done} done, {self.chats_failed} failed (p50 {pct(self.chat_latencies_ms, 50):.0f} ms); "
             f"SSE events {self.sse_events}, SSE streams cut {self.sse_cut}",
-            f"stream messages {self.published}; due to chains since their first snapshot {self.expected}, "
-            f"delivered {self.delivered}, replaced by a later snapshot {self.replaced} "
-            f"({self.resyncs} resyncs); lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}",
+            f"stream messages {self.published}; owed to chains since their first snapshot "
+            f"{self.expected + self.replaced}: checked one by one {self.expected} ({self.checked_share:.1%}), "
+            f"delivered {self.delivered}; forgiven by the snapshot after a due resync {self.replaced}; "
+            f"lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}",
+            f"resumes with last_seq during the churn {self.resumes}; over the whole run, replayed from the stream "
+            f"{self.replays}, resynced {self.resyncs} (not due: {self.needless_resyncs})"
+            + (f"; for example {'; '.join(self.resync_examples)}" if self.resync_examples else ""),
             f"after the settle, every chain resumed with its cursor ({self.final_resumes} resumes, "
             f"{self.final_resume_failures} failed, {self.final_resume_s:.1f} s, at most {FINAL_RESUMES} at once); "
             f"behind the stream's end afterwards: {self.behind_at_end}",

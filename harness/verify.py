@@ -10,6 +10,7 @@ import aiohttp
 import nats
 import orjson
 
+from harness.losscheck import Stream, StreamMessage, check_chain
 from harness.player import SimPlayer
 from harness.procs import wait_healthy
 from harness.world import normalise
@@ -51,39 +52,42 @@ class RunReport:
     actions: int = 0
     reconnects: int = 0
     resyncs: int = 0
+    replays: int = 0  # resumes served from the stream (`resumed`)
+    needless: int = 0  # resyncs the stream shows were not due
     repairs: int = 0
+    resync_examples: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (self.lost == 0 and self.duplicated == 0 and self.out_of_order == 0 and self.diverged == 0
-                and self.repairs == 0)
+                and self.repairs == 0 and self.needless == 0)
+
+    @property
+    def checked_share(self) -> float:
+        """Share of the events owed that were checked one by one (the rest a due resync forgave)."""
+        return self.expected / max(1, self.expected + self.replaced)
 
     def lines(self) -> list[str]:
         return [
             f"players {self.players}, {self.duration_s:.0f} s, actions {self.actions}, "
             f"reconnects {self.reconnects}",
             f"faults injected ({len(self.faults)}): {', '.join(self.faults) or 'none'}",
-            f"events in the stream {self.published}; addressed to players since they connected {self.expected}, "
-            f"of those delivered {self.delivered}, replaced by a later snapshot {self.replaced}; "
+            f"events in the stream {self.published}; owed to players since they connected "
+            f"{self.expected + self.replaced}, of those checked one by one {self.expected} "
+            f"({self.checked_share:.1%}), delivered {self.delivered}; "
+            f"forgiven by the snapshot after a due resync {self.replaced}; "
             f"also received from before the count starts {self.before_count}",
-            f"resyncs {self.resyncs}, gap repairs with get_state {self.repairs}",
-            f"lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}, "
-            f"diverged worlds {self.diverged}",
+            f"resumes replayed from the stream {self.replays}; resyncs {self.resyncs}, of them not due {self.needless}"
+            f"{' (' + '; '.join(self.resync_examples) + ')' if self.resync_examples else ''}; "
+            f"gap repairs with get_state {self.repairs}",
+            f"lost {self.lost} (checked one by one: {self.checked_share:.1%}), duplicated {self.duplicated}, "
+            f"out of order {self.out_of_order}, diverged worlds {self.diverged}",
         ]
 
 
-@dataclass(frozen=True)
-class StreamMessage:
-    """One message of an experience subject, as far as delivery checks care."""
-
-    seq: int
-    kind: str
-    version: int | None  # snapshot_version of a world_update
-    about: str | None  # the user a presence event is about
-
-
-async def read_subject(nats_url: str, stream: str, subject: str, each: Callable[[int, bytes], None]) -> None:
-    """Call each(seq, payload) for every message on a subject, in order."""
+async def read_subject(nats_url: str, stream: str, subject: str,
+                       each: Callable[[int, bytes, float], None]) -> None:
+    """Call each(seq, payload, stored_at) for every message on a subject, in order."""
     nc = await nats.connect(nats_url.split(","))
     try:
         js = nc.jetstream()
@@ -96,7 +100,7 @@ async def read_subject(nats_url: str, stream: str, subject: str, each: Callable[
         while seq < last:
             msg = await sub.next_msg(timeout=5)
             seq = msg.metadata.sequence.stream
-            each(seq, msg.data)
+            each(seq, msg.data, msg.metadata.timestamp.timestamp())
         await sub.unsubscribe()
     finally:
         await nc.close()
@@ -106,7 +110,7 @@ async def subject_seqs(nats_url: str, stream: str, subject: str,
                        keep: Callable[[bytes], bool] = lambda _: True) -> list[int]:
     """Stream sequences of every message on a subject (whose payload `keep` accepts), read back in order."""
     seqs: list[int] = []
-    await read_subject(nats_url, stream, subject, lambda seq, data: seqs.append(seq) if keep(data) else None)
+    await read_subject(nats_url, stream, subject, lambda seq, data, _: seqs.append(seq) if keep(data) else None)
     return seqs
 
 
@@ -114,9 +118,10 @@ async def stream_messages(nats_url: str, stream: str, subject: str) -> list[Stre
     """Every message on a subject, read back in order."""
     out: list[StreamMessage] = []
 
-    def keep(seq: int, payload: bytes) -> None:
+    def keep(seq: int, payload: bytes, stored_at: float) -> None:
         event = orjson.loads(payload)
-        out.append(StreamMessage(seq, event.get("type", "?"), event.get("snapshot_version"), event.get("user_id")))
+        out.append(StreamMessage(seq, event.get("type", "?"), event.get("snapshot_version"), event.get("user_id"),
+                                 stored_at))
     await read_subject(nats_url, stream, subject, keep)
     return out
 
@@ -128,53 +133,10 @@ async def player_seqs(nats_url: str, stream: str, experience: str, user: str) ->
     return [m.seq for m in messages if not (m.kind == "presence" and m.about == user)]
 
 
-def first_past(messages: list[StreamMessage], version: int) -> float:
-    """Sequence of the first world_update past `version` (infinity if none)."""
-    return next((m.seq for m in messages if m.kind == "world_update" and (m.version or 0) > version), float("inf"))
-
-
-def snapshot_windows(frames: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    """(last seq before a later snapshot, that snapshot's version), for every snapshot after the first.
-
-    A snapshot replaces the client's state: what it covers need not arrive as events (after
-    `resync_required`, or after a resume whose replay did not reach the world's version).
-    """
-    windows, last_seq, first = [], 0, True
-    for frame in frames:
-        if frame.get("type") == "area_of_interest":
-            if not first:
-                windows.append((last_seq, frame["snapshot_version"]))
-            first = False
-        if "seq" in frame:
-            last_seq = frame["seq"]
-    return windows
-
-
-def due_and_replaced(messages: list[StreamMessage], frames: list[dict[str, Any]],
-                     user: str) -> tuple[set[int], set[int]]:
-    """Sequences this player had to receive since its first snapshot, and those a resync snapshot replaced.
-
-    A world_update is due when its version is past the first snapshot's, whether or not anything
-    arrived before it; a presence event when it follows the first world_update past that snapshot
-    (earlier ones may precede the subscription). What a later snapshot covers (world_updates up to
-    its version, presence before the first world_update past it) counts as replaced, not lost.
-    """
-    views = [f["snapshot_version"] for f in frames if f.get("type") == "area_of_interest"]
-    if not views:
-        return set(), set()
-    mine = [m for m in messages if not (m.kind == "presence" and m.about == user)]
-    windows = snapshot_windows(frames)
-    presence_from = first_past(mine, views[0])
-    due, replaced = set(), set()
-    spans = [(after, version, first_past(mine, version)) for after, version in windows]
-    for m in mine:
-        is_update = m.kind == "world_update"
-        if (is_update and (m.version or 0) <= views[0]) or (not is_update and m.seq < presence_from):
-            continue
-        covered = any(after < m.seq and ((m.version or 0) <= version if is_update else m.seq < until)
-                      for after, version, until in spans)
-        (replaced if covered else due).add(m.seq)
-    return due, replaced
+def resync_threshold(system: object) -> int:
+    """The system's GAIA_RESYNC_AFTER_EVENTS: its own setting if it says, else this process's."""
+    own = getattr(system, "env_settings", {}).get("resync_after_events")
+    return int(own) if own is not None else Settings.from_env().resync_after_events
 
 
 async def settle(system: Target, sims: list[SimPlayer]) -> None:
@@ -195,18 +157,25 @@ async def settle(system: Target, sims: list[SimPlayer]) -> None:
 async def check(system: Target, sims: list[SimPlayer], report: RunReport) -> None:
     """Compare what each player received with the stream, and its delta-built world with kb's."""
     settings = Settings.from_env()
+    threshold = resync_threshold(system)
     messages = await stream_messages(system.nats_url, settings.stream_name, experience_updates(EXPERIENCE))
     report.published += len(messages)
+    stream = Stream(messages)
     async with aiohttp.ClientSession(headers={"X-API-Key": settings.kb_api_key}) as http:
         for sim in sims:
             user = sim.client.connected["user_id"] if sim.client.connected else "?"
             got = sim.client.seqs
-            due, replaced = due_and_replaced(messages, sim.client.frames, user)
+            result = check_chain(stream, sim.client.frames, user, threshold)
+            due, replaced = result.due, result.forgiven
             report.expected += len(due)
             report.replaced += len(replaced)
             report.delivered += len(due & set(got))
             report.before_count += len(set(got) - due - replaced)
             report.lost += len(due - set(got))
+            report.replays += result.replays
+            report.needless += len(result.needless)
+            room = max(0, 3 - len(report.resync_examples))
+            report.resync_examples += [f"{user}: {r.reason or 'no reason'}; {r.why}" for r in result.resyncs][:room]
             report.duplicated += len(got) - len(set(got))
             report.out_of_order += sum(1 for a, b in zip(got, got[1:]) if b <= a)
             report.actions += sim.stats.actions

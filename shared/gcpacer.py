@@ -1,9 +1,8 @@
 """Full garbage collections paced by heap growth and time, not by CPython's promotion count alone.
 
 CPython collects its oldest generation whenever the objects promoted into it since the last full
-collection reach a quarter of it. A gateway growing to 10,000 sessions (about 160 tracked objects
-each) walks its whole heap again every 25% of growth: measured here, 17 full collections of up to
-1.4 s each, 9.5 s of CPU out of 14 while connecting 10,000 players and letting them go. The pacer
+collection reach a quarter of it. A gateway growing to 10,000 sessions (each holding many tracked
+objects) walks its whole heap again every 25% of growth. The pacer
 keeps CPython's quarter but takes it at most every `MIN_GAP_S` (a storm of connects is walked a few
 times, not once per quarter), collects at once when the heap has doubled (it never runs away), and
 collects a heap that grew at all within `GAIA_GC_FULL_EVERY_S` (30 s), so the garbage of players

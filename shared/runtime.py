@@ -1,4 +1,4 @@
-"""The event loop both services run on: uvloop when installed and wanted (it pays: docs/benchmarks.md)."""
+"""The event loop both services run on: uvloop when installed and wanted (GAIA_UVLOOP, on by default)."""
 from __future__ import annotations
 
 import asyncio

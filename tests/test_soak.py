@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from harness.soak import SoakConfig, run_soak
 from harness.soakclients import Chain
-from harness.verify import StreamMessage, due_and_replaced
+from harness.losscheck import StreamMessage, check_chain
 
 
 async def test_a_small_soak_with_drops_and_resumes_loses_nothing_and_reports_every_target() -> None:
@@ -14,16 +14,20 @@ async def test_a_small_soak_with_drops_and_resumes_loses_nothing_and_reports_eve
     assert report.lost == report.duplicated == report.out_of_order == report.behind_at_end == 0, report.lines()
     assert report.final_resumes > 0 and report.chats_done > 0 and report.sse_events > 0
     assert verdicts["4408 closes <= 0.5% of sessions"] and report.bus_cuts() == 0
-    assert len(report.table()) > 3 and len(verdicts) == 8
+    assert report.needless_resyncs == 0 and report.replays > report.resyncs and report.resumes > 0, report.lines()
+    assert report.nats_probe_messages == report.published > 0 and report.nats_probe_mb > 0
+    assert len(report.table()) > 3 and len(verdicts) == 10
 
 
-def test_the_chain_check_counts_a_missing_event_as_lost_and_a_resync_as_replaced() -> None:
-    messages = [StreamMessage(seq, "world_update", seq, None) for seq in range(1, 8)]
+def test_a_chain_hands_the_check_its_resumes_and_resyncs_in_arrival_order() -> None:
+    messages = [StreamMessage(seq, "world_update", seq, None) for seq in range(1, 9)]
     chain = Chain("bob", "t")
     chain.marks.append((0, {"type": "area_of_interest", "snapshot_version": 1}))
     chain.seqs.extend([2, 4])  # 3 never came
-    chain.marks.append((2, {"type": "resync_required", "snapshot_version": None}))
-    chain.marks.append((2, {"type": "area_of_interest", "snapshot_version": 6}))
-    chain.seqs.extend([7])
-    due, replaced = due_and_replaced(messages, chain.frames(), "bob")
-    assert due - set(chain.seqs) - replaced == {3} and replaced == {5, 6}
+    chain.marks.append((2, {"type": "resumed", "to_seq": 4}))
+    chain.marks.append((2, {"type": "resync_required", "reason": "behind"}))
+    chain.marks.append((2, {"type": "area_of_interest", "snapshot_version": 6}))  # only 2 behind: not due
+    chain.seqs.extend([7, 8])
+    result = check_chain(messages, chain.frames(), "bob", threshold=3)
+    assert result.due - set(chain.seqs) == {3} and result.forgiven == {5, 6} and result.replays == 1
+    assert [r.behind for r in result.needless] == [2]

@@ -56,3 +56,37 @@ async def test_a_world_that_diverged_is_caught_before_any_refresh(gateway_server
     assert alice.client.world.view["player"]["current_area"] == "garden"  # nobody refreshed it to hide the fault
     for sim in (alice, bob):
         await sim.client.close()
+
+
+async def test_a_needless_resync_fails_the_check(gateway_server, kb_server, token, nats_server) -> None:
+    target, alice, bob = await two_players(gateway_server, kb_server, token, nats_server)
+    # The fault: after her first event the gateway said resync_required and sent a snapshot instead
+    # of the next event, though her cursor was one event behind and the stream held it.
+    frames = alice.client.frames
+    first = next(i for i, f in enumerate(frames) if f.get("type") == "world_update")
+    later = [f for f in frames[first + 1:] if "seq" in f]
+    for frame in later:
+        frames.remove(frame)
+        alice.client.seqs.remove(frame["seq"])
+    latest = max(f["snapshot_version"] for f in later if f.get("type") == "world_update")
+    frames.insert(first + 1, {"type": "resync_required", "reason": "too far behind"})
+    frames.insert(first + 2, {"type": "area_of_interest", "snapshot_version": latest})
+    report = RunReport(players=2, duration_s=0)
+    await check(target, [alice, bob], report)
+    assert report.needless == 1 and report.lost == 0 and not report.ok, report.lines()
+    assert report.replaced == len(later), report.lines()
+    for sim in (alice, bob):
+        await sim.client.close()
+
+
+async def test_a_chain_that_lost_everything_is_caught(gateway_server, kb_server, token, nats_server) -> None:
+    target, alice, bob = await two_players(gateway_server, kb_server, token, nats_server)
+    events = [f for f in alice.client.frames if "seq" in f]
+    for frame in events:  # she kept her snapshot and received nothing after it
+        alice.client.frames.remove(frame)
+    alice.client.seqs.clear()
+    report = RunReport(players=2, duration_s=0)
+    await check(target, [alice, bob], report)
+    assert report.lost == len(events) >= 2 and not report.ok, report.lines()
+    for sim in (alice, bob):
+        await sim.client.close()
