@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 USER_ID := $(if $(filter command line,$(origin USER)),$(USER),player2)
 
-.PHONY: install run test token bench docs screenshots browser mono postgres clean
+.PHONY: install run test lint token bench docs screenshots browser mono postgres clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -19,8 +19,13 @@ install: $(STAMP)
 run: install
 	$(PY) -m harness.devstack
 
-test: install browser mono postgres
+test: install browser mono postgres lint
 	$(PY) -m pytest
+
+# Hygiene of the services' code, on every `make test`: ruff (lint and import order) and mypy.
+lint: install
+	$(PY) -m ruff check gateway kb shared
+	$(PY) -m mypy
 
 # The live-page test drives Debian's chromium; install it when missing (it is skipped, saying so, if that fails).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo -n)

@@ -45,6 +45,7 @@ from shared.config import Settings
 from shared.logs import redact_library_loggers
 from shared.metrics import metrics_response
 from shared.natsconn import nats_cleanup_ctx
+from shared.natssub import check_nats_internals
 from shared.schemas.errors import CloseCode
 from shared.tasks import bounded, stop_tasks
 
@@ -152,6 +153,7 @@ async def close_all_sessions(app: web.Application) -> None:
 def create_app(settings: Settings, gateway_id: str | None = None) -> web.Application:
     """Build the gateway application; nothing connects until the app starts."""
     check_aiohttp_internals()
+    check_nats_internals()
     redact_library_loggers()
     app = web.Application(client_max_size=settings.max_frame_bytes,
                           middlewares=[client_address_middleware(parse_networks(settings.trusted_proxies))])

@@ -85,7 +85,7 @@ class ViewBatcher:
                 if not answer.done():
                     answer.set_exception(failure)
             return
-        for (_, answer), view in zip(batch, views):
+        for (_, answer), view in zip(batch, views, strict=True):
             if answer.done():
                 continue  # its session went away meanwhile
             if "error" in view:

@@ -66,7 +66,8 @@ class WorkerSupervisor:
                 continue
             quick = time.monotonic() - self.started_at[index] < QUICK_S
             self.quick_deaths = self.quick_deaths + 1 if quick else 0
-            log.warning("worker %d exited with %s%s", index, proc.returncode, "" if not quick else " right after starting")
+            log.warning("worker %d exited with %s%s", index, proc.returncode,
+                        " right after starting" if quick else "")
             if self.quick_deaths >= QUICK_DEATHS:
                 log.error("workers keep dying as they start (%d times); stopping", self.quick_deaths)
                 return False

@@ -1,4 +1,5 @@
-"""Presence announcements coalesced per experience over a short window: churn costs frames per change, not per player."""
+"""Presence announcements coalesced per experience over a short window: churn costs frames per change,
+not per player."""
 from __future__ import annotations
 
 import asyncio

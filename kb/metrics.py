@@ -34,7 +34,8 @@ class KbMetrics:
                                 value=self.outbox_pending)
         yield CounterMetricFamily("gaia_kb_events_published", "Events acknowledged by JetStream",
                                   value=self.publisher.published)
-        yield CounterMetricFamily("gaia_kb_events_republished", "Acknowledged events re-published after the bus lost them",
+        yield CounterMetricFamily("gaia_kb_events_republished",
+                                  "Acknowledged events re-published after the bus lost them",
                                   value=self.publisher.republished)
         versions = GaugeMetricFamily("gaia_kb_world_version", "World version as this process last saw it",
                                      labels=["experience"])
@@ -47,6 +48,7 @@ class KbMetrics:
         yield versions
         yield present
         yield owned
-        yield CounterMetricFamily("gaia_kb_nats_reconnects", "NATS reconnects of this process", value=self.link.reconnects)
+        yield CounterMetricFamily("gaia_kb_nats_reconnects", "NATS reconnects of this process",
+                                  value=self.link.reconnects)
         yield GaugeMetricFamily("gaia_kb_nats_up", "1 while NATS and JetStream are reachable",
                                 value=int(self.link.status()["jetstream"]))

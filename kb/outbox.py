@@ -80,7 +80,7 @@ class OutboxPublisher:
         futures = [await js.publish_async(r.subject, r.payload, headers={"Nats-Msg-Id": r.msg_id}) for r in rows]
         acks: list[tuple[int, int]] = []
         try:
-            for row, fut in zip(rows, futures):
+            for row, fut in zip(rows, futures, strict=True):
                 ack = await asyncio.wait_for(fut, timeout=5.0)
                 if ack.duplicate and not await self._stored_is(ack.seq, row.payload):
                     await self._forged(row, ack.seq)

@@ -78,7 +78,8 @@ class PresenceBook:
 
     def live_sessions(self, experience: str, user_id: str) -> int:
         """The user's open sessions in the experience, on every gateway (dropped ones in grace not counted)."""
-        return self._live.get(experience, {}).get(user_id, 0)
+        live: Counter[str] = self._live.get(experience, Counter())
+        return live[user_id]
 
     def over_limit(self, session_id: str, user_id: str, experience: str, limit: int) -> bool:
         """True if this new session would take the user past `limit` open sessions (0: no limit)."""
@@ -153,7 +154,8 @@ class PresenceBook:
             self.dirty.add(session_id)
         return []
 
-    def alive(self, session_id: str, user_id: str, experience: str, gateway_id: str, now: float) -> list[PresenceChange]:
+    def alive(self, session_id: str, user_id: str, experience: str, gateway_id: str,
+              now: float) -> list[PresenceChange]:
         """A gateway's periodic renewal of a live session."""
         entry = self.sessions.get(session_id)
         if entry is None or entry.dropped_at is not None:
@@ -182,4 +184,4 @@ def _without_round_trips(changes: list[PresenceChange]) -> list[PresenceChange]:
     """A leave and a join of the same user in the same experience cancel out (a session re-announced)."""
     keys = [(c.user_id, c.experience) for c in changes]
     both = {k for k in keys if keys.count(k) > 1}
-    return [c for c, k in zip(changes, keys) if k not in both]
+    return [c for c, k in zip(changes, keys, strict=True) if k not in both]

@@ -29,7 +29,8 @@ class WorldService:
     """Holds one experience's current world; every change goes rules -> store (state + outbox) -> publisher."""
 
     def __init__(self, content: Content, store: Store, publisher: OutboxPublisher, presence: PresenceBook,
-                 announce_presence: bool = True, presence_window_s: float = 0.0, players_hot_s: float = 86400.0) -> None:
+                 announce_presence: bool = True, presence_window_s: float = 0.0,
+                 players_hot_s: float = 86400.0) -> None:
         self.content = content
         self.announce_presence = announce_presence
         self.store = store
@@ -40,7 +41,7 @@ class WorldService:
         self._presence_lock = asyncio.Lock()
         self._pending_presence: list[OutboxEvent] = []
         self.announcer = PresenceAnnouncer(content.experience, presence_window_s, self.area_of, self._commit_presence)
-        self._roster: tuple[tuple[int, int], list[dict[str, str]]] = ((-1, -1), [])
+        self._roster: tuple[tuple[int, ...], list[dict[str, str]]] = ((-1, -1), [])
         self.players_hot_s = players_hot_s
         self._seen: dict[str, float] = {}  # player -> when it last joined or acted here (wall-clock s)
         self._cold: set[str] = set()  # players saved but not in memory: the only ones worth a store read

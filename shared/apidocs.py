@@ -16,8 +16,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import Schema
 
 from shared.schemas.chat import ChatRequestSchema
-from shared.schemas.events import BroadcastWorldUpdateSchema
 from shared.schemas.errors import CloseCode, ErrorCode
+from shared.schemas.events import BroadcastWorldUpdateSchema
 from shared.schemas.kbapi import ActionRequestSchema, ActionResultSchema, PresenceUpdateSchema, ViewsRequestSchema
 from shared.schemas.messages import CLIENT_MESSAGES, SERVER_MESSAGES
 
@@ -64,11 +64,12 @@ def openapi_kb() -> dict[str, Any]:
     spec.components.schema("Problem", {"type": "object", "required": ["error", "message"], "properties": {
         "error": {"type": "string"}, "message": {"type": "string"}, "details": {}}})
     exp = {"name": "experience", "in": "path", "required": True, "schema": {"type": "string"}}
-    secured = [{"serviceKey": []}]
+    secured: list[dict[str, list[str]]] = [{"serviceKey": []}]
     spec.path("/experiences/{experience}/actions", parameters=[exp], operations={"post": {
         "summary": "Apply one action for the user the gateway authenticated", "security": secured,
         "requestBody": {"required": True, "content": {JSON: {"schema": _ref("ActionRequest")}}},
-        "responses": {"200": {"description": "committed or refused", "content": {JSON: {"schema": _ref("ActionResult")}}},
+        "responses": {"200": {"description": "committed or refused",
+                              "content": {JSON: {"schema": _ref("ActionResult")}}},
                       **_problem_responses(400, 401, 404, 413, 422, 503)}}})
     spec.path("/experiences/{experience}/players/{user_id}/state", parameters=[
         exp, {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}], operations={"get": {
@@ -119,9 +120,10 @@ def openapi_gateway() -> dict[str, Any]:
                  "described in asyncapi.json; the client contract is docs/protocol.md.")
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.schema("ChatRequest", schema=ChatRequestSchema)
-    token = _query("token", "JWT, for clients that cannot set headers (browsers' WebSocket/EventSource)", {"type": "string"})
+    token = _query("token", "JWT, for clients that cannot set headers (browsers' WebSocket/EventSource)",
+                   {"type": "string"})
     experience = _query("experience", "experience id", {"type": "string", "maxLength": 128}, required=True)
-    auth = [{"bearer": []}, {}]
+    auth: list[dict[str, list[str]]] = [{"bearer": []}, {}]
     spec.path("/ws/experience", operations={"get": {
         "summary": "Upgrade to the persistent WebSocket session (see asyncapi.json)", "security": auth,
         "parameters": [token, experience, _query("last_seq", "resume cursor: last seq received", CURSOR)],

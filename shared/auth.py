@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import asyncio
 import base64
 import hmac
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +46,7 @@ def verify_token(settings: Settings, token: str | None, key: Any = None) -> Iden
     """
     if not token:
         raise TokenError("missing token")
-    options = {"require": ["sub", "exp"], "verify_aud": bool(settings.jwt_audience)}
+    options: Any = {"require": ["sub", "exp"], "verify_aud": bool(settings.jwt_audience)}  # PyJWT's Options
     try:
         claims = jwt.decode(
             token,

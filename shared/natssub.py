@@ -62,7 +62,7 @@ class DirectSubscription(Subscription):
                  pending_bytes_limit: int) -> None:
         super().__init__(conn, sid, subject, pending_msgs_limit=1, pending_bytes_limit=pending_bytes_limit)
         self._pending_queue = _Handoff(self, on_msg)  # type: ignore[assignment]
-        self._pending_next_msgs_calls = None
+        self._pending_next_msgs_calls = None  # type: ignore[assignment]  # nats-py internals (pinned)
 
 
 async def subscribe_direct(nc: NATS, subject: str, on_msg: Callable[[Msg], None],
@@ -81,3 +81,33 @@ async def subscribe_direct(nc: NATS, subject: str, on_msg: Callable[[Msg], None]
     nc._subs[sub._id] = sub
     await nc._send_subscribe(sub)
     return sub
+
+
+PINNED_NATS_PY = "2.16."
+
+
+class NatsInternalsMoved(RuntimeError):
+    """The nats-py installed does not have the internals `subscribe_direct` builds on."""
+
+
+def check_nats_internals() -> None:
+    """Fail fast, naming what moved, when nats-py lacks what a DirectSubscription relies on."""
+    import inspect
+
+    from nats.aio import client
+
+    missing = []
+    version = getattr(client, "__version__", "?")
+    if not str(version).startswith(PINNED_NATS_PY):
+        missing.append(f"version {PINNED_NATS_PY}x (found {version})")
+    client_code = inspect.getsource(NATS.__init__)
+    missing += [f"Client.{name}" for name in ("_sid", "_subs") if f"self.{name}" not in client_code]
+    if not inspect.iscoroutinefunction(getattr(NATS, "_send_subscribe", None)):
+        missing.append("Client._send_subscribe()")
+    sub_code = inspect.getsource(Subscription.__init__)
+    missing += [f"Subscription.{name}" for name in ("_pending_queue", "_pending_size", "_pending_next_msgs_calls")
+                if f"self.{name}" not in sub_code]
+    if missing:
+        raise NatsInternalsMoved(
+            "shared/natssub.py builds on nats-py internals that this nats-py lacks: " + ", ".join(missing)
+            + f"; install nats-py {PINNED_NATS_PY}x (setup.cfg pins it) or port DirectSubscription")

@@ -28,4 +28,4 @@ def problem(status: int, error: str, message: str, details: Any = None) -> web.R
 
 def refuse(exc_class: type[web.HTTPException], error: str, message: str) -> web.HTTPException:
     """An aiohttp HTTP exception (to raise before a handshake) with the same JSON error body."""
-    return exc_class(body=orjson.dumps(error_body(error, message)), content_type="application/json")
+    return exc_class(text=orjson.dumps(error_body(error, message)).decode(), content_type="application/json")

@@ -145,7 +145,8 @@ class SnapshotGate(Generic[T]):
             try:
                 view = await self.kb.state(self.experience, self.user_id, self.label, self.gateway_id)
             except KbUnavailable:
-                self.emit_frame(error_frame(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; retry get_state"))
+                self.emit_frame(error_frame(ErrorCode.KB_UNAVAILABLE,
+                                            "the world service is unavailable; retry get_state"))
                 return
             self.last_snapshot = view["snapshot_version"]
             self.emit_frame(view)

@@ -1,1 +1,2 @@
-"""Who may connect: client addresses behind proxies, rate buckets, authentication and the experience rule, once for every transport."""
+"""Who may connect: client addresses behind proxies, rate buckets, authentication and the experience
+rule, once for every transport."""

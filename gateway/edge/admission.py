@@ -89,7 +89,8 @@ class Edge:
         if not experience:
             return Refusal(400, ErrorCode.INVALID_MESSAGE, "the experience query parameter is required")
         if len(experience) > MAX_EXPERIENCE_ID:
-            return Refusal(400, ErrorCode.INVALID_MESSAGE, f"experience ids have at most {MAX_EXPERIENCE_ID} characters")
+            return Refusal(400, ErrorCode.INVALID_MESSAGE,
+                           f"experience ids have at most {MAX_EXPERIENCE_ID} characters")
         allowed = self.settings.allowed_experiences
         if allowed and experience not in allowed:
             return Refusal(403, "forbidden", "experience not allowed")

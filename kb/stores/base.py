@@ -1,4 +1,5 @@
-"""What every kb store keeps, by entity: the world's meta row, one row per area, one per player; the outbox; presence."""
+"""What every kb store keeps, by entity: the world's meta row, one row per area, one per player; the
+outbox; presence."""
 from __future__ import annotations
 
 import abc

@@ -1,4 +1,5 @@
-"""kb on a PostgreSQL server (asyncpg): the same rows and transactional outbox as SQLite, shared by several kb processes."""
+"""kb on a PostgreSQL server (asyncpg): the same rows and transactional outbox as SQLite, shared by
+several kb processes."""
 from __future__ import annotations
 
 import time
@@ -7,8 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from kb.stores.base import (OutboxEvent, OutboxRow, PresenceRow, Store, VersionConflict, WorldDelta, assemble,
-                            migrations)
+from kb.stores.base import OutboxEvent, OutboxRow, PresenceRow, Store, VersionConflict, WorldDelta, assemble, migrations
 
 MIGRATION_LOCK = 0x6A1A_4B5B  # an advisory lock: kb processes starting together migrate one at a time
 POOL_SIZE = 8
@@ -133,7 +133,7 @@ class PostgresStore(Store):
     async def load_presence(self) -> list[PresenceRow]:
         rows = await self.pool.fetch(
             "SELECT session_id, user_id, experience, gateway_id, seen_at, dropped_at FROM presence")
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     async def save_presence(self, upserts: list[PresenceRow], deletes: list[str]) -> None:
         if not upserts and not deletes:

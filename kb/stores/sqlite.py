@@ -10,8 +10,7 @@ from typing import Any, Callable, TypeVar
 
 import orjson
 
-from kb.stores.base import (OutboxEvent, OutboxRow, PresenceRow, Store, VersionConflict, WorldDelta, assemble,
-                            migrations)
+from kb.stores.base import OutboxEvent, OutboxRow, PresenceRow, Store, VersionConflict, WorldDelta, assemble, migrations
 
 T = TypeVar("T")
 

@@ -97,7 +97,8 @@ class AudienceSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    only = fields.List(fields.String(validate=_ID), required=True)
+    # The protocol names this field "only"; it shadows Schema.only, which a declared field may.
+    only = fields.List(fields.String(validate=_ID), required=True)  # type: ignore[assignment]
 
 
 class BroadcastWorldUpdateSchema(WorldUpdateEventSchema):
