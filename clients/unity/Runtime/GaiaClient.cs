@@ -1,8 +1,6 @@
 using System;
 using System.Collections.Concurrent;
-using System.IO;
-using System.Net.WebSockets;
-using System.Text;
+using System.Collections.Generic;
 using System.Threading;
 using System.Threading.Tasks;
 using Newtonsoft.Json;
@@ -12,38 +10,47 @@ namespace Gaia.Realtime
 {
     /// <summary>
     /// One player's session with the gateway (docs/protocol.md). Frames are read on a background
-    /// task and handled on the dispatcher's thread, in order: the local world, the roster and every
-    /// event handler change only there. A dropped socket is resumed with last_seq after a jittered,
-    /// growing delay; 4401 stops and raises <see cref="AuthRequired"/>.
+    /// task; answers to awaits (actions, pings, `connected`) are matched there, so an await never
+    /// waits for the game's next frame. Everything else (the local world, the roster, every event
+    /// handler) runs on the dispatcher's thread, in arrival order. A dropped or silent socket is
+    /// resumed with last_seq after a jittered, growing delay; 4401 stops and raises <see cref="AuthRequired"/>.
     /// </summary>
-    public sealed class GaiaClient : IDisposable
+    public sealed partial class GaiaClient : IDisposable
     {
         private readonly GaiaClientOptions options;
         private readonly Backoff backoff;
+        private readonly object gate = new object();
+        private readonly SemaphoreSlim connectLock = new SemaphoreSlim(1, 1);
         private readonly SemaphoreSlim sendLock = new SemaphoreSlim(1, 1);
         private readonly ConcurrentDictionary<string, TaskCompletionSource<JObject>> answers =
             new ConcurrentDictionary<string, TaskCompletionSource<JObject>>();
         private readonly ConcurrentDictionary<long, TaskCompletionSource<JObject>> pings =
             new ConcurrentDictionary<long, TaskCompletionSource<JObject>>();
-        private ClientWebSocket socket;
-        private TaskCompletionSource<JObject> connecting;
-        private TaskCompletionSource<JObject> snapshotWaiter;
+        private Connection current;
+        private TaskCompletionSource<bool> opened = Waiters.Source<bool>();
         private long receivedSeq = -1;   // the resume cursor, as read off the wire
         private long handledSeq = -1;    // the last seq handled on the dispatcher thread
         private int nextId;
-        private bool stopped;
-        private bool askedForState;
+        private int comingBack;          // connects and reconnect loops under way: requests wait for them
+        private int reconnectLoop;       // 1 while a reconnect loop runs
+        private volatile bool stopped;
 
+        /// <summary>A client that connects nothing yet.</summary>
         public GaiaClient(GaiaClientOptions options)
         {
             this.options = options;
             backoff = new Backoff(options.InitialBackoff, options.MaxBackoff);
             World = new LocalWorld();
+            World.HandlerFailed = ReportHandlerFailure;
         }
 
+        /// <summary>The player's world, kept current on the dispatcher's thread.</summary>
         public LocalWorld World { get; private set; }
+        /// <summary>The user id the gateway knows this player by (from `connected`).</summary>
         public string UserId { get; private set; }
+        /// <summary>The current connection's id (from `connected`).</summary>
         public string ConnectionId { get; private set; }
+        /// <summary>Where events run.</summary>
         public IDispatcher Dispatcher { get { return options.Dispatcher; } }
 
         /// <summary>The resume cursor: the last stream sequence received (null before the first).</summary>
@@ -52,101 +59,243 @@ namespace Gaia.Realtime
             get { var seq = Interlocked.Read(ref receivedSeq); return seq < 0 ? (long?)null : seq; }
         }
 
+        /// <summary>True while a session is established (`connected` received) and its socket open.</summary>
         public bool IsOpen
         {
-            get { var ws = socket; return ws != null && ws.State == WebSocketState.Open; }
+            get { var c = current; return c != null && c.Established && c.Transport.IsOpen; }
         }
 
+        /// <summary>`connected` was handled (every connection, resumes included).</summary>
         public event Action<JObject> Connected;
+        /// <summary>A snapshot replaced the local world.</summary>
         public event Action<LocalWorld> SnapshotApplied;
-        public event Action<JObject> WorldUpdated;
+        /// <summary>A `world_update` was handled; <see cref="WorldUpdate.Result"/> says whether it was applied.</summary>
+        public event Action<WorldUpdate> WorldUpdated;
+        /// <summary>Another player joined, left or moved (one per entry of a `presence_batch`).</summary>
         public event Action<PresenceChange> PresenceChanged;
+        /// <summary>A resume replayed what a dropped connection missed.</summary>
         public event Action<ResumeInfo> Resumed;
+        /// <summary>The cursor was too old; a fresh snapshot follows.</summary>
         public event Action<string> ResyncRequired;
+        /// <summary>An `error` frame (also returned to the request it answers).</summary>
         public event Action<GaiaError> ErrorReceived;
+        /// <summary>The socket closed; says whether the client resumes by itself.</summary>
         public event Action<CloseInfo> Closed;
+        /// <summary>The gateway refused the token (4401): get a fresh one and build a new client.</summary>
         public event Action<int> AuthRequired;
+        /// <summary>A piece of a chat's narrative (after the world change it tells of was applied).</summary>
+        public event Action<ChatChunk> ChatChunkReceived;
+        /// <summary>A game handler of one of these events threw; the client went on (log it here).</summary>
+        public event Action<Exception> HandlerFailed;
 
-        /// <summary>Open the socket (resuming after <see cref="LastSeq"/> if there is one) and wait for `connected`.</summary>
+        /// <summary>
+        /// Open the socket (resuming after <see cref="LastSeq"/> if there is one) and wait for `connected`.
+        /// On a client that is already connected it opens nothing: it checks the link with a ping and
+        /// returns the current `connected` frame, or, if no pong comes within PongTimeout, cuts the
+        /// dead socket and resumes on a new one.
+        /// </summary>
         public async Task<JObject> ConnectAsync(CancellationToken cancel = default(CancellationToken))
         {
             stopped = false;
-            var ws = new ClientWebSocket();
-            if (options.TokenInHeader)
-                ws.Options.SetRequestHeader("Authorization", "Bearer " + options.Token);
-            connecting = new TaskCompletionSource<JObject>();
-            socket = ws;
-            await ws.ConnectAsync(BuildUri(LastSeq), cancel).ConfigureAwait(false);
-            var reader = Task.Run(() => ReadLoop(ws));  // ends when the socket does; OnClosed takes it from there
-            GC.KeepAlive(reader);
-            var first = await Task.WhenAny(connecting.Task, Task.Delay(options.RequestTimeout, cancel)).ConfigureAwait(false);
-            if (first != connecting.Task)
-                throw new TimeoutException("no `connected` frame within " + options.RequestTimeout);
-            return await connecting.Task.ConfigureAwait(false);
+            return await ConnectCore(true, cancel).ConfigureAwait(false);
         }
 
-        /// <summary>Send an action and return its `action_response` (or the `error` answering it).</summary>
-        public Task<JObject> ActAsync(string action, object args = null)
+        /// <summary>Send an action and return its `action_response` (or the `error` answering it), waiting for a reconnect if one is under way.</summary>
+        public Task<JObject> ActAsync(string action, object args = null, CancellationToken cancel = default(CancellationToken))
         {
             var frame = args == null ? new JObject() : JObject.FromObject(args);
             frame["type"] = "action";
             frame["action"] = action;
-            return RequestAsync(frame);
+            return RequestAsync(frame, cancel);
         }
 
-        /// <summary>Ask for a fresh snapshot; completes when it has been applied.</summary>
-        public async Task<LocalWorld> GetStateAsync()
+        /// <summary>Ask for a fresh snapshot; completes once the dispatcher has applied it (its timeout stops when it arrives).</summary>
+        public async Task<LocalWorld> GetStateAsync(CancellationToken cancel = default(CancellationToken))
         {
-            var waiter = snapshotWaiter = new TaskCompletionSource<JObject>();
-            await SendAsync(new JObject { { "type", "get_state" } }).ConfigureAwait(false);
-            await WithTimeout(waiter.Task, "area_of_interest").ConfigureAwait(false);
+            var deadline = Waiters.Now + (long)options.RequestTimeout.TotalMilliseconds;
+            var waiter = new SnapshotWaiter();
+            lock (snapshotWaiters)
+                snapshotWaiters.Add(waiter);
+            await SendWhenOpen(new JObject { { "type", "get_state" } }, deadline, cancel).ConfigureAwait(false);
+            await Waiters.Within(waiter.Received.Task, deadline, cancel, "area_of_interest").ConfigureAwait(false);
+            await Waiters.Cancellable(waiter.Applied.Task, cancel).ConfigureAwait(false);
             return World;
         }
 
-        /// <summary>Round-trip time to the gateway in milliseconds.</summary>
-        public async Task<double> PingAsync()
+        /// <summary>Round-trip time to the gateway in milliseconds (the pong is matched on the socket thread).</summary>
+        public async Task<double> PingAsync(CancellationToken cancel = default(CancellationToken))
         {
-            var sent = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1000 + Interlocked.Increment(ref nextId) % 1000;
-            var waiter = new TaskCompletionSource<JObject>();
-            pings[sent] = waiter;
-            var clock = System.Diagnostics.Stopwatch.StartNew();
-            await SendAsync(new JObject { { "type", "ping" }, { "timestamp", sent } }).ConfigureAwait(false);
-            await WithTimeout(waiter.Task, "pong").ConfigureAwait(false);
-            return clock.Elapsed.TotalMilliseconds;
+            var deadline = Waiters.Now + (long)options.RequestTimeout.TotalMilliseconds;
+            var stamp = DateTimeOffset.UtcNow.ToUnixTimeMilliseconds() * 1000 + Interlocked.Increment(ref nextId) % 1000;
+            var waiter = Waiters.Source<JObject>();
+            pings[stamp] = waiter;
+            try
+            {
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                await SendWhenOpen(new JObject { { "type", "ping" }, { "timestamp", stamp } }, deadline, cancel).ConfigureAwait(false);
+                await Waiters.Within(waiter.Task, deadline, cancel, "pong").ConfigureAwait(false);
+                return clock.Elapsed.TotalMilliseconds;
+            }
+            finally
+            {
+                TaskCompletionSource<JObject> ignored;
+                pings.TryRemove(stamp, out ignored);
+            }
         }
 
         /// <summary>Close cleanly (1000): the other players see this player leave at once; no reconnect.</summary>
-        public async Task CloseAsync()
+        public async Task CloseAsync(CancellationToken cancel = default(CancellationToken))
         {
             stopped = true;
-            var ws = socket;
-            if (ws == null || ws.State != WebSocketState.Open)
+            var c = current;
+            if (c == null || !c.Transport.IsOpen)
                 return;
             try
             {
-                await ws.CloseAsync(WebSocketCloseStatus.NormalClosure, "bye", CancellationToken.None).ConfigureAwait(false);
+                await SendClose(c, cancel).ConfigureAwait(false);
+                var deadline = Waiters.Now + (long)options.RequestTimeout.TotalMilliseconds;
+                await Waiters.Within(c.Gone.Task, deadline, cancel, "close").ConfigureAwait(false);
             }
-            catch (WebSocketException) { }
+            catch (TimeoutException)
+            {
+                c.Transport.Abort();  // the gateway did not answer the close: cut it
+            }
+            catch (Exception e) when (!(e is OperationCanceledException))
+            {
+                c.Transport.Abort();
+            }
         }
 
         /// <summary>Cut the connection without a close frame, as a lost network would; auto-reconnect resumes it.</summary>
         public void Abort()
         {
-            var ws = socket;
-            if (ws != null)
-                ws.Abort();
+            var c = current;
+            if (c != null)
+                c.Transport.Abort();
         }
 
+        /// <summary>Stop for good: a clean close (1000, so the others see a leave, not a drop), sent without blocking.</summary>
         public void Dispose()
         {
             stopped = true;
-            Abort();
+            var c = current;
+            if (c == null)
+                return;
+            if (!c.Transport.IsOpen)
+            {
+                c.Transport.Abort();
+                return;
+            }
+            SendClose(c, CancellationToken.None).ContinueWith(sent =>
+            {
+                if (sent.IsFaulted)
+                    c.Transport.Abort();
+                else
+                    Task.Delay(options.RequestTimeout).ContinueWith(t => { if (current == c) c.Transport.Abort(); });
+            });
+        }
+
+        private async Task<JObject> ConnectCore(bool verify, CancellationToken cancel)
+        {
+            Interlocked.Increment(ref comingBack);
+            try
+            {
+                await connectLock.WaitAsync(cancel).ConfigureAwait(false);
+                try
+                {
+                    var c = current;
+                    if (c != null && c.Established && c.Transport.IsOpen)
+                    {
+                        if (!verify || await Answers(c, cancel).ConfigureAwait(false))
+                            return c.Hello.Task.Result;
+                        Cut(c, "no pong within " + options.PongTimeout + " on a second ConnectAsync");
+                    }
+                    return await Open(cancel).ConfigureAwait(false);
+                }
+                finally
+                {
+                    connectLock.Release();
+                }
+            }
+            finally
+            {
+                Interlocked.Decrement(ref comingBack);
+            }
+        }
+
+        /// <summary>True if the connection answers a ping within PongTimeout.</summary>
+        private async Task<bool> Answers(Connection c, CancellationToken cancel)
+        {
+            var stamp = -Interlocked.Increment(ref nextId);
+            var waiter = Waiters.Source<JObject>();
+            pings[stamp] = waiter;
+            try
+            {
+                await Send(c, new JObject { { "type", "ping" }, { "timestamp", stamp } }, cancel).ConfigureAwait(false);
+                await Waiters.Within(waiter.Task, Waiters.Now + (long)options.PongTimeout.TotalMilliseconds, cancel, "pong")
+                    .ConfigureAwait(false);
+                return true;
+            }
+            catch (Exception e) when (!(e is OperationCanceledException))
+            {
+                return false;
+            }
+            finally
+            {
+                TaskCompletionSource<JObject> ignored;
+                pings.TryRemove(stamp, out ignored);
+            }
+        }
+
+        private async Task<JObject> Open(CancellationToken cancel)
+        {
+            var transport = options.Transport != null ? options.Transport() : new ClientWebSocketTransport();
+            var c = new Connection(transport);
+            lock (gate)
+                current = c;
+            var headers = new Dictionary<string, string>();
+            if (options.TokenInHeader)
+                headers["Authorization"] = "Bearer " + options.Token;
+            try
+            {
+                await transport.ConnectAsync(BuildUri(LastSeq), headers, cancel).ConfigureAwait(false);
+            }
+            catch (Exception e)
+            {
+                lock (gate)
+                    if (current == c)
+                        current = null;
+                transport.Dispose();
+                if (e is OperationCanceledException)
+                    throw;
+                throw new GaiaConnectionException("could not open the socket to " + options.GatewayUrl + ": " + e.Message, e);
+            }
+            Interlocked.Exchange(ref c.LastHeardTicks, Waiters.Now);
+            var reader = Task.Run(() => ReadLoop(c));        // ends with the socket; OnClosed takes it from there
+            var heartbeat = Task.Run(() => Heartbeat(c));    // ends when the connection is replaced or closed
+            GC.KeepAlive(reader);
+            GC.KeepAlive(heartbeat);
+            try
+            {
+                return await Waiters.Within(c.Hello.Task, Waiters.Now + (long)options.RequestTimeout.TotalMilliseconds,
+                                            cancel, "`connected` frame").ConfigureAwait(false);
+            }
+            catch (TimeoutException)
+            {
+                Cut(c, "no `connected` frame in time");
+                throw;
+            }
+            catch (OperationCanceledException)
+            {
+                Cut(c, "connect cancelled");
+                throw;
+            }
         }
 
         private Uri BuildUri(long? lastSeq)
         {
             var baseUrl = options.GatewayUrl.TrimEnd('/');
-            if (baseUrl.StartsWith("http"))
+            if (baseUrl.StartsWith("http", StringComparison.Ordinal))
                 baseUrl = "ws" + baseUrl.Substring(4);
             var query = "experience=" + Uri.EscapeDataString(options.Experience);
             if (!options.TokenInHeader)
@@ -156,16 +305,16 @@ namespace Gaia.Realtime
             return new Uri(baseUrl + "/ws/experience?" + query);
         }
 
-        private async Task<JObject> RequestAsync(JObject frame)
+        private async Task<JObject> RequestAsync(JObject frame, CancellationToken cancel)
         {
+            var deadline = Waiters.Now + (long)options.RequestTimeout.TotalMilliseconds;
             var id = "u" + Interlocked.Increment(ref nextId);
             frame["id"] = id;
-            var waiter = new TaskCompletionSource<JObject>();
-            answers[id] = waiter;
+            var waiter = Waiters.Source<JObject>();
             try
             {
-                await SendAsync(frame).ConfigureAwait(false);
-                return await WithTimeout(waiter.Task, (string)frame["type"]).ConfigureAwait(false);
+                await SendWhenOpen(frame, deadline, cancel, () => answers[id] = waiter).ConfigureAwait(false);
+                return await Waiters.Within(waiter.Task, deadline, cancel, "answer to " + frame["type"]).ConfigureAwait(false);
             }
             finally
             {
@@ -174,24 +323,42 @@ namespace Gaia.Realtime
             }
         }
 
-        private async Task<T> WithTimeout<T>(Task<T> task, string what)
+        /// <summary>Send on the open connection, waiting (until the deadline) for one that a reconnect is bringing.</summary>
+        private async Task SendWhenOpen(JObject frame, long deadline, CancellationToken cancel, Action registered = null)
         {
-            if (await Task.WhenAny(task, Task.Delay(options.RequestTimeout)).ConfigureAwait(false) != task)
-                throw new TimeoutException("no answer to " + what + " within " + options.RequestTimeout);
-            return await task.ConfigureAwait(false);
+            while (true)
+            {
+                var c = current;
+                if (c != null && c.Established && c.Transport.IsOpen)
+                {
+                    if (registered != null)
+                        registered();
+                    await Send(c, frame, cancel).ConfigureAwait(false);
+                    return;
+                }
+                if (stopped || Volatile.Read(ref comingBack) == 0 && Volatile.Read(ref reconnectLoop) == 0)
+                    throw new GaiaConnectionException("not connected (and no reconnect under way)");
+                var signal = opened.Task;
+                if (signal.IsCompleted)
+                    await Task.Delay(1).ConfigureAwait(false);  // a connection between its close and its replacement
+                else
+                    await Waiters.Within(signal, deadline, cancel, "connection for " + frame["type"]).ConfigureAwait(false);
+                if (Waiters.Now >= deadline)
+                    throw new TimeoutException("no connection for " + frame["type"] + " in time");
+            }
         }
 
-        private async Task SendAsync(JObject frame)
+        private async Task Send(Connection c, JObject frame, CancellationToken cancel)
         {
-            var ws = socket;
-            if (ws == null || ws.State != WebSocketState.Open)
-                throw new GaiaConnectionException("not connected");
-            var bytes = Encoding.UTF8.GetBytes(frame.ToString(Formatting.None));
-            await sendLock.WaitAsync().ConfigureAwait(false);
+            var text = frame.ToString(Formatting.None);
+            await sendLock.WaitAsync(cancel).ConfigureAwait(false);
             try
             {
-                await ws.SendAsync(new ArraySegment<byte>(bytes), WebSocketMessageType.Text, true, CancellationToken.None)
-                    .ConfigureAwait(false);
+                await c.Transport.SendTextAsync(text, cancel).ConfigureAwait(false);
+            }
+            catch (Exception e) when (!(e is OperationCanceledException))
+            {
+                throw new GaiaConnectionException("the connection failed while sending: " + e.Message, e);
             }
             finally
             {
@@ -199,17 +366,65 @@ namespace Gaia.Realtime
             }
         }
 
-        private async Task ReadLoop(ClientWebSocket ws)
+        /// <summary>The close frame (1000), never overlapping a send (ClientWebSocket allows one at a time).</summary>
+        private async Task SendClose(Connection c, CancellationToken cancel)
         {
-            var buffer = new byte[16 * 1024];
+            await sendLock.WaitAsync(cancel).ConfigureAwait(false);
             try
             {
-                while (ws.State == WebSocketState.Open)
+                await c.Transport.CloseAsync(CloseCodes.Normal, "bye", cancel).ConfigureAwait(false);
+            }
+            finally
+            {
+                sendLock.Release();
+            }
+        }
+
+        /// <summary>The dead-link detector: a ping after PingInterval of silence, the socket cut after PongTimeout of it.</summary>
+        private async Task Heartbeat(Connection c)
+        {
+            var interval = (long)options.PingInterval.TotalMilliseconds;
+            var deadline = (long)options.PongTimeout.TotalMilliseconds;
+            var tick = TimeSpan.FromMilliseconds(Math.Max(20, Math.Min(interval, deadline) / 4));
+            while (current == c && !stopped)
+            {
+                await Task.Delay(tick).ConfigureAwait(false);
+                if (current != c || !c.Transport.IsOpen)
+                    return;
+                var silent = Waiters.Now - Interlocked.Read(ref c.LastHeardTicks);
+                if (silent >= deadline)
                 {
-                    var text = await ReceiveText(ws, buffer).ConfigureAwait(false);
+                    Cut(c, "no frame (not even a pong) for " + TimeSpan.FromMilliseconds(silent));
+                    return;
+                }
+                if (silent >= interval && c.Established && Waiters.Now - Interlocked.Read(ref c.LastPingTicks) >= interval)
+                {
+                    Interlocked.Exchange(ref c.LastPingTicks, Waiters.Now);
+                    var ping = new JObject { { "type", "ping" }, { "timestamp", 0 } };
+                    var sent = Send(c, ping, CancellationToken.None).ContinueWith(t => { var ignored = t.Exception; });
+                    GC.KeepAlive(sent);
+                }
+            }
+        }
+
+        /// <summary>Cut a connection the client gave up on (a dead link): its close is handled as a drop (1006).</summary>
+        private void Cut(Connection c, string why)
+        {
+            c.CutReason = why;
+            c.Transport.Abort();
+        }
+
+        private async Task ReadLoop(Connection c)
+        {
+            try
+            {
+                while (true)
+                {
+                    var text = await c.Transport.ReceiveTextAsync(CancellationToken.None).ConfigureAwait(false);
                     if (text == null)
                         break;
-                    OnText(text);
+                    Interlocked.Exchange(ref c.LastHeardTicks, Waiters.Now);
+                    OnText(c, text);
                 }
             }
             catch (Exception)
@@ -217,206 +432,8 @@ namespace Gaia.Realtime
                 // A lost network surfaces as WebSocketException, an Abort() as OperationCanceledException
                 // or ObjectDisposedException depending on the runtime: all of them are a drop (1006).
             }
-            var code = ws.CloseStatus.HasValue ? (int)ws.CloseStatus.Value : CloseCodes.Abnormal;
-            var reason = ws.CloseStatusDescription ?? "";
-            if (ws.State == WebSocketState.CloseReceived)
-            {
-                try { await ws.CloseOutputAsync(WebSocketCloseStatus.NormalClosure, "", CancellationToken.None).ConfigureAwait(false); }
-                catch (WebSocketException) { }
-            }
-            OnClosed(ws, code, reason);
-        }
-
-        private static async Task<string> ReceiveText(ClientWebSocket ws, byte[] buffer)
-        {
-            using (var message = new MemoryStream())
-            {
-                while (true)
-                {
-                    var got = await ws.ReceiveAsync(new ArraySegment<byte>(buffer), CancellationToken.None).ConfigureAwait(false);
-                    if (got.MessageType == WebSocketMessageType.Close)
-                        return null;
-                    message.Write(buffer, 0, got.Count);
-                    if (got.EndOfMessage)
-                        return Encoding.UTF8.GetString(message.GetBuffer(), 0, (int)message.Length);
-                }
-            }
-        }
-
-        /// <summary>On the socket thread: answer waiters and note the cursor; the rest goes to the dispatcher.</summary>
-        private void OnText(string text)
-        {
-            JObject frame;
-            try
-            {
-                frame = JObject.Parse(text);
-            }
-            catch (JsonException)
-            {
-                return;  // not JSON: nothing the protocol sends; skip it rather than drop the session
-            }
-            var type = (string)frame["type"];
-            var seq = frame["seq"];
-            if (seq != null)
-                Interlocked.Exchange(ref receivedSeq, Math.Max(Interlocked.Read(ref receivedSeq), (long)seq));
-            if (type == "connected")
-            {
-                UserId = (string)frame["user_id"];
-                ConnectionId = (string)frame["connection_id"];
-                backoff.Reset();
-            }
-            options.Dispatcher.Post(() => Handle(type, frame));
-        }
-
-        /// <summary>On the dispatcher thread, in arrival order.</summary>
-        private void Handle(string type, JObject frame)
-        {
-            var seq = frame["seq"];
-            if (seq != null)
-            {
-                if ((long)seq <= handledSeq)
-                    return;  // already handled before a resume that started from an older cursor
-                handledSeq = (long)seq;
-            }
-            switch (type)
-            {
-                case "connected":
-                    Raise(Connected, frame);
-                    connecting.TrySetResult(frame);
-                    break;
-                case "area_of_interest":
-                    World.ApplySnapshot(frame);
-                    askedForState = false;
-                    Raise(SnapshotApplied, World);
-                    var waiter = snapshotWaiter;
-                    if (waiter != null)
-                        waiter.TrySetResult(frame);
-                    break;
-                case "world_update":
-                    OnWorldUpdate(frame);
-                    break;
-                case "presence":
-                    OnPresence(ToPresence(frame));
-                    break;
-                case "presence_batch":
-                    foreach (JObject change in (JArray)frame["changes"])
-                        if ((string)change["user_id"] != UserId)
-                            OnPresence(ToPresence(change));
-                    break;
-                case "resumed":
-                    Raise(Resumed, new ResumeInfo { FromSeq = (long)frame["from_seq"], ToSeq = (long)frame["to_seq"],
-                                                    Replayed = (int)frame["replayed"] });
-                    break;
-                case "resync_required":
-                    Raise(ResyncRequired, (string)frame["reason"]);
-                    break;
-                case "pong":
-                    TaskCompletionSource<JObject> pong;
-                    if (pings.TryRemove((long)frame["timestamp"], out pong))
-                        pong.TrySetResult(frame);
-                    break;
-                case "action_response":
-                case "error":
-                    OnAnswer(type, frame);
-                    break;
-            }
-        }
-
-        private void OnWorldUpdate(JObject frame)
-        {
-            var result = World.ApplyUpdate(frame);
-            if (result == DeltaResult.Gap && !askedForState)
-            {
-                askedForState = true;  // one get_state per hole: its snapshot replaces the broken chain
-                SendAsync(new JObject { { "type", "get_state" } }).ContinueWith(t => { var e = t.Exception; });
-            }
-            World.TrackSelf(UserId);
-            Raise(WorldUpdated, frame);
-        }
-
-        private void OnPresence(PresenceChange change)
-        {
-            World.ApplyPresence(change);
-            Raise(PresenceChanged, change);
-        }
-
-        private void OnAnswer(string type, JObject frame)
-        {
-            var id = (string)frame["id"];
-            TaskCompletionSource<JObject> waiter;
-            if (id != null && answers.TryRemove(id, out waiter))
-                waiter.TrySetResult(frame);
-            if (type == "error")
-                Raise(ErrorReceived, new GaiaError { Code = (string)frame["code"], Message = (string)frame["message"], Id = id });
-        }
-
-        private static PresenceChange ToPresence(JObject frame)
-        {
-            return new PresenceChange { Event = (string)frame["event"], UserId = (string)frame["user_id"],
-                                        AreaId = (string)frame["area_id"] };
-        }
-
-        private void OnClosed(ClientWebSocket ws, int code, string reason)
-        {
-            if (socket != ws)
-                return;
-            FailWaiters("connection closed (" + code + ")");
-            var reconnect = options.AutoReconnect && !stopped && CloseCodes.Reconnects(code);
-            var delay = reconnect ? backoff.Next() : TimeSpan.Zero;
-            var info = new CloseInfo { Code = code, Reason = reason, WillReconnect = reconnect, RetryIn = delay };
-            options.Dispatcher.Post(() => Raise(Closed, info));
-            if (code == CloseCodes.Unauthorized)
-            {
-                connecting.TrySetException(new GaiaAuthException("the gateway refused the token (4401): " + reason));
-                options.Dispatcher.Post(() => Raise(AuthRequired, code));
-            }
-            else
-            {
-                connecting.TrySetException(new GaiaConnectionException("closed before `connected`: " + code));
-            }
-            if (reconnect)
-                Task.Run(() => ReconnectAfter(delay));
-        }
-
-        private async Task ReconnectAfter(TimeSpan delay)
-        {
-            while (!stopped)
-            {
-                await Task.Delay(delay).ConfigureAwait(false);
-                if (stopped)
-                    return;
-                try
-                {
-                    await ConnectAsync().ConfigureAwait(false);
-                    return;
-                }
-                catch (GaiaAuthException)
-                {
-                    return;  // OnClosed raised AuthRequired
-                }
-                catch (Exception)
-                {
-                    if (IsOpen)
-                        return;  // connected after all; its own close handling takes over from here
-                    delay = backoff.Next();
-                }
-            }
-        }
-
-        private void FailWaiters(string why)
-        {
-            foreach (var id in answers.Keys)
-            {
-                TaskCompletionSource<JObject> waiter;
-                if (answers.TryRemove(id, out waiter))
-                    waiter.TrySetException(new GaiaConnectionException(why));
-            }
-        }
-
-        private static void Raise<T>(Action<T> handler, T value)
-        {
-            if (handler != null)
-                handler(value);
+            var code = c.CutReason == null ? c.Transport.CloseCode ?? CloseCodes.Abnormal : CloseCodes.Abnormal;
+            OnClosed(c, code, c.CutReason ?? c.Transport.CloseReason);
         }
     }
 }

@@ -1,4 +1,6 @@
+using System;
 using System.Collections.Generic;
+using System.Collections.ObjectModel;
 using System.Linq;
 using Newtonsoft.Json.Linq;
 
@@ -7,71 +9,134 @@ namespace Gaia.Realtime
     /// <summary>What applying a world_update did.</summary>
     public enum DeltaResult
     {
+        /// <summary>It was the next step of the chain: the local world changed.</summary>
         Applied,
-        AlreadyHad,   // its version is inside the snapshot we hold
-        Gap,          // base_version is not ours: a fresh snapshot is needed (the client asks for it)
+        /// <summary>Its version is inside the snapshot held: nothing to do.</summary>
+        AlreadyHad,
+        /// <summary>Its base_version is not ours: the client asks for a fresh snapshot.</summary>
+        Gap,
+        /// <summary>No snapshot yet: the one on its way carries this change.</summary>
         NoSnapshot,
+        /// <summary>A change in it could not be applied (a shape this client does not know): treated as a gap.</summary>
+        Failed,
     }
 
     /// <summary>
-    /// The player's copy of the world: an `area_of_interest` snapshot, kept current by applying each
-    /// `world_update` whose base_version equals the local version, and the roster of who is where.
+    /// The player's copy of the world, read-only for the game: an `area_of_interest` snapshot kept
+    /// current by the client (each `world_update` whose base_version equals <see cref="Version"/>),
+    /// and the roster of who is where. Changes only on the dispatcher's thread; its events too.
     /// </summary>
     public sealed class LocalWorld
     {
+        private static readonly IReadOnlyList<Item> None = new Item[0];
         private readonly Dictionary<string, string> roster = new Dictionary<string, string>();
+        private readonly HashSet<string> touched = new HashSet<string>();
+        private bool inventoryTouched;
+        private bool rosterTouched;
+        private JObject view;
 
-        public JObject View { get; private set; }
-        public long Version { get; private set; }
-        public int Gaps { get; private set; }
-        public int Snapshots { get; private set; }
-
+        /// <summary>An empty world (version -1) until the first snapshot.</summary>
         public LocalWorld()
         {
             Version = -1;
+            Roster = new ReadOnlyDictionary<string, string>(roster);
         }
 
-        /// <summary>Who is present in the experience (self included) and the area each stands in.</summary>
-        public IDictionary<string, string> Roster
-        {
-            get { return roster; }
-        }
+        /// <summary>A snapshot replaced everything (after connect, a gap or get_state).</summary>
+        public event Action<LocalWorld> Replaced;
+        /// <summary>Something in one area changed (items, an NPC, a player arriving or leaving); the area's id.</summary>
+        public event Action<string> AreaChanged;
+        /// <summary>The player's inventory changed.</summary>
+        public event Action<LocalWorld> InventoryChanged;
+        /// <summary>Someone joined, left or moved (self included).</summary>
+        public event Action<LocalWorld> RosterChanged;
 
+        /// <summary>The raw `area_of_interest` JSON kept current; read it, never change it (use the typed members).</summary>
+        public JObject View { get { return view; } }
+        /// <summary>The world version held (-1 before the first snapshot).</summary>
+        public long Version { get; private set; }
+        /// <summary>How many deltas did not follow the chain (each one repaired by a snapshot).</summary>
+        public int Gaps { get; private set; }
+        /// <summary>How many deltas could not be applied (each one repaired by a snapshot).</summary>
+        public int Failures { get; private set; }
+        /// <summary>How many snapshots were applied.</summary>
+        public int Snapshots { get; private set; }
+        /// <summary>Who is present in the experience (self included) and the area each stands in; a live read-only view.</summary>
+        public IReadOnlyDictionary<string, string> Roster { get; private set; }
+
+        internal Action<Exception> HandlerFailed = e => { };
+
+        /// <summary>The area the player stands in (null before the first snapshot).</summary>
         public string CurrentArea
         {
-            get { return View == null ? null : (string)View["player"]["current_area"]; }
+            get { return Text(Path(view, "player", "current_area")); }
         }
 
-        public JArray Inventory
+        /// <summary>The player's inventory.</summary>
+        public IReadOnlyList<Item> Inventory
         {
-            get { return View == null ? new JArray() : (JArray)View["player"]["inventory"]; }
+            get { return Items(Path(view, "player", "inventory") as JArray); }
         }
 
-        /// <summary>The items lying in one spot of an area (empty if there is no such spot).</summary>
-        public JArray ItemsAt(string areaId, string spotId)
+        /// <summary>The ids of every area the snapshot lists.</summary>
+        public IReadOnlyList<string> Areas
         {
-            var spot = View == null ? null : View.SelectToken("areas." + areaId + ".spots." + spotId) as JObject;
-            return spot == null ? new JArray() : (JArray)spot["items"];
+            get { var areas = Path(view, "areas") as JObject; return areas == null ? new string[0] : areas.Properties().Select(p => p.Name).ToArray(); }
+        }
+
+        /// <summary>The ids of the spots of one area (empty for an unknown area).</summary>
+        public IReadOnlyList<string> SpotsIn(string areaId)
+        {
+            var spots = Path(view, "areas", areaId, "spots") as JObject;
+            return spots == null ? new string[0] : spots.Properties().Select(p => p.Name).ToArray();
+        }
+
+        /// <summary>The items lying in one spot of an area (empty for any unknown or odd id).</summary>
+        public IReadOnlyList<Item> ItemsAt(string areaId, string spotId)
+        {
+            return Items(Path(view, "areas", areaId, "spots", spotId, "items") as JArray);
+        }
+
+        /// <summary>The players (self included) standing in one area, sorted.</summary>
+        public IReadOnlyList<string> PlayersIn(string areaId)
+        {
+            return roster.Where(p => p.Value == areaId).Select(p => p.Key).OrderBy(u => u, StringComparer.Ordinal).ToArray();
+        }
+
+        /// <summary>The area an NPC stands in (null if unknown).</summary>
+        public string NpcArea(string npcId)
+        {
+            return Text(Path(view, "npcs", npcId, "area_id"));
+        }
+
+        /// <summary>One value of the environment (`weather`, `time_of_day`), or null.</summary>
+        public string Environment(string key)
+        {
+            return Text(Path(view, "environment", key));
         }
 
         /// <summary>Replace everything with a snapshot.</summary>
-        public void ApplySnapshot(JObject frame)
+        internal void ApplySnapshot(JObject frame)
         {
-            View = (JObject)frame.DeepClone();
+            view = (JObject)frame.DeepClone();
             Version = (long)frame["snapshot_version"];
             Snapshots++;
             roster.Clear();
             var players = frame["players"] as JArray;
-            if (players == null)
-                return;
-            foreach (var player in players)
-                roster[(string)player["user_id"]] = (string)player["area_id"];
+            if (players != null)
+                foreach (var player in players)
+                    roster[(string)player["user_id"]] = (string)player["area_id"];
+            Fire(Replaced, this);
+            foreach (var area in Areas)
+                Fire(AreaChanged, area);
+            Fire(InventoryChanged, this);
+            Fire(RosterChanged, this);
         }
 
-        /// <summary>Apply one world_update if it is the next step of our chain.</summary>
-        public DeltaResult ApplyUpdate(JObject update)
+        /// <summary>Apply one world_update if it is the next step of the chain; `self` keeps the roster's own entry current.</summary>
+        internal DeltaResult ApplyUpdate(JObject update, string self)
         {
-            if (View == null)
+            if (view == null)
                 return DeltaResult.NoSnapshot;
             var after = (long)update["snapshot_version"];
             if (after <= Version)
@@ -81,69 +146,142 @@ namespace Gaia.Realtime
                 Gaps++;
                 return DeltaResult.Gap;
             }
-            foreach (JObject change in (JArray)update["changes"])
-                ApplyChange(change);
+            try
+            {
+                foreach (JObject change in (JArray)update["changes"])
+                    ApplyChange(change);
+            }
+            catch (Exception)
+            {
+                // Half applied: the view can no longer be trusted. Nothing more applies until a snapshot.
+                Failures++;
+                Version = -2;
+                ClearTouched();
+                return DeltaResult.Failed;
+            }
             Version = after;
-            View["snapshot_version"] = after;
+            view["snapshot_version"] = after;
+            var here = CurrentArea;
+            if (self != null && here != null)
+                SetRoster(self, here);
+            RaiseTouched();
             return DeltaResult.Applied;
         }
 
-        /// <summary>A join, leave or move of another player.</summary>
-        public void ApplyPresence(PresenceChange change)
+        /// <summary>A join, leave or move of a player.</summary>
+        internal void ApplyPresence(PresenceChange change)
         {
             if (change.Event == "leave")
-                roster.Remove(change.UserId);
-            else
-                roster[change.UserId] = change.AreaId;
+            {
+                string was;
+                if (roster.TryGetValue(change.UserId, out was))
+                {
+                    roster.Remove(change.UserId);
+                    touched.Add(was);
+                    rosterTouched = true;
+                }
+            }
+            else if (change.UserId != null && change.AreaId != null)
+            {
+                SetRoster(change.UserId, change.AreaId);
+            }
+            RaiseTouched();
         }
 
-        /// <summary>Keep the roster's entry for this player in step with its own moves (which come as deltas).</summary>
-        public void TrackSelf(string userId)
+        /// <summary>Mark the world unusable until the next snapshot (a connection that ended while a repair was asked).</summary>
+        internal bool Broken
         {
-            if (userId != null && CurrentArea != null)
-                roster[userId] = CurrentArea;
+            get { return view != null && Version < 0; }
         }
 
-        private JArray Collection(JObject change)
+        private void SetRoster(string userId, string areaId)
         {
-            var area = change["area_id"];
-            if (area == null || area.Type == JTokenType.Null)
-                return (string)change["path"] == "player.inventory" ? Inventory : null;
-            var spot = View.SelectToken("areas." + (string)area + ".spots." + (string)change["spot_id"]) as JObject;
-            return spot == null ? null : (JArray)spot["items"];
+            string was;
+            if (roster.TryGetValue(userId, out was) && was == areaId)
+                return;
+            if (was != null)
+                touched.Add(was);
+            roster[userId] = areaId;
+            touched.Add(areaId);
+            rosterTouched = true;
+        }
+
+        private void RaiseTouched()
+        {
+            if (rosterTouched && view != null)
+                view["players"] = new JArray(roster.OrderBy(p => p.Key, StringComparer.Ordinal)
+                    .Select(p => new JObject { { "user_id", p.Key }, { "area_id", p.Value } }));
+            var areas = touched.ToArray();
+            var inventory = inventoryTouched;
+            var players = rosterTouched;
+            ClearTouched();
+            foreach (var area in areas)
+                Fire(AreaChanged, area);
+            if (inventory)
+                Fire(InventoryChanged, this);
+            if (players)
+                Fire(RosterChanged, this);
+        }
+
+        private void ClearTouched()
+        {
+            touched.Clear();
+            inventoryTouched = false;
+            rosterTouched = false;
         }
 
         private void ApplyChange(JObject change)
         {
             var op = (string)change["operation"];
-            var items = Collection(change);
+            var path = (string)change["path"];
             var instance = (string)change["instance_id"];
-            if (op == "add" && items != null)
+            var area = Text(change["area_id"]);
+            var spot = Text(change["spot_id"]);
+            JArray items = null;
+            if (area != null && spot != null)
             {
-                var item = change["item"] ?? change["value"];
-                items.Add(item.DeepClone());
+                items = (JArray)Path(view, "areas", area, "spots", spot, "items");
+                touched.Add(area);
             }
-            else if (op == "remove" && items != null)
+            else if (path == "player.inventory")
+            {
+                items = (JArray)Path(view, "player", "inventory");
+                inventoryTouched = true;
+            }
+            if (items != null && op == "add")
+            {
+                items.Add((change["item"] ?? change["value"]).DeepClone());
+            }
+            else if (items != null && op == "remove")
             {
                 foreach (var found in items.Where(i => (string)i["instance_id"] == instance).ToList())
                     found.Remove();
             }
-            else if (op == "update" && instance != null && items != null)
+            else if (items != null && op == "update" && instance != null)
             {
                 for (int i = 0; i < items.Count; i++)
+                {
                     if ((string)items[i]["instance_id"] == instance)
                         items[i] = change["item"].DeepClone();
+                }
             }
-            else if (op == "update")
+            else if (op == "update" && path != null)
             {
-                SetPath((string)change["path"], change["value"]);
+                SetPath(path, change["value"]);
+            }
+            else
+            {
+                throw new InvalidOperationException("a change this client cannot apply: " + change);
             }
         }
 
         private void SetPath(string path, JToken value)
         {
             var keys = path.Split('.');
-            JObject target = View;
+            if (keys.Any(string.IsNullOrEmpty))
+                throw new InvalidOperationException("a change with an empty key in its path: " + path);
+            NoteArea(keys, value);
+            JObject target = view;
             for (int i = 0; i < keys.Length - 1; i++)
             {
                 var next = target[keys[i]] as JObject;
@@ -154,7 +292,59 @@ namespace Gaia.Realtime
                 }
                 target = next;
             }
+            var old = Text(target[keys[keys.Length - 1]]);
             target[keys[keys.Length - 1]] = value == null ? JValue.CreateNull() : value.DeepClone();
+            if (keys.Length == 3 && keys[0] == "npcs" && keys[2] == "area_id" && old != null)
+                touched.Add(old);  // the NPC left that area
+            if (path == "player.current_area" && old != null)
+                touched.Add(old);
+        }
+
+        private void NoteArea(string[] keys, JToken value)
+        {
+            if (keys[0] == "areas" && keys.Length > 1)
+                touched.Add(keys[1]);
+            else if (keys[0] == "npcs" && keys.Length == 3 && keys[2] == "area_id")
+                touched.Add(Text(value));
+            else if (keys.Length == 2 && keys[0] == "player" && keys[1] == "current_area")
+                touched.Add(Text(value));
+            else if (keys.Length == 2 && keys[0] == "player" && keys[1] == "inventory")
+                inventoryTouched = true;
+            touched.Remove(null);
+        }
+
+        private void Fire<T>(Action<T> handler, T value)
+        {
+            if (handler == null)
+                return;
+            foreach (Action<T> one in handler.GetInvocationList())
+            {
+                try { one(value); }
+                catch (Exception e) { HandlerFailed(e); }
+            }
+        }
+
+        private static IReadOnlyList<Item> Items(JArray items)
+        {
+            return items == null ? None : items.OfType<JObject>().Select(i => new Item(i)).ToArray();
+        }
+
+        private static JToken Path(JToken root, params string[] keys)
+        {
+            var at = root;
+            foreach (var key in keys)
+            {
+                var obj = at as JObject;
+                if (obj == null || key == null)
+                    return null;
+                at = obj[key];
+            }
+            return at;
+        }
+
+        private static string Text(JToken token)
+        {
+            return token == null || token.Type == JTokenType.Null ? null : token.ToString();
         }
     }
 }

@@ -1,4 +1,5 @@
 using System;
+using Newtonsoft.Json.Linq;
 
 namespace Gaia.Realtime
 {
@@ -66,9 +67,62 @@ namespace Gaia.Realtime
         public GaiaAuthException(string message) : base(message) { }
     }
 
-    /// <summary>The connection is not open (or closed while a request waited for its answer).</summary>
+    /// <summary>The connection is not open and none is coming (or it closed while a request waited for its answer).</summary>
     public sealed class GaiaConnectionException : Exception
     {
+        /// <summary>An exception with a message.</summary>
         public GaiaConnectionException(string message) : base(message) { }
+
+        /// <summary>An exception wrapping the transport's own (a refused or failed handshake).</summary>
+        public GaiaConnectionException(string message, Exception inner) : base(message, inner) { }
+    }
+
+    /// <summary>A `world_update` as the client handled it: the frame and what applying it did.</summary>
+    public sealed class WorldUpdate
+    {
+        /// <summary>The frame as received (read it, never change it).</summary>
+        public JObject Frame;
+        /// <summary>Applied, or why not (a gap or a failure is repaired by a snapshot the client asks for).</summary>
+        public DeltaResult Result;
+        /// <summary>The stream sequence (the resume cursor).</summary>
+        public long Seq;
+        /// <summary>Who caused it (`world` for the world clock).</summary>
+        public string ActorId;
+    }
+
+    /// <summary>One `chat_chunk`: a piece of a chat's narrative, raised after the world change it tells of was applied.</summary>
+    public sealed class ChatChunk
+    {
+        /// <summary>The chat's id (as sent).</summary>
+        public string Id;
+        /// <summary>The conversation it belongs to.</summary>
+        public string ConversationId;
+        /// <summary>The text to append.</summary>
+        public string Delta;
+    }
+
+    /// <summary>How a chat ended (`chat_done`, or an `error` answering it).</summary>
+    public sealed class ChatResult
+    {
+        /// <summary>The chat's id.</summary>
+        public string Id;
+        /// <summary>The conversation (chosen by the gateway when none was given).</summary>
+        public string ConversationId;
+        /// <summary>The action the words became (null if none).</summary>
+        public string Action;
+        /// <summary>True if the action succeeded.</summary>
+        public bool Success;
+        /// <summary>Who wrote the story: `model`, `builtin` or `fallback`.</summary>
+        public string Narrator;
+        /// <summary>Why the fallback narrator wrote it (null otherwise).</summary>
+        public string Reason;
+        /// <summary>The whole narrative (every chunk's delta, in order).</summary>
+        public string Text;
+        /// <summary>Milliseconds to the first chunk, as the gateway measured.</summary>
+        public double TimeToFirstChunkMs;
+        /// <summary>Milliseconds for the whole chat, as the gateway measured.</summary>
+        public double TotalTimeMs;
+        /// <summary>The `error` that ended the chat instead of `chat_done` (null otherwise).</summary>
+        public GaiaError Error;
     }
 }
