@@ -5,25 +5,49 @@ Every figure it prints and writes is measured in this run; verdicts come from `h
 from __future__ import annotations
 
 import asyncio
+import os
 import resource
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import aiohttp
 import nats
 import psutil
 
-from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, NatsWsListener, SseListener
 from harness.benchcapacity import bench_capacity, bench_restart
+from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, NatsWsListener, SseListener
 from harness.benchcluster import bench_cluster_restart
+from harness.benchconnect import bench_connect_floor
 from harness.benchkb import WORKERS, bench_kb_stores
-from harness.benchkit import (EXPERIENCE, run_load, connect_many, cpu_quiet, cpu_seconds, event_payload, publish_broadcasts,
-                              wait_all)
-from harness.benchreport import (SCALING_END, SCALING_START, Phase, all_met, machine, non_default_settings, pct,
-                                 render, replace_section, scaling_section, tail, tail_value, verdict_rows)
+from harness.benchrounds import Rounds
+from harness.benchkit import (
+    EXPERIENCE,
+    connect_many,
+    cpu_quiet,
+    cpu_seconds,
+    event_payload,
+    publish_broadcasts,
+    run_load,
+    wait_all,
+)
+from harness.benchreport import (
+    SCALING_END,
+    SCALING_START,
+    Phase,
+    all_met,
+    machine,
+    process_settings,
+    pct,
+    render,
+    replace_section,
+    scaling_section,
+    tail,
+    tail_value,
+    verdict_rows,
+)
 from harness.procs import NatsServer, free_port, stop_process, wait_for_port
 from harness.system import LocalSystem
 from shared.auth import issue_token
@@ -44,9 +68,11 @@ class Run:
     phases: list[Phase] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     latency: dict[int, list[float]] = field(default_factory=dict)
+    rounds: Rounds = field(default_factory=Rounds)  # headline ratios, one value per round: verdicts on the median
 
     def phase(self, name: str, system: LocalSystem | None = None, extra: str = "") -> Phase:
-        settings = non_default_settings(system.env_settings) if system is not None else "none"
+        """A new phase whose settings are read from its gateway's real environment."""
+        settings = process_settings({**os.environ, **system.gateway.env}) if system is not None else "none"
         if system is not None and not system.nats.sync_always:
             settings += "; nats-server without `sync_interval: always` (no fsync per write)"
         phase = Phase(name, settings + (f"; {extra}" if extra else ""))
@@ -142,14 +168,16 @@ async def bench_transports(system: LocalSystem, watchers: int, actions: int, run
 
 
 async def fanout_line(name: str, listeners: list[Any], servers: dict[str, psutil.Process], system: LocalSystem,
-                      events: int, rate: float, run: Run, phase: Phase, first: int) -> dict[str, float]:
+                      events: int, rate: float, run: Run, phase: Phase, first: int,
+                      make: Callable[[int], bytes] = event_payload) -> dict[str, float]:
     """One saturated fan-out to already-connected listeners: deliveries/s and CPU per delivery per process."""
     expected = len(listeners) * events
     me = psutil.Process()
-    await cpu_quiet(list(servers.values()))
+    if not await cpu_quiet(list(servers.values())):
+        name += " (CPU not quiet before it)"
     before = {k: cpu_seconds(p) for k, p in servers.items()}
     client_before = cpu_seconds(me)
-    started = await publish_broadcasts(system.nats_url, events, rate, first)
+    started = await publish_broadcasts(system.nats_url, events, rate, first, make)
     got = await wait_all(listeners, expected, timeout=max(60.0, 5 * events / rate))
     last = max(l.arrivals.last_at for l in listeners)
     used = {k: cpu_seconds(p) - before[k] for k, p in servers.items()}
@@ -165,20 +193,22 @@ async def fanout_line(name: str, listeners: list[Any], servers: dict[str, psutil
     return {"delivered": got, "expected": expected, "total_us": sum(per.values()), **per}
 
 
-FANOUT_ROUNDS = 2  # the lines alternate, round after round, so a noisy moment hits all of them
+FANOUT_ROUNDS = 3  # the lines alternate, round after round, so a noisy moment hits all of them
+AREAS = 3  # the per-audience line: players spread over this many areas, each event seen in one of them
 
 
 async def bench_fanout(clients: int, events: int, rate: float, run: Run) -> None:
     """Our gateway, the minimal forwarder and nats-server's WebSocket listener, in turn, same broadcasts."""
     system = await LocalSystem(nats_ws_port=free_port(), sync_always=False).start()
     fwd_port = free_port()
-    phase = run.phase(f"Fan-out: {events} broadcasts offered at {rate:.0f}/s to {clients} clients, "
+    phase = run.phase(f"Fan-out: {events} events offered at {rate:.0f}/s to {clients} clients, "
                       f"{FANOUT_ROUNDS} rounds", system)
     phase.rows += ["| round, line | delivered/expected | deliveries/s | CPU per delivery by process (us) | "
                    "servers' total (us) | client process CPU |", "|---|---|---|---|---|---|"]
     forwarder = psutil.Popen([sys.executable, "-m", "harness.forwarder", "--port", str(fwd_port),
                               "--nats", system.nats.url_as("gateway")])  # a gateway's rights, no more
-    used: dict[str, float] = {"gateway": 0.0, "forwarder": 0.0, "nats-server": 0.0, "delivered": 0.0}
+    used: dict[str, float] = {"gateway": 0.0, "nats-server": 0.0, "delivered": 0.0}
+    by_area = [[f"fan{i}" for i in range(clients) if i % AREAS == a] for a in range(AREAS)]
     try:
         wait_for_port(fwd_port, proc=forwarder)  # type: ignore[arg-type]
         nats_proc, gw = system.server_procs()[0], system.server_procs()[2]
@@ -195,28 +225,39 @@ async def bench_fanout(clients: int, events: int, rate: float, run: Run) -> None
              lambda http: started([NatsWsListener(http, f"ws://127.0.0.1:{system.nats.ws_port}", live,
                                                   "gateway", system.nats.passwords["gateway"])
                                    for _ in range(clients)])),
+            (f"our gateway, per-player audiences (location visibility: each change seen by the players of one "
+             f"of {AREAS} areas, the others get the version step)", {"gateway": gw, "nats-server": nats_proc},
+             lambda http: connect_many(http, system, "fan", clients)),
         ]
+        makers = [event_payload, event_payload, event_payload,
+                  lambda version: event_payload(version, by_area[version % AREAS])]
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             for r in range(FANOUT_ROUNDS):
+                per_line: dict[int, dict[str, float]] = {}
                 for i, (name, servers, connect) in enumerate(lines):
                     listeners = await connect(http)
                     line = await fanout_line(f"{r + 1}: {name}", listeners, servers, system, events, rate, run,
-                                             phase, (10 * r + i + 1) * 10**6)
+                                             phase, (10 * r + i + 1) * 10**6, makers[i])
                     await asyncio.gather(*(l.close() for l in listeners))
+                    per_line[i] = line
                     if i == 0:
                         used["gateway"] += line["gateway"] * line["delivered"]
                         used["nats-server"] += line["nats-server"] * line["delivered"]
                         used["delivered"] += line["delivered"]
-                    elif i == 1:
-                        used["forwarder"] += line["forwarder"] * line["delivered"]
-                        used["forwarder_delivered"] = used.get("forwarder_delivered", 0.0) + line["delivered"]
+                run.rounds.add("cpu_vs_forwarder", per_line[0]["gateway"] / max(per_line[1]["forwarder"], 1e-9))
+                run.rounds.add("gateway_us_per_delivery", per_line[0]["gateway"])
+                run.rounds.add("forwarder_us_per_delivery", per_line[1]["forwarder"])
+                run.rounds.add("audience_us_per_delivery", per_line[3]["gateway"])
         run.figures["gateway_us_per_delivery"] = used["gateway"] / max(used["delivered"], 1)
         run.figures["nats_us_per_delivery"] = used["nats-server"] / max(used["delivered"], 1)
-        forwarder_us = used["forwarder"] / max(used.get("forwarder_delivered", 0.0), 1)
-        run.figures["cpu_vs_forwarder"] = run.figures["gateway_us_per_delivery"] / max(forwarder_us, 1e-9)
-        phase.rows += ["", f"Over all rounds: gateway {run.figures['gateway_us_per_delivery']:.1f} us per delivery, "
-                           f"forwarder {forwarder_us:.1f} us; ratio {run.figures['cpu_vs_forwarder']:.2f}. "
-                           "A client process near 100% of a core means that line's deliveries/s is the client's "
+        rounds = run.rounds
+        phase.rows += ["", "| per round, then the median (min, max) | value |", "|---|---|",
+                       f"| gateway CPU per broadcast delivery (us) | {rounds.spread('gateway_us_per_delivery', 1)} |",
+                       f"| minimal forwarder CPU per delivery (us) | {rounds.spread('forwarder_us_per_delivery', 1)} |",
+                       f"| **gateway / forwarder, each round's ratio** | {rounds.spread('cpu_vs_forwarder')} |",
+                       f"| gateway CPU per delivery with per-player audiences (us) | "
+                       f"{rounds.spread('audience_us_per_delivery', 1)} |",
+                       "", "A client process near 100% of a core means that line's deliveries/s is the client's "
                            "limit, not the server's."]
     finally:
         stop_process(forwarder)  # type: ignore[arg-type]
@@ -329,7 +370,8 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     started = time.monotonic()
     run = Run()
     sizes = {"players": [10, 50] if quick else [10, 100, 1000], "actions": 10 if quick else 20,
-             "fanout": (50, 50) if quick else (300, 300), "idle": 300 if quick else 10000}
+             "fanout": (50, 50) if quick else (300, 300), "idle": 300 if quick else 10000,
+             "connects": 100 if quick else 500}
     print(f"benchmark on {machine()}")
     system = await LocalSystem().start()
     try:
@@ -344,44 +386,70 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
         system.stop()
     await bench_fanout(*sizes["fanout"], 100.0, run)
     await bench_fanout_fsync(100, 100, run)
+    await bench_connect(sizes["connects"], run)
     await bench_capacity_and_restart(sizes["idle"], run)
-    phase = run.phase(f"Gateway restart on a 3-node NATS cluster: {sizes['idle']} idle sessions", None,
-                      "harness/cluster.py: 3 nats-server nodes (R3 stream, fsync on every node), one kb, one gateway; "
-                      "presence announcements off")
-    await bench_cluster_restart(sizes["idle"], run.figures, run.failures, phase)
+    phase = run.phase(f"Gateway restart on a 3-node NATS cluster: {sizes['idle']} idle sessions, {ROUNDS} restarts",
+                      None, "harness/cluster.py: 3 nats-server nodes (R3 stream, fsync on every node), one kb, "
+                      "one gateway")
+    await bench_cluster_restart(sizes["idle"], run.figures, run.failures, phase, ROUNDS, run.rounds)
     await bench_durability(300 if quick else 500, run)
     await bench_live_path(300 if quick else 1000, run)
-    phase = run.phase("kb commits per process: SQLite and PostgreSQL, fsync on", None,
+    kb_seconds = 2.0 if quick else 5.0
+    phase = run.phase(f"kb commits per process: SQLite and PostgreSQL, fsync on, {ROUNDS} interleaved rounds", None,
                       f"{WORKERS} players walking through kb's HTTP API at once, one world; a warm-up second, "
-                      f"then {3 if quick else 8} s timed; the world seeded with its players ever, all seen just now")
-    await bench_kb_stores(run.figures, phase.rows, seconds=3.0 if quick else 8.0)
+                      f"then {kb_seconds:g} s timed; the world seeded with its players ever, all seen just now")
+    await bench_kb_stores(run.figures, phase.rows, seconds=kb_seconds, rounds=ROUNDS, spreads=run.rounds)
     run.figures["fanout_short"] = float(sum(1 for f in run.failures if f.startswith("fan-out")))
+    for figure in ("cpu_vs_forwarder", "connect_cpu_vs_floor", "restart_resumed_s"):
+        if figure in run.rounds.values:
+            run.figures[figure] = run.rounds.median(figure)
     seconds = time.monotonic() - started
     command = "gaia-harness bench" + (" --quick" if quick else "")
     print(f"done in {seconds:.0f} s")
-    print("\n".join(verdict_rows(run.figures)))
+    print("\n".join(verdict_rows(run.figures, run.rounds)))
     for failure in run.failures:
         print(f"FAILED: {failure}")
     if write:
-        DOC.write_text(render(run.phases, run.figures, command, seconds, run.failures, PLOT.name))
+        DOC.write_text(render(run.phases, run.figures, command, seconds, run.failures, PLOT.name, run.rounds))
         plot(run)
         if section := scaling_section(run.figures, command):
             SCALING.write_text(replace_section(SCALING.read_text(), section, SCALING_START, SCALING_END))
         print(f"wrote {DOC}, {PLOT} and the measured section of {SCALING}")
     if not all_met(run.figures):
-        print("not every target is met (see the verdicts)")
-    return 1 if run.failures else 0
+        print("not every target is met (see the verdicts): exit 1")
+    return 1 if run.failures or not all_met(run.figures) else 0
+
+
+async def bench_connect(per_round: int, run: Run) -> None:
+    """The gateway's CPU per connect against the handshake floor, in interleaved rounds, shipped settings."""
+    phase = run.phase(f"Connects: our gateway and the handshake floor, {per_round} fresh players each, "
+                      f"{ROUNDS} interleaved rounds", None)
+    await bench_connect_floor(ROUNDS, per_round, phase, run.rounds)
+    phase.rows += ["", f"Gateway CPU per connect / the floor's, each round's ratio: "
+                       f"**{run.rounds.spread('connect_cpu_vs_floor')}**; connect rates (sessions/s, the client "
+                       f"included on this machine): gateway {run.rounds.spread('gateway_connects_per_s', 0)}, floor "
+                       f"{run.rounds.spread('floor_connects_per_s', 0)}."]
+    print(f"  connect CPU gateway/floor: {run.rounds.spread('connect_cpu_vs_floor')}")
 
 
 async def bench_capacity_and_restart(sessions: int, run: Run) -> None:
     """Idle sessions in one gateway process, then a gateway restart they must all resume from."""
     system = await LocalSystem(presence_announce="0").start()
-    phase = run.phase(f"Capacity and restart: {sessions} idle sessions", system,
-                      "presence announcements off: 10,000 joins announced to 10,000 sessions are 50M frames")
+    phase = run.phase(f"Capacity and restart: {sessions} idle sessions (no roster), {ROUNDS} restarts", system,
+                      "presence announcements off, so snapshots carry no roster: 10,000 joins announced to 10,000 "
+                      "sessions are 50M frames (the connect phase measures snapshots with the roster, as shipped)")
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             listeners = await bench_capacity(http, system, sessions, run.figures, phase)
-            await bench_restart(http, system, listeners, run.figures, run.failures, phase)
+            lost = 0.0
+            for r in range(ROUNDS):
+                local: dict[str, float] = {}
+                await bench_restart(http, system, listeners, local, run.failures, phase, r)
+                run.rounds.add("restart_resumed_s", local["restart_resumed_s"])
+                lost += local["restart_lost"]
+            run.figures["restart_lost"] = lost
+            phase.rows += ["", f"SIGTERM to the last session resumed, over the {ROUNDS} restarts: "
+                               f"**{run.rounds.spread('restart_resumed_s', 1)}** s."]
             await asyncio.gather(*(l.close() for l in listeners))
     finally:
         system.stop()

@@ -81,9 +81,10 @@ async def bench_capacity(http: aiohttp.ClientSession, system: LocalSystem, sessi
 
 
 async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listeners: list[GatewayListener],
-                        figures: dict[str, float], failures: list[str], phase: Phase) -> None:
+                        figures: dict[str, float], failures: list[str], phase: Phase, round_no: int = 0) -> None:
     """SIGTERM the gateway, publish while it is down, start it again: every session resumes, nothing lost."""
-    await publish_broadcasts(system.nats_url, 1, 1000.0, first=5 * 10**6)  # every session gets a cursor
+    base = round_no * 10**5  # each round's versions apart from the others'
+    await publish_broadcasts(system.nats_url, 1, 1000.0, first=5 * 10**6 + base)  # every session gets a cursor
     deadline = time.monotonic() + 60
     while any(l.last_seq is None for l in listeners) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
@@ -92,7 +93,7 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
     system.gateway.proc.send_signal(signal.SIGTERM)
     await asyncio.get_running_loop().run_in_executor(None, system.gateway.proc.wait, 60)
     down = time.perf_counter()
-    missed = [6 * 10**6 + i for i in range(RESTART_EVENTS)]
+    missed = [6 * 10**6 + base + i for i in range(RESTART_EVENTS)]
     await publish_broadcasts(system.nats_url, RESTART_EVENTS, 1000.0, first=missed[0])
     # Clients retry from here (backoff with jitter) while the new process starts.
     me, client_before = psutil.Process(), cpu_seconds(psutil.Process())
@@ -111,9 +112,9 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
     figures["restart_resumed_s"] = last - killed if len(resumed) == len(listeners) else float("inf")
     figures["restart_lost"] = float(lost)
     if len(resumed) < len(listeners) or lost:
-        failures.append(f"restart: {len(resumed)} of {len(listeners)} resumed, {lost} events lost")
+        failures.append(f"restart, round {round_no + 1}: {len(resumed)} of {len(listeners)} resumed, {lost} events lost")
     phase.rows += [
-        "", "| gateway restart (SIGTERM, start again on the same port) | value |", "|---|---|",
+        "", f"| gateway restart, round {round_no + 1} (SIGTERM, start again on the same port) | value |", "|---|---|",
         f"| sessions resumed with last_seq / dropped | {len(resumed)} / {len(listeners)} |",
         f"| events published while the gateway was down, lost / expected | {lost} / "
         f"{RESTART_EVENTS * len(listeners)} |",
@@ -125,5 +126,5 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
         f"| catch-ups in the new process / through a consumer / direct gets sent | {catchups['catchups']:.0f} / "
         f"{catchups['catchup_consumers']:.0f} / {catchups['direct_reads']:.0f} |",
         f"| catch-up consumers left afterwards | {consumers} |"]
-    print(f"  restart: {len(resumed)}/{len(listeners)} resumed {figures['restart_resumed_s']:.1f} s after SIGTERM "
+    print(f"  restart, round {round_no + 1}: {len(resumed)}/{len(listeners)} resumed {figures['restart_resumed_s']:.1f} s after SIGTERM "
           f"(listening again after {up - killed:.1f} s), lost {lost}, resyncs {resyncs}, consumers left {consumers}")

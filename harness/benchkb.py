@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 
 from harness.benchkit import EXPERIENCE
+from harness.benchrounds import Rounds
 from harness.pg import PostgresServer, pg_bin
 from harness.system import LocalSystem
 from kb.stores import WorldDelta, open_store
@@ -66,27 +67,38 @@ async def measure(url: str, players_ever: int, seconds: float) -> dict[str, Any]
 
 
 async def bench_kb_stores(figures: dict[str, float], rows: list[str], seconds: float = 5.0,
-                          many: int = 10_000) -> None:
-    """Both stores, few and many players ever; figures kb_<store>_actions_per_s and kb_<store>_many_vs_few."""
-    rows += ["| store | players ever | actions committed/s | committed (refused) in the timed run |",
-             "|---|---|---|---|"]
+                          many: int = 10_000, rounds: int = 1, spreads: Rounds | None = None) -> None:
+    """Both stores, few and many players ever, in interleaved rounds (the order of few and many swapped
+    each round); figures kb_<store>_actions_per_s and kb_<store>_many_vs_few are medians over the rounds."""
+    spreads = spreads if spreads is not None else Rounds()
+    rows += ["| round | store | players ever | actions committed/s | committed (refused) in the timed run |",
+             "|---|---|---|---|---|"]
     postgres = PostgresServer().start() if pg_bin("initdb") else None
     names = itertools.count(1)
     try:
-        for store in ("sqlite", "postgres"):
-            if store == "postgres" and postgres is None:
-                rows.append("| postgres | - | not measured: PostgreSQL is not installed | - |")
-                continue
-            rates = {}
-            for players_ever in (10, many):
-                url = (f"sqlite:///{tempfile.mkdtemp(prefix='gaia-kbbench-')}/kb.sqlite3" if store == "sqlite"
-                       else await postgres.database(f"bench{next(names)}"))
-                result = await measure(url, players_ever, seconds)
-                rates[players_ever] = result["rate"]
-                rows.append(f"| {store} | {players_ever:,} | {result['rate']:.0f} | {result['done']} "
-                            f"({result['refused']}) |")
-            figures[f"kb_{store}_actions_per_s"] = rates[10]
-            figures[f"kb_{store}_many_vs_few"] = rates[many] / rates[10]
+        for r in range(rounds):
+            for store in ("sqlite", "postgres"):
+                if store == "postgres" and postgres is None:
+                    if r == 0:
+                        rows.append("| - | postgres | - | not measured: PostgreSQL is not installed | - |")
+                    continue
+                rates = {}
+                for players_ever in ((10, many) if r % 2 == 0 else (many, 10)):
+                    url = (f"sqlite:///{tempfile.mkdtemp(prefix='gaia-kbbench-')}/kb.sqlite3" if store == "sqlite"
+                           else await postgres.database(f"bench{next(names)}"))  # type: ignore[union-attr]
+                    result = await measure(url, players_ever, seconds)
+                    rates[players_ever] = result["rate"]
+                    rows.append(f"| {r + 1} | {store} | {players_ever:,} | {result['rate']:.0f} | {result['done']} "
+                                f"({result['refused']}) |")
+                spreads.add(f"kb_{store}_actions_per_s", rates[10])
+                spreads.add(f"kb_{store}_many_vs_few", rates[many] / rates[10])
     finally:
         if postgres is not None:
             postgres.stop()
+    for store in ("sqlite", "postgres"):
+        if f"kb_{store}_many_vs_few" in spreads.values:
+            figures[f"kb_{store}_actions_per_s"] = spreads.median(f"kb_{store}_actions_per_s")
+            figures[f"kb_{store}_many_vs_few"] = spreads.median(f"kb_{store}_many_vs_few")
+            rows.append("")
+            rows.append(f"{store}: actions/s with {many:,} players ever / with 10, each round's ratio: "
+                        f"**{spreads.spread(f'kb_{store}_many_vs_few')}**.")

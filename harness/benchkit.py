@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Callable, Coroutine, TypeVar
 
 import aiohttp
 import nats
@@ -19,6 +20,7 @@ from shared.subjects import experience_updates
 
 EXPERIENCE = "wylding-woods"
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def run_load(main: Coroutine[Any, Any, T]) -> T:
@@ -52,14 +54,21 @@ def cpu_seconds(proc: psutil.Process) -> float:
 
 
 async def cpu_quiet(procs: list[psutil.Process], limit: float = 0.05, window: float = 0.5,
-                    timeout: float = 120.0) -> None:
-    """Wait until every process uses less than `limit` of a core over `window` seconds."""
+                    timeout: float = 120.0) -> bool:
+    """Wait until every process uses less than `limit` of a core over `window` seconds; False (said
+    on stdout and in the log) when it gave up after `timeout`."""
     deadline = time.monotonic() + timeout
+    shares: list[float] = []
     while time.monotonic() < deadline:
         before = [cpu_seconds(p) for p in procs]
         await asyncio.sleep(window)
-        if all((cpu_seconds(p) - b) / window < limit for p, b in zip(procs, before)):
-            return
+        shares = [(cpu_seconds(p) - b) / window for p, b in zip(procs, before)]
+        if all(share < limit for share in shares):
+            return True
+    busy = ", ".join(f"pid {p.pid} ({p.name()}) at {share:.0%}" for p, share in zip(procs, shares) if share >= limit)
+    print(f"  cpu_quiet: gave up after {timeout:.0f} s, still busy: {busy}")
+    log.warning("cpu_quiet gave up after %.0f s: %s", timeout, busy)
+    return False
 
 
 def ws_url(system: LocalSystem, token: str) -> str:
@@ -81,20 +90,21 @@ async def connect_many(http: aiohttp.ClientSession, system: LocalSystem, prefix:
     return listeners
 
 
-def event_payload(version: int) -> bytes:
-    """A broadcast world_update as kb publishes it (everyone may see its one change)."""
+def event_payload(version: int, only: list[str] | None = None) -> bytes:
+    """A world_update as kb publishes it: its one change seen by everyone, or (`only`) by those players."""
     return orjson.dumps({"type": "world_update", "version": "0.4", "experience": EXPERIENCE,
                          "actor_id": "bench", "base_version": version - 1, "snapshot_version": version,
                          "timestamp": int(time.time() * 1000),
                          "changes": [{"operation": "update", "area_id": None, "path": "environment.weather",
-                                      "value": "drizzle"}], "audience": [None],
+                                      "value": "drizzle"}], "audience": [None if only is None else {"only": only}],
                          "metadata": {"source": "bench", "trace_id": ""}})
 
 
-async def publish_broadcasts(nats_url: str, count: int, rate: float, first: int = 10**6) -> float:
-    """Publish `count` broadcasts into the stream at `rate` per second; returns when it started."""
+async def publish_broadcasts(nats_url: str, count: int, rate: float, first: int = 10**6,
+                             make: Callable[[int], bytes] = event_payload) -> float:
+    """Publish `count` events (`make(version)`) into the stream at `rate` per second; returns when it started."""
     nc = await nats.connect(nats_url)
-    payloads = [event_payload(first + v) for v in range(count)]
+    payloads = [make(first + v) for v in range(count)]
     started = time.perf_counter()
     for index, payload in enumerate(payloads):
         await nc.publish(experience_updates(EXPERIENCE), payload)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import tempfile
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from harness.benchreport import machine, replace_section
+from harness.benchreport import machine, process_settings, replace_section
 from harness.player import SimPlayer
 from harness.system import LocalSystem
 from harness.verify import EXPERIENCE, RunReport, check, settle
@@ -27,6 +28,7 @@ async def run_chaos(players: int = 4, duration_s: float = 20.0, seed: int = 7,
     report = RunReport(players=players, duration_s=duration_s)
     try:
         await system.start()
+        report.settings = process_settings({**os.environ, **system.gateway.env})
         settings = Settings.from_env()
         base = f"http://127.0.0.1:{system.gw_port}"
         sims = [SimPlayer([base], issue_token(settings, f"chaos{i}"), EXPERIENCE, random.Random(rng.random()))

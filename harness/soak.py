@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import sys
 import time
@@ -11,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from gateway.streams.frames import CACHE_SIZE as VALIDATOR_CACHE
-from harness.benchreport import pct
+from harness.benchreport import pct, process_settings
 from harness.losscheck import Stream, StreamMessage, check_chain
 from harness.soakclients import Chain, ChatDriver, SseReader
 from harness.soakreport import FINAL_RESUMES, Sample, SoakReport, sample
@@ -69,6 +70,7 @@ class Soak:
         """Start, churn for the duration, resume everyone, check every chain, close, settle, check for leaks."""
         await self.system.start()
         report = SoakReport(config=self.config)
+        report.settings = process_settings({**os.environ, **self.system.gateway.env})
         try:
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as http:

@@ -113,6 +113,7 @@ class SoakReport:
     final_resume_s: float = 0.0
     behind_at_end: int = 0
     lost_examples: list[str] = field(default_factory=list)
+    settings: str = ""  # the system's settings that differ from the shipped defaults, read from its environment
     eventless: int = 0  # chains that got a snapshot and no event, checked up to the stream position they left at
     mean_message_bytes: int = 0
     nats_probe_mb: float = 0.0  # peak RSS of a scratch nats-server given this run's messages
@@ -187,6 +188,7 @@ class SoakReport:
             f"{c.duration_s:.0f} s, warm-up at least {c.warmup_s:.0f} s and until the stream holds as many "
             f"events as the gateway's bounded event cache ({VALIDATOR_CACHE:,}; it was warm at "
             f"{self.warm.t if self.warm else float('nan'):.0f} s), settle {c.settle_s:.0f} s, seed {c.seed}",
+            f"settings that differ from the shipped defaults: {self.settings or 'none'}",
             f"sessions opened {self.sessions} (failed {self.connect_failures}); chains checked {self.chains} "
             f"({self.eventless} of them left before their first event: checked up to the events stored "
             f"{LEAVE_MARGIN_S:g} s before they left); "

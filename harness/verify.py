@@ -56,6 +56,7 @@ class RunReport:
     needless: int = 0  # resyncs the stream shows were not due
     repairs: int = 0
     resync_examples: list[str] = field(default_factory=list)
+    settings: str = ""  # the system's settings that differ from the shipped defaults, read from its environment
 
     @property
     def ok(self) -> bool:
@@ -72,6 +73,7 @@ class RunReport:
             f"players {self.players}, {self.duration_s:.0f} s, actions {self.actions}, "
             f"reconnects {self.reconnects}",
             f"faults injected ({len(self.faults)}): {', '.join(self.faults) or 'none'}",
+            *([f"settings that differ from the shipped defaults: {self.settings}"] if self.settings else []),
             f"events in the stream {self.published}; owed to players since they connected "
             f"{self.expected + self.replaced}, of those checked one by one {self.expected} "
             f"({self.checked_share:.1%}), delivered {self.delivered}; "
