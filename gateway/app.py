@@ -11,6 +11,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
+from gateway.chat.narrators import make_narrator
 from gateway.chat.pipeline import ChatService
 from gateway.edge.addresses import client_address_middleware, parse_networks
 from gateway.edge.admission import Edge
@@ -108,9 +109,23 @@ def add_routes(app: web.Application) -> None:
 async def _kb_ctx(app: web.Application) -> AsyncIterator[None]:
     kb = KbClient(app[SETTINGS])
     app[KB] = kb
-    app[CHAT] = ChatService(kb)
     yield
     await kb.close()
+
+
+async def _chat_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The chat pipeline and its narrator (a model's client when GAIA_NARRATOR_URL is set)."""
+    settings = app[SETTINGS]
+    narrator = make_narrator(settings, app[METRICS].registry)
+    app[CHAT] = ChatService(app[KB], narrator, turns=settings.narrator_turns)
+    yield
+    await narrator.close()
+
+
+async def finish_chats(app: web.Application) -> None:
+    """on_shutdown, before the sessions close: every chat in flight ends with its chat_done (a model's
+    narrative cut short falls back to kb's message, reason `shutdown`)."""
+    await app[CHAT].finish(app[SETTINGS].shutdown_timeout_s / 2)
 
 
 async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -164,6 +179,8 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> web.Applica
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}", manage_stream=False))
     app.cleanup_ctx.append(_kb_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
+    app.cleanup_ctx.append(_chat_ctx)
+    app.on_shutdown.append(finish_chats)
     app.on_shutdown.append(close_all_sessions)
     add_routes(app)
     return app

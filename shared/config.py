@@ -100,6 +100,21 @@ class Settings:
     sse_retry_ms: int = 500  # EventSource reconnect delay: each stream gets this plus up to as much again
     shutdown_timeout_s: float = 10.0
     gc_full_every_s: float = 30.0  # a grown heap is fully collected within this (shared/gcpacer.py); 0: CPython's own
+    # The narrator (gateway/chat): no URL keeps the embedded intent narrator; an OpenAI-compatible
+    # base URL (a hosted API, vLLM, Ollama, llama.cpp's server: ".../v1") makes a language model write it.
+    narrator_url: str = ""
+    narrator_model: str = ""
+    narrator_api_key: str = field(default="", repr=False)  # GAIA_NARRATOR_API_KEY only; never logged
+    narrator_first_token_s: float = 5.0  # no first token by then: kb's message instead (model_timeout)
+    narrator_answer_s: float = 20.0  # the whole answer (and a tool call) within this, or the rest is kb's message
+    # model requests at once per gateway process; more: kb's message (model_unavailable)
+    narrator_max_inflight: int = 32
+    narrator_max_per_user: int = 2  # model requests at once per user
+    narrator_max_tokens: int = 160
+    narrator_temperature: float = 0.7
+    narrator_turns: int = 4  # the conversation's last turns the model sees
+    narrator_tools: int = 1  # a line the intent parser does not know goes to the model with kb's actions as a tool
+    narrator_actions: tuple[str, ...] = ()  # the actions the model may propose; empty: every kb action
     uvloop: int = 1  # run on uvloop when it is installed (0: asyncio's own loop)
     env: str = ""  # "dev" lets a process start with the public development secrets (make run, tests)
     extra: Mapping[str, Any] = field(default_factory=dict, compare=False)

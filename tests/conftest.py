@@ -18,6 +18,7 @@ from kb.app import create_app as create_kb
 from kb.keys import NATS as KB_NATS
 from shared.auth import issue_token
 from shared.config import Settings
+from tests.llmfix import model_server  # noqa: F401 - the real local model, for tests named *llm*
 
 EXPERIENCE = "wylding-woods"
 

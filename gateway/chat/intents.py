@@ -27,13 +27,17 @@ def _clean(text: str | None) -> str:
 
 def parse_intent(message: str) -> dict[str, Any]:
     """The action a chat line names; anything else is said to whoever is nearby (`talk`)."""
-    text = " ".join(message.strip().split())
-    lowered = text.lower().rstrip(".!?")
+    return match_intent(message) or {"action": "talk", "npc_id": ANYONE, "message": " ".join(message.split())}
+
+
+def match_intent(message: str) -> dict[str, Any] | None:
+    """The action a chat line names, or None when no rule knows the line (a model may then propose one)."""
+    lowered = " ".join(message.strip().split()).lower().rstrip(".!?")
     for pattern, action in _PATTERNS:
         match = pattern.match(lowered)
         if match:
             return _build(action, match.groupdict())
-    return {"action": "talk", "npc_id": ANYONE, "message": text}
+    return None
 
 
 def _build(action: str, groups: dict[str, str | None]) -> dict[str, Any]:

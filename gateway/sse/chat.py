@@ -23,6 +23,7 @@ from shared.tasks import wait_event
 
 log = logging.getLogger(__name__)
 _CHAT = chat.ChatRequestSchema()
+CLIENT_CHECK_S = 0.1  # how often a chat in flight looks whether its client is still connected
 
 
 class ChatEvents:
@@ -102,26 +103,40 @@ class ChatStream:
 
     async def _exchange(self) -> None:
         conversation = self.body["conversation_id"]
-        await self.send(chat.start_metadata(conversation))
+        await self.send(chat.start_metadata(conversation, self.chat.narrator.model))
         try:
             await self.stream.open(None)
         except Exception as exc:  # noqa: BLE001 - no bus: the narrative still comes, events do not
             log.warning("[%s] no event stream for this request (%s)", self.conn_id, type(exc).__name__)
         self.request.app[METRICS].chat_seen("sse", self.user_id)
         forwarder = asyncio.create_task(self._forward_events())
+        talk = asyncio.create_task(self.chat.run(self.user_id, self.experience, self.body["message"], conversation,
+                                                 self.conn_id, self))
+        watcher = asyncio.create_task(self._cancel_when_gone(talk))
         try:
-            outcome = await self.chat.run(self.user_id, self.experience, self.body["message"], conversation,
-                                          self.conn_id, self)
+            outcome = await talk
         finally:
-            forwarder.cancel()
-            await asyncio.gather(forwarder, return_exceptions=True)
+            for task in (forwarder, watcher, talk):
+                task.cancel()
+            await asyncio.gather(forwarder, watcher, talk, return_exceptions=True)
         await self._forward_ready()
         if outcome.error is not None:
             await self.send(error_frame(*outcome.error, details=outcome.details))
-        await self.send(chat.end_metadata(outcome.first_chunk_ms, outcome.total_ms))
+        await self.send(chat.end_metadata(outcome.first_chunk_ms, outcome.total_ms, outcome.narrator, outcome.reason))
         await self.send(chat.done("error" if outcome.error else "stop"))
         assert self.resp is not None
         await self.resp.send("[DONE]")
+
+    async def _cancel_when_gone(self, talk: asyncio.Task[Any]) -> None:
+        """The client went away: cancel the chat (and its model request) now, not at the next write.
+
+        aiohttp tells a handler nothing when its client leaves (no handler cancellation here), so the
+        connection is looked at every CLIENT_CHECK_S while the chat runs.
+        """
+        while self.request.transport is not None and not self.request.transport.is_closing():
+            await asyncio.sleep(CLIENT_CHECK_S)
+        log.info("[%s] client left mid-chat: cancelling it", self.conn_id)
+        talk.cancel()
 
     # ChatSink
     async def events_through(self, version: int, timeout: float) -> bool:
@@ -133,7 +148,7 @@ class ChatStream:
         return True
 
     async def chunk(self, delta: str) -> None:
-        await self.send(chat.completion_chunk(self.body["conversation_id"], delta))
+        await self.send(chat.completion_chunk(self.body["conversation_id"], delta, self.chat.narrator.model))
 
     async def _forward_events(self) -> None:
         while True:
@@ -197,4 +212,5 @@ async def _chat_once(request: web.Request, identity: Identity, body: dict[str, A
     return web.Response(content_type="application/json", body=orjson.dumps({
         "conversation_id": body["conversation_id"], "model": request.app[CHAT].narrator.model,
         "success": outcome.success, "message": "".join(collected.text), "action": outcome.action,
-        "snapshot_version": outcome.snapshot_version}))
+        "snapshot_version": outcome.snapshot_version, "narrator": outcome.narrator,
+        **({"reason": outcome.reason} if outcome.reason else {})}))

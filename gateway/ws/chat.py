@@ -43,7 +43,10 @@ async def socket_chat(message: dict[str, Any], gate: SnapshotGate[bytes], chat: 
     if outcome.error is not None:
         gate.in_order(orjson.dumps(error_frame(*outcome.error, sink.msg_id, outcome.details)))
         return
-    gate.in_order(orjson.dumps({
+    done: dict[str, Any] = {
         "type": "chat_done", "id": sink.msg_id, "conversation_id": sink.conversation_id, "action": outcome.action,
         "success": outcome.success, "time_to_first_chunk_ms": round(outcome.first_chunk_ms, 2),
-        "total_time_ms": round(outcome.total_ms, 2)}))
+        "total_time_ms": round(outcome.total_ms, 2), "narrator": outcome.narrator}
+    if outcome.reason:
+        done["reason"] = outcome.reason
+    gate.in_order(orjson.dumps(done))

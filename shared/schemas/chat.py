@@ -22,21 +22,26 @@ class ChatRequestSchema(Schema):
     conversation_id = fields.String(load_default=lambda: uuid.uuid4().hex, validate=validate.Length(min=1, max=128))
 
 
-def start_metadata(conversation_id: str) -> dict[str, Any]:
+def start_metadata(conversation_id: str, model: str = MODEL) -> dict[str, Any]:
     """The first frame of a chat stream."""
-    return {"type": "metadata", "conversation_id": conversation_id, "model": MODEL,
+    return {"type": "metadata", "conversation_id": conversation_id, "model": model,
             "timestamp": int(time.time() * 1000)}
 
 
-def completion_chunk(conversation_id: str, content: str) -> dict[str, Any]:
+def completion_chunk(conversation_id: str, content: str, model: str = MODEL) -> dict[str, Any]:
     """One narrative chunk in OpenAI `chat.completion.chunk` form."""
     return {"id": f"chatcmpl-{conversation_id}", "object": "chat.completion.chunk", "created": int(time.time()),
-            "model": MODEL, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
+            "model": model, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
 
 
-def end_metadata(first_chunk_ms: float, total_ms: float) -> dict[str, Any]:
-    """Timings, sent after the narrative."""
-    return {"type": "metadata", "time_to_first_chunk_ms": round(first_chunk_ms, 2), "total_time_ms": round(total_ms, 2)}
+def end_metadata(first_chunk_ms: float, total_ms: float, narrator: str = "builtin",
+                 reason: str | None = None) -> dict[str, Any]:
+    """Timings and who wrote the narrative (as in `chat_done`), sent after the narrative."""
+    frame = {"type": "metadata", "time_to_first_chunk_ms": round(first_chunk_ms, 2),
+             "total_time_ms": round(total_ms, 2), "narrator": narrator}
+    if reason:
+        frame["reason"] = reason
+    return frame
 
 
 def done(finish_reason: str = "stop") -> dict[str, Any]:

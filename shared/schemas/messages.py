@@ -21,6 +21,8 @@ ACTION_REQUIRES: dict[str, tuple[str, ...]] = {
     "talk": ("npc_id",),
     "use_item": ("instance_id",),
 }
+NARRATORS = ("model", "builtin", "fallback")  # who wrote a chat's narrative
+NARRATOR_REASONS = ("model_unavailable", "model_timeout", "model_error", "cancelled", "shutdown")  # why kb's message
 MAX_SEQ = 2**63 - 1
 _ID = validate.Length(min=1, max=128)
 _TEXT = validate.Length(max=2000)
@@ -180,7 +182,7 @@ class ChatChunkSchema(_Message):
 
 
 class ChatDoneSchema(_Message):
-    """The end of a chat: what it did and how long it took."""
+    """The end of a chat: what it did, how long it took, and who wrote the narrative (`reason`: why not the model)."""
 
     id = fields.Raw(required=True)
     conversation_id = fields.String(required=True)
@@ -188,6 +190,8 @@ class ChatDoneSchema(_Message):
     success = fields.Boolean(required=True)
     time_to_first_chunk_ms = fields.Float(required=True)
     total_time_ms = fields.Float(required=True)
+    narrator = fields.String(required=True, validate=validate.OneOf(NARRATORS))
+    reason = fields.String(validate=validate.OneOf(NARRATOR_REASONS))
 
 
 class ErrorSchema(_Message):

@@ -1,0 +1,63 @@
+"""Who writes the narrative: the embedded intent narrator (kb's own message) or a language model."""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry
+
+from gateway.chat.model import ModelNarrator
+from gateway.chat.narration import BUILTIN, FALLBACK, Narration
+from gateway.chat.narratormetrics import NarratorMetrics
+from gateway.chat.prompt import Scene
+from shared.config import Settings
+from shared.schemas import chat as chat_schema
+
+
+class Narrator(Protocol):
+    """Turns a committed action into narrative text; may propose an action for a line no rule knows."""
+
+    model: str
+    proposes: bool  # lines the intent parser does not know are offered to `propose`
+    sees: bool  # wants the player's scene (kb's view) for its narrative
+
+    def narrate(self, scene: Scene, fallback_text: str) -> Narration: ...
+
+    def fallback(self, text: str, reason: str) -> Narration:
+        """kb's message (or "nothing happens") standing in for the model's story, counted with its reason."""
+        ...
+
+    async def propose(self, scene: Scene) -> tuple[dict[str, Any] | None, str | None]: ...
+
+    def stop(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class IntentNarrator:
+    """The embedded default: the intent parser decides the action, kb's own message is the narrative."""
+
+    model = chat_schema.MODEL
+    proposes = False
+    sees = False
+
+    def narrate(self, scene: Scene, fallback_text: str) -> Narration:
+        return Narration.fixed(fallback_text, BUILTIN)
+
+    def fallback(self, text: str, reason: str) -> Narration:
+        return Narration.fixed(text, FALLBACK, reason)
+
+    async def propose(self, scene: Scene) -> tuple[dict[str, Any] | None, str | None]:
+        return None, None
+
+    def stop(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+
+def make_narrator(settings: Settings, registry: CollectorRegistry) -> Narrator:
+    """A model narrator when GAIA_NARRATOR_URL is set, else the intent narrator."""
+    if not settings.narrator_url:
+        return IntentNarrator()
+    return ModelNarrator(settings, NarratorMetrics(registry))
