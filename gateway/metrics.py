@@ -1,4 +1,4 @@
-"""The gateway's Prometheus metrics: sessions, events, outboxes, actions, slow consumers, NATS."""
+"""The gateway's Prometheus metrics: sessions, events, send queues, actions, slow consumers, NATS."""
 from __future__ import annotations
 
 import time
@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from gateway.registry import SessionRegistry
+from gateway.streams.foreign import PATHS as FOREIGN_PATHS
 from gateway.streams.streamset import StreamSet
 from shared.metrics import LATENCY_BUCKETS, new_registry
 from shared.natsconn import NatsLink
@@ -66,8 +67,8 @@ class GatewayMetrics:
         dropped.add_metric(["invalid"], self.streams.stats.invalid)
         dropped.add_metric(["slow_consumer"], self.sessions.frames_dropped_slow)
         yield dropped
-        depths = [len(s.outbox) for s in self.sessions.sessions.values() if hasattr(s, "outbox")]
-        depth = GaugeMetricFamily("gaia_gateway_outbox_depth", "Frames waiting in session outboxes", labels=["stat"])
+        depths = [len(s.queue) for s in self.sessions.sessions.values() if hasattr(s, "queue")]
+        depth = GaugeMetricFamily("gaia_gateway_outbox_depth", "Frames waiting in session send queues", labels=["stat"])
         depth.add_metric(["total"], sum(depths))
         depth.add_metric(["max"], max(depths, default=0))
         yield depth
@@ -85,6 +86,12 @@ class GatewayMetrics:
                                     "Batched direct gets sent for catch-ups (shared by sessions asking the same)"),
                                    ("resyncs", stats.resyncs, "Fresh snapshots sent instead of a replay")):
             yield CounterMetricFamily(f"gaia_gateway_stream_{name}", about, value=value)
+        foreign = CounterMetricFamily("gaia_gateway_stream_foreign", "Messages dropped on a read path (live, direct, "
+                                      "consumer, last) for not being the stream's own: answers aimed there by "
+                                      "someone holding this gateway's NATS credentials", labels=["path"])
+        for path in FOREIGN_PATHS:
+            foreign.add_metric([path], self.streams.reads.foreign.counts.get(path, 0))
+        yield foreign
         yield GaugeMetricFamily("gaia_gateway_streams_catching_up", "Streams catching up from the stream now",
                                 value=self.streams.catching_up)
         chats = CounterMetricFamily("gaia_gateway_chats", "Chat lines handled, by transport", labels=["transport"])

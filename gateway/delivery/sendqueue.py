@@ -11,7 +11,7 @@ T = TypeVar("T")
 
 
 class SendQueue(Generic[T]):
-    """FIFO of encoded frames with a hard bound; a full outbox means the client is too slow."""
+    """FIFO of encoded frames with a hard bound; a full queue means the client is too slow."""
 
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
     __slots__ = ("limit", "_frames", "_waiter")

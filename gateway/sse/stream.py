@@ -123,7 +123,7 @@ class SseSession(StreamClient[Item]):
     def _expire(self) -> None:
         frame = orjson.dumps(error_frame(ErrorCode.TOKEN_EXPIRED, "the token expired; reconnect with a new one"))
         if not self.queue.put((None, frame, EXPIRED)) and self.resp is not None:
-            self.resp.stop_streaming()  # a full outbox: the stream ends without the last word
+            self.resp.stop_streaming()  # a full send queue: the stream ends without the last word
 
     def _preamble(self) -> bytes:
         """`id:` and `retry:` without data: the browser's Last-Event-ID is set before any event, so a
