@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -242,3 +243,52 @@ async def wait_for(value: Callable[[], Any], want: Any, what: str, timeout: floa
     while (got := await value()) != want:
         assert asyncio.get_running_loop().time() < deadline, f"{what}: {got} after {timeout}s"
         await asyncio.sleep(0.1)
+
+
+def unity_sees(path: Path) -> bool:
+    """Unity's asset database skips names starting with '.' or ending with '~', `cvs` and `*.tmp`."""
+    name = path.name
+    return not (name.startswith(".") or name.endswith("~") or name.lower() == "cvs" or name.endswith(".tmp"))
+
+
+def test_unity_package_imports_as_the_package_manager_reads_it() -> None:
+    manifest = orjson.loads((PACKAGE / "package.json").read_bytes())
+    assert manifest["name"] == "com.gaia.realtime" and manifest["unity"] == "2021.3"
+    version = manifest["version"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+    assert "com.unity.nuget.newtonsoft-json" in manifest["dependencies"]
+    changelog = (PACKAGE / "CHANGELOG.md").read_text()
+    assert re.findall(r"^## (\S+)", changelog, re.M)[0] == version, "the newest CHANGELOG entry is this version"
+    docs = (PACKAGE.parent.parent / "docs" / "unity.md").read_text()
+    assert f"#unity-v{version}" in docs and "unity-v<version>" in docs, "docs/unity.md names the tag of this version"
+    for sample in manifest["samples"]:
+        assert (PACKAGE / sample["path"]).is_dir() and list((PACKAGE / sample["path"]).glob("*.cs"))
+
+    asmdef = orjson.loads((PACKAGE / "Runtime" / "Gaia.Realtime.asmdef").read_bytes())
+    assert asmdef["name"] == "Gaia.Realtime" and asmdef["rootNamespace"] == "Gaia.Realtime"
+    assert "`Gaia.Realtime`" in docs and "Gaia.Realtime.asmdef" in docs, "the assembly the docs tell games to reference"
+    assert asmdef["precompiledReferences"] == ["Newtonsoft.Json.dll"] and asmdef["overrideReferences"] is True
+    assert asmdef["noEngineReferences"] is True, "the core runs outside Unity too"
+    assert "UnityEngine" not in "".join(p.read_text() for p in (PACKAGE / "Runtime").glob("*.cs"))
+
+    # Every file and folder Unity imports (and every file of a sample, copied into Assets) has a .meta.
+    assets = [p for p in PACKAGE.rglob("*") if p.suffix != ".meta" and unity_sees(p)]
+    missing = [str(p.relative_to(PACKAGE)) for p in assets if not p.with_name(p.name + ".meta").is_file()]
+    assert not missing, f"no .meta (Unity ignores these in a read-only package): {missing}"
+    metas = sorted(PACKAGE.rglob("*.meta"))
+    orphans = [str(m.relative_to(PACKAGE)) for m in metas if not m.with_name(m.name[:-5]).exists()]
+    assert not orphans and not (PACKAGE.parent / "unity.meta").exists(), orphans
+    guids: dict[str, str] = {}
+    for meta in metas:
+        text = meta.read_text()
+        assert text.startswith("fileFormatVersion: 2\n"), meta
+        guid = re.search(r"^guid: ([0-9a-f]{32})$", text, re.M)
+        assert guid, f"{meta}: no 32-hex guid"
+        assert guid[1] not in guids, f"{meta} and {guids.get(guid[1])} share a guid"
+        guids[guid[1]] = str(meta)
+        asset = meta.with_name(meta.name[:-5])
+        importer = ("DefaultImporter" if asset.is_dir() else "PackageManifestImporter" if asset.name == "package.json"
+                    else {".cs": "MonoImporter", ".asmdef": "AssemblyDefinitionImporter"}.get(asset.suffix,
+                                                                                               "TextScriptImporter"))
+        assert re.search(rf"^{importer}:$", text, re.M), f"{meta}: not a {importer}"
+        assert ("folderAsset: yes" in text) == asset.is_dir(), meta

@@ -19,12 +19,15 @@ public sealed class GaiaPlayer : MonoBehaviour
     private readonly List<string> log = new List<string>();
     private GaiaClient client;
     private Vector2 scroll;
+    private string chatLine = "";
 
     private async void Start()
     {
         client = new GaiaClient(new GaiaClientOptions {
             GatewayUrl = gatewayUrl, Experience = experience, Token = token.Trim(), Dispatcher = mainThread });
-        client.WorldUpdated += u => Note("v" + u["snapshot_version"] + " " + u["actor_id"] + ": " + u["changes"].Count() + " changes");
+        client.WorldUpdated += u => Note("v" + u.Frame["snapshot_version"] + " " + u.ActorId + ": " + u.Result);
+        client.ChatChunkReceived += chunk => Note("  " + chunk.Delta);
+        client.HandlerFailed += Debug.LogException;  // a bug in a handler above: logged, the client goes on
         client.PresenceChanged += p => Note(p.UserId + " " + p.Event + " " + p.AreaId);
         client.Resumed += r => Note("resumed: " + r.Replayed + " missed events replayed");
         client.ResyncRequired += reason => Note("resync: " + reason);
@@ -47,10 +50,24 @@ public sealed class GaiaPlayer : MonoBehaviour
         mainThread.Drain();  // every client event and world change happens here, on Unity's main thread
     }
 
-    private async void OnDestroy()
+    private async void OnApplicationPause(bool paused)
+    {
+        if (paused || client == null)
+            return;
+        try
+        {
+            await client.ConnectAsync();  // back from the background: opens nothing if the link still answers a ping
+        }
+        catch (Exception e)
+        {
+            Note("could not reconnect: " + e.Message);
+        }
+    }
+
+    private void OnDestroy()
     {
         if (client != null)
-            await client.CloseAsync();
+            client.Dispose();  // a clean close (1000): the others see this player leave at once
     }
 
     private void OnGUI()
@@ -66,15 +83,18 @@ public sealed class GaiaPlayer : MonoBehaviour
         var here = world.View["areas"][world.CurrentArea];
         GUILayout.Label((string)here["name"] + " (world v" + world.Version + ")");
         GUILayout.Label((string)here["description"]);
-        GUILayout.Label("Players here: " + string.Join(", ", world.Roster.Where(p => p.Value == world.CurrentArea).Select(p => p.Key)));
-        foreach (JProperty spot in ((JObject)here["spots"]).Properties())
-            foreach (var item in (JArray)spot.Value["items"])
-                if (GUILayout.Button("collect " + item["semantic_name"] + " (" + spot.Value["name"] + ")"))
-                    Act("collect_item", new { instance_id = (string)item["instance_id"] });
+        GUILayout.Label("Players here: " + string.Join(", ", world.PlayersIn(world.CurrentArea).ToArray()));
+        foreach (var spot in world.SpotsIn(world.CurrentArea))
+            foreach (var item in world.ItemsAt(world.CurrentArea, spot))
+                if (GUILayout.Button("collect " + item.SemanticName + " (" + here["spots"][spot]["name"] + ")"))
+                    Act("collect_item", new { instance_id = item.InstanceId });
         foreach (var exit in (JArray)here["exits"])
             if (GUILayout.Button("go to " + world.View["areas"][(string)exit]["name"]))
                 Act("go", new { destination = (string)exit });
-        GUILayout.Label("Inventory: " + string.Join(", ", world.Inventory.Select(i => (string)i["semantic_name"])));
+        GUILayout.Label("Inventory: " + string.Join(", ", world.Inventory.Select(i => i.SemanticName).ToArray()));
+        chatLine = GUILayout.TextField(chatLine);
+        if (GUILayout.Button("say") && chatLine.Trim().Length > 0)
+            Chat(chatLine);
         scroll = GUILayout.BeginScrollView(scroll);
         foreach (var line in Enumerable.Reverse(log))
             GUILayout.Label(line);
@@ -92,6 +112,20 @@ public sealed class GaiaPlayer : MonoBehaviour
         catch (Exception e)
         {
             Note(action + " failed: " + e.Message);
+        }
+    }
+
+    private async void Chat(string words)
+    {
+        chatLine = "";
+        try
+        {
+            var done = await client.ChatAsync(words);  // chunks arrive as ChatChunkReceived, after the world changed
+            Note("chat: " + (done.Error != null ? done.Error.ToString() : done.Action + " " + (done.Success ? "ok" : "refused")));
+        }
+        catch (Exception e)
+        {
+            Note("chat failed: " + e.Message);
         }
     }
 
