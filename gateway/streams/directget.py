@@ -5,18 +5,23 @@ meta-leader (Raft) operation each, which a reconnect storm of thousands of sessi
 queue. A batched direct get (`$JS.API.DIRECT.GET.<stream>` with `next_by_subj` and `batch`,
 nats-server 2.11 and later) is answered by any replica of a stream that allows direct access and
 leaves nothing behind. Every reply of this process arrives on one wildcard reply subscription
-(`<inbox>.*`), so a read adds no subscription of its own.
+(`<inbox>.*`), so a read adds no subscription of its own. Reply tokens are random, and a reply
+that is not a stored message of the subject asked for (an answer someone else aimed at our inbox)
+is dropped and reported, never appended.
 """
 from __future__ import annotations
 
 import asyncio
-import itertools
+import secrets
 from dataclasses import dataclass
+from typing import Callable
 
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from gateway.streams.headers import stored_problem
 
 END_OF_BATCH = "204"
 NOT_FOUND = "404"
@@ -40,9 +45,10 @@ class StoredMsg:
 class _Batch:
     """The replies to one request, in arrival order, until the end-of-batch (or not-found) status."""
 
-    __slots__ = ("msgs", "done", "error")
+    __slots__ = ("subject", "msgs", "done", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
         self.msgs: list[StoredMsg] = []
         self.done = asyncio.get_running_loop().create_future()
         self.error: str | None = None
@@ -51,21 +57,21 @@ class _Batch:
 class DirectReader:
     """Reads runs of one subject's stored messages through one shared reply subscription."""
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, on_foreign: Callable[[str, str, str], None]) -> None:
         self.stream = stream
+        self.on_foreign = on_foreign  # (path, subject, why) of a reply that is not ours
         self.requests = 0
         self._nc: NATS | None = None
         self._sub: Subscription | None = None
         self._prefix = ""
         self._batches: dict[str, _Batch] = {}
-        self._tokens = itertools.count(1)
 
     async def read(self, nc: NATS, subject: str, from_seq: int, batch: int, max_bytes: int,
                    timeout: float = 5.0) -> list[StoredMsg]:
         """Up to `batch` messages on `subject` from `from_seq` on ([] when there is none)."""
         await self._ensure_sub(nc)
-        token = str(next(self._tokens))
-        waiting = self._batches[token] = _Batch()
+        token = secrets.token_hex(8)  # unguessable: nobody else can aim an answer at a read in flight
+        waiting = self._batches[token] = _Batch(subject)
         request = orjson.dumps({"seq": from_seq, "next_by_subj": subject, "batch": batch, "max_bytes": max_bytes})
         self.requests += 1
         try:
@@ -94,6 +100,10 @@ class DirectReader:
         headers = msg.headers or {}
         status = headers.get("Status")
         if status is None:
+            problem = stored_problem(headers, self.stream, waiting.subject)
+            if problem:
+                self.on_foreign("direct", msg.subject, problem)
+                return
             self._add(waiting, headers, msg.data)
         else:
             if status not in (END_OF_BATCH, NOT_FOUND):

@@ -14,7 +14,8 @@ from typing import Awaitable
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
-from gateway.streams.directget import DirectReader, StoredMsg
+from gateway.streams.directget import DirectReader, DirectReadError, StoredMsg
+from gateway.streams.foreign import ForeignMessages
 from gateway.streams.frames import EventValidator
 from shared.config import Settings
 from shared.natsconn import NatsLink
@@ -43,7 +44,8 @@ class StreamReads:
         self.link = link
         self.settings = settings
         self.validator = EventValidator()
-        self.direct = DirectReader(settings.stream_name)
+        self.foreign = ForeignMessages()
+        self.direct = DirectReader(settings.stream_name, self.foreign.drop)
         self.stats = StreamStats()
         # Bounds the JetStream requests of catch-ups at once: a storm of resumes queues here.
         self.catchup_slots = asyncio.Semaphore(settings.catchup_concurrency)
@@ -98,4 +100,7 @@ class StreamReads:
             msg = await self.link.js.get_last_msg(self.settings.stream_name, subject, direct=direct)
         except NotFoundError:
             return 0
+        if msg.subject != subject:  # an answer someone else aimed at our request
+            self.foreign.drop("last", subject, f"the last message of {str(msg.subject)[:80]!r}")
+            raise DirectReadError(f"the last message of {subject} came back about another subject")
         return msg.seq or 0

@@ -25,7 +25,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from gateway.streams.directget import StoredMsg
-from gateway.streams.headers import ack_sequences, live_sequences
+from gateway.streams.headers import ack_sequences, delivery_problem, live_sequences, republish_problem
 from gateway.streams.reads import StreamReads
 from gateway.streams.sink import OpenResult, StreamSink
 from shared.natssub import subscribe_direct
@@ -135,6 +135,10 @@ class ConnectionStream:
         read loop: nothing here waits)."""
         if self._closed:
             return  # read before the server had our UNSUB (the stream was replaced by a resume)
+        problem = republish_problem(msg, self.reads.settings.stream_name, self.subject)
+        if problem:  # an answer someone aimed at the live subject: never an event, never a cursor
+            self.reads.foreign.drop("live", msg.subject, problem)
+            return
         seq, last = live_sequences(msg)
         held = self._held
         if held is not None:
@@ -325,6 +329,10 @@ class ConnectionStream:
                         msgs = await pull.fetch(min(room, CATCHUP_BATCH), timeout=5)
                     rewinds = self._rewinds
                     for msg in msgs:
+                        problem = delivery_problem(msg, reads.settings.stream_name, consumer, self.subject)
+                        if problem:
+                            reads.foreign.drop("consumer", self.subject, problem)
+                            continue
                         seq, _, pending = ack_sequences(msg.reply)
                         if self.cursor is None or seq > self.cursor:
                             self._deliver(seq, msg.data)
