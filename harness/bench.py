@@ -22,7 +22,6 @@ from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, N
 from harness.benchcluster import bench_cluster_restart
 from harness.benchconnect import bench_connect_floor
 from harness.benchkb import WORKERS, bench_kb_stores
-from harness.benchrounds import Rounds
 from harness.benchkit import (
     EXPERIENCE,
     connect_many,
@@ -39,8 +38,8 @@ from harness.benchreport import (
     Phase,
     all_met,
     machine,
-    process_settings,
     pct,
+    process_settings,
     render,
     replace_section,
     scaling_section,
@@ -48,6 +47,7 @@ from harness.benchreport import (
     tail_value,
     verdict_rows,
 )
+from harness.benchrounds import Rounds
 from harness.procs import NatsServer, free_port, stop_process, wait_for_port
 from harness.system import LocalSystem
 from shared.auth import issue_token

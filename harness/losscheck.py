@@ -99,7 +99,8 @@ def judge_resync(stream: Stream, cursor: int, version: int, reason: str, thresho
         return Resync(cursor, reason, version, behind, True,
                       f"cursor {cursor} older than the stream's first {stream.first}")
     if cursor > stream.last:
-        return Resync(cursor, reason, version, behind, True, f"cursor {cursor} ahead of the stream's last {stream.last}")
+        return Resync(cursor, reason, version, behind, True,
+                      f"cursor {cursor} ahead of the stream's last {stream.last}")
     return Resync(cursor, reason, version, behind, False, f"only {behind} behind (<= {threshold}), cursor held")
 
 

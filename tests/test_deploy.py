@@ -15,6 +15,7 @@ import yaml
 from harness.procs import nats_server_binary
 from shared.config import Settings
 from shared.natsauth import authorization_block
+from tests.conftest import missing_tool
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 K8S_VERSION = "1.30"
@@ -110,8 +111,9 @@ def test_compose_file_describes_the_whole_system() -> None:
     assert "proxy_set_header Upgrade $http_upgrade" in nginx and "proxy_buffering off" in nginx
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here")
 def test_systemd_units_verify(tmp_path: Path) -> None:
+    if shutil.which("systemd-analyze") is None:
+        missing_tool("systemd-analyze is not installed here (apt-get install systemd)")
     venv = Path(sys.executable).parent.parent
     for unit in DEPLOY.glob("systemd/*.service"):
         name = unit.name.replace("@.service", "@8000.service")

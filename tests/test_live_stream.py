@@ -213,10 +213,13 @@ async def test_a_burst_beyond_the_outbox_is_read_again_paced_not_closed(aiohttp_
                                                                        nats_server) -> None:
     server = await aiohttp_server(create_gateway(replace(gateway_settings, session_outbox_size=16), "gwburst"))
     assert await server.app[GW_NATS].wait_ready(10)
+    stats = server.app[STREAMS].stats
     async with slow_phone(server, token("alice")) as ws:
-        # 5 MB while the phone looks away for a second: far more than 16 frames of outbox.
+        # 5 MB while the phone looks away: far more than 16 frames of outbox. It reads nothing until
+        # the gateway has dropped what waited and started reading it again from the stream.
+        caught_up = stats.catchups
         published = await publish_broadcasts(nats_server.url_as("kb"), 300, note="x" * 16000)
-        await asyncio.sleep(1.0)
+        await eventually(lambda: stats.catchups > caught_up)
         seqs: list[int] = []
         while seqs[-1:] != published[-1:]:
             frame = orjson.loads((await ws.receive(timeout=10)).data)
@@ -284,10 +287,13 @@ async def test_a_resume_too_far_behind_says_resync_before_any_live_event(aiohttp
     await publish_broadcasts(nats_server.url_as("kb"), 20, first_version=2000)  # 20 behind: a snapshot, not a replay
     real_last = StreamReads.subject_last
 
+    link = server.app[GW_NATS]
+
     async def slow_last(self: StreamReads, subject: str) -> int:
         answer = await real_last(self, subject)
+        before = link.nc.stats["in_msgs"]
         await publish_broadcasts(nats_server.url_as("kb"), 3, first_version=3000, note="live")  # arrive meanwhile
-        await asyncio.sleep(0.3)
+        await eventually(lambda: link.nc.stats["in_msgs"] >= before + 3)  # in the session's hands before the end
         return answer
     monkeypatch.setattr(StreamReads, "subject_last", slow_last)
     url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
@@ -309,13 +315,17 @@ async def test_a_slow_socket_far_behind_gets_a_snapshot_instead_of_being_closed(
     settings = replace(gateway_settings, session_outbox_size=16, resync_after_events=20)
     server = await aiohttp_server(create_gateway(settings, "gwslowsnap"))
     assert await server.app[GW_NATS].wait_ready(10)
+    stats = server.app[STREAMS].stats
     async with slow_phone(server, token("alice")) as ws:
         published = await publish_broadcasts(nats_server.url_as("kb"), 300, note="z" * 16000)
-        await asyncio.sleep(1.0)  # the phone looks away
-        kinds: list[str] = []
-        while "area_of_interest" not in kinds:
-            kinds.append(orjson.loads((await ws.receive(timeout=10)).data)["type"])
+        await eventually(lambda: stats.resyncs == 1)  # the phone looks away until the gateway gave up replaying
+        frames: list[dict[str, Any]] = []
+        while "area_of_interest" not in [f["type"] for f in frames]:
+            frames.append(orjson.loads((await ws.receive(timeout=10)).data))
+        kinds = [f["type"] for f in frames]
         assert kinds.index("resync_required") < kinds.index("area_of_interest") and not ws.closed
-        assert published
+        # The resync was due: the gateway had dropped more than resync_after_events of what was published.
+        behind = int(frames[kinds.index("resync_required")]["reason"].split()[0])
+        assert settings.resync_after_events < behind <= len(published), frames[kinds.index("resync_required")]
     assert server.app[REGISTRY].closed_by_code.get(4408, 0) == 0
     assert server.app[STREAMS].stats.resyncs >= 1

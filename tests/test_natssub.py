@@ -22,10 +22,14 @@ async def test_a_direct_subscription_delivers_in_order_with_no_task_and_stops_on
     await eventually(lambda: len(got) == 100)
     assert got == [str(i).encode() for i in range(100)] and sub.pending_msgs == 0
     await sub.unsubscribe()
+    # A witness subscribed after the UNSUB on the same connection: the server handles both in order,
+    # so once the witness has "after", the removed subscription would have had it too.
+    witness = asyncio.get_running_loop().create_future()
+    await subscribe_direct(nc, "t.direct", lambda msg: witness.done() or witness.set_result(msg.data))
     await nc.publish("t.direct", b"after")
     await nc.flush()
-    await asyncio.sleep(0.2)
-    assert got[-1] == b"99"
+    assert await asyncio.wait_for(witness, 10) == b"after"
+    assert got[-1] == b"99" and len(got) == 100
     await nc.drain()
 
 

@@ -120,6 +120,9 @@ async def test_a_resume_that_missed_nothing_gets_resumed_and_no_snapshot(players
     await alice.send({"type": "resume", "last_seq": alice.last_seq})
     assert await alice.next("resumed") == {"type": "resumed", "from_seq": alice.last_seq + 1,
                                            "to_seq": alice.last_seq, "replayed": 0}
-    await asyncio.sleep(0.5)  # a snapshot would be fetched and queued well within this
-    await alice.ping()
+    # A snapshot is sent before any event that follows it: once her next step's world_update has
+    # arrived, a snapshot the resume had asked for would have arrived before it.
+    step = await alice.act("drop_item", instance_id="umbrella_1")
+    assert step["success"], step
+    await alice.reached(step["snapshot_version"])
     assert len([f for f in alice.frames if f["type"] == "area_of_interest"]) == views

@@ -1,9 +1,9 @@
 """`gaia-harness soak`, small: churn with drops and cursor resumes loses nothing, and the loss check can fail."""
 from __future__ import annotations
 
+from harness.losscheck import StreamMessage, check_chain
 from harness.soak import SoakConfig, run_soak
 from harness.soakclients import Chain
-from harness.losscheck import StreamMessage, check_chain
 
 
 async def test_a_small_soak_with_drops_and_resumes_loses_nothing_and_reports_every_target() -> None:

@@ -4,9 +4,14 @@ from __future__ import annotations
 import pytest
 
 from harness.ssebrowser import chromium, run_sse_restart
+from tests.conftest import missing_tool
 
-pytestmark = pytest.mark.skipif(
-    chromium() is None, reason="chromium is not installed and `make test` could not install it (apt-get install chromium)")
+
+@pytest.fixture(autouse=True)
+def needs_chromium() -> None:
+    """Skipped without Chromium; under CI=true a failure."""
+    if chromium() is None:
+        missing_tool("chromium is not installed and `make test` could not install it (apt-get install chromium)")
 
 
 async def test_browser_eventsource_gets_every_event_once_in_order_across_a_gateway_kill_after_a_quiet_start() -> None:
