@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--seed", type=int, default=7)
     chaos.add_argument("--fault-every", type=float, default=4.0)
     chaos.add_argument("--write", action="store_true", help="update docs/reliability.md with the figures")
+    chaos.add_argument("--cluster", action="store_true",
+                       help="3 nats-server nodes, 2 gateways, 2 kb on PostgreSQL; process, database and network faults")
+    chaos.add_argument("--faults", help="with --cluster: comma-separated fault names (default: all, then overlapping)")
+    chaos.add_argument("--sse", type=int, default=2, help="with --cluster: SSE streams beside the players")
     sse = sub.add_parser("sse-restart", help="Chromium EventSource pages across a gateway SIGKILL and restart")
     sse.add_argument("--pages", type=int, default=5)
     sse.add_argument("--down-events", type=int, default=2, help="events committed while the gateway is down")
@@ -61,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
         ok = report.ok and (args.players < 2 or others > 0)
         print("OK" if ok else "FAILED: divergence, loss or nobody saw anybody")
         sys.exit(0 if ok else 1)
+    if args.command == "chaos" and args.cluster:
+        run_cluster_chaos_command(args, argv)
     if args.command == "chaos":
         report = asyncio.run(run_chaos(args.players, args.duration, args.seed, fault_every_s=args.fault_every))
         print("\n".join(report.lines()))
@@ -68,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             write_report(report, Path("docs/reliability.md"), "gaia-harness " + " ".join(argv or sys.argv[1:]))
         sys.exit(0 if report.ok else 1)
     if args.command == "sse-restart":
-        from harness.ssebrowser import run_sse_restart, write_report as write_sse
+        from harness.ssebrowser import run_sse_restart
+        from harness.ssebrowser import write_report as write_sse
         sse_report = asyncio.run(run_sse_restart(args.pages, args.down_events))
         print("\n".join(sse_report.lines()))
         if args.write:
@@ -80,6 +87,20 @@ def main(argv: list[str] | None = None) -> None:
         from harness.bench import run_bench
         from harness.benchkit import run_load
         sys.exit(run_load(run_bench(quick=args.quick, write=not args.no_write)))
+
+
+def run_cluster_chaos_command(args: argparse.Namespace, argv: list[str] | None) -> None:
+    """Run the cluster chaos, print its summary and fault table, write them on --write; exit 1 on any finding."""
+    from harness.clusterchaos import run_cluster_chaos
+    from harness.clusterreport import lines, table
+    from harness.clusterreport import write_report as write_cluster
+    faults = args.faults.split(",") if args.faults else None
+    report = asyncio.run(run_cluster_chaos(args.players, args.sse, args.seed, faults))
+    print("\n".join([*lines(report), *table(report)]))
+    if args.write:
+        write_cluster(report, Path("docs/reliability.md"), "gaia-harness " + " ".join(argv or sys.argv[1:]))
+    print("OK" if report.ok else "FAILED")
+    sys.exit(0 if report.ok else 1)
 
 
 def run_soak_command(args: argparse.Namespace, argv: list[str] | None) -> None:

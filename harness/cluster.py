@@ -17,9 +17,11 @@ class ClusterSystem:
     """What deploy/ describes, as loopback processes; any part can be SIGKILLed and left down."""
 
     def __init__(self, work: Path | None = None, gateways: int = 2, kbs: int = 1, postgres: bool = False,
+                 node_hosts: list[str] | None = None, node_prefixes: list[list[str]] | None = None,
                  **env: str) -> None:
         """`postgres=True`: the kb processes keep their worlds on a PostgreSQL server this system starts
-        (as kb on several hosts would); otherwise on one shared SQLite file."""
+        (as kb on several hosts would); otherwise on one shared SQLite file. `node_hosts` and
+        `node_prefixes`: each node's address and command prefix (a network namespace of its own)."""
         self.work = work or Path(tempfile.mkdtemp(prefix="gaia-cluster-"))
         # Its own temporary directory: the server runs as `postgres`, which must reach it.
         self.postgres = PostgresServer() if postgres else None
@@ -27,8 +29,11 @@ class ClusterSystem:
             env = {**env, "kb_store": self.postgres.url}
         routes = [free_port() for _ in range(NODES)]
         self.passwords = new_passwords(operator=True)  # the same users on every node
+        hosts = node_hosts or ["127.0.0.1"] * NODES
+        prefixes = node_prefixes or [[] for _ in range(NODES)]
         self.nodes = [NatsServer(store_dir=str(self.work / f"nats{i + 1}"), log_path=str(self.work / f"nats{i + 1}.log"),
                                  server_name=f"n{i + 1}", cluster_port=routes[i], routes=routes,
+                                 host=hosts[i], exec_prefix=prefixes[i], route_hosts=hosts,
                                  passwords=self.passwords) for i in range(NODES)]
         nats_urls = ",".join(node.url for node in self.nodes)
         kb_ports = [free_port() for _ in range(kbs)]
@@ -111,3 +116,14 @@ class ClusterSystem:
     async def restart_node(self, index: int) -> None:
         """Start a killed node again on its port and store; it catches up from the others."""
         await asyncio.get_running_loop().run_in_executor(None, self.nodes[index].start)
+
+    async def restart_service(self, proc: ServiceProcess) -> None:
+        """Start a killed kb or gateway again on its port; returns once it answers /health."""
+        await asyncio.get_running_loop().run_in_executor(None, proc.start)
+        await wait_healthy(proc.url, timeout=60)
+
+    def pause_node(self, index: int, paused: bool) -> None:
+        """SIGSTOP (a long GC pause, a stalled VM) or SIGCONT one nats-server."""
+        proc = self.nodes[index].proc
+        assert proc is not None
+        proc.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)

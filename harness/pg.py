@@ -59,13 +59,25 @@ class PostgresServer:
         self._run(initdb, "-D", str(self.data), "-U", self.user, f"--pwfile={pwfile}", "--auth=scram-sha-256",
                   "-E", "UTF8", "--no-instructions")
         pwfile.unlink()
-        options = f"-p {self.port} -k {self.work} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
-        self._run(pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.work / "postgres.log"), "-w", "start")
+        self.start_server()
         env = {**os.environ, "PGPASSWORD": self.password}
         psql = pg_bin("psql") or "psql"
         subprocess.run([psql, "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", "postgres", "-q",
                         "-c", "CREATE DATABASE gaia"], check=True, env=env, capture_output=True, timeout=60)
         return self
+
+    def start_server(self) -> None:
+        """pg_ctl start on the existing data directory; returns once it accepts connections."""
+        pg_ctl = pg_bin("pg_ctl")
+        assert pg_ctl is not None
+        options = f"-p {self.port} -k {self.work} -c listen_addresses=127.0.0.1 -c fsync=on -c max_connections=200"
+        self._run(pg_ctl, "-D", str(self.data), "-o", options, "-l", str(self.work / "postgres.log"), "-w", "start")
+
+    def stop_server(self, mode: str = "fast") -> None:
+        """pg_ctl stop (`fast`: roll back open transactions, cut every connection), keeping the data."""
+        pg_ctl = pg_bin("pg_ctl")
+        assert pg_ctl is not None
+        self._run(pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop")
 
     async def database(self, name: str) -> str:
         """Create an empty database on this server; its URL."""

@@ -49,14 +49,15 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> None:
         proc.wait(timeout=5)
 
 
-def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[Any] | None = None) -> None:
-    """Block until something accepts connections on 127.0.0.1:port."""
+def wait_for_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[Any] | None = None,
+                  host: str = "127.0.0.1") -> None:
+    """Block until something accepts connections on host:port."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            with socket.create_connection((host, port), timeout=0.2):
                 return
         except OSError:
             time.sleep(0.05)
@@ -77,6 +78,9 @@ class NatsServer:
     routes: list[int] = field(default_factory=list)
     extra_config: str = ""
     log_path: str | None = None
+    host: str = "127.0.0.1"  # an address inside a network namespace for partition runs (harness/netlab.py)
+    exec_prefix: list[str] = field(default_factory=list)  # e.g. ["ip", "netns", "exec", name]
+    route_hosts: list[str] = field(default_factory=list)  # the host of each of `routes` (default: host)
     # Every server we start asks for credentials: kb, gateway, and (tests, harness) an operator.
     passwords: dict[str, str] = field(default_factory=lambda: new_passwords(operator=True))
     proc: subprocess.Popen[Any] | None = None
@@ -84,7 +88,7 @@ class NatsServer:
     @property
     def url(self) -> str:
         """The address, without credentials (what services are given; they log in with their own)."""
-        return f"nats://127.0.0.1:{self.port}"
+        return f"nats://{self.host}:{self.port}"
 
     def url_as(self, user: str) -> str:
         """The address with `user`'s credentials, for tools and tests (never for a service's logs)."""
@@ -92,14 +96,14 @@ class NatsServer:
 
     @property
     def monitor_url(self) -> str:
-        return f"http://127.0.0.1:{self.monitor_port}"
+        return f"http://{self.host}:{self.monitor_port}"
 
     def config_text(self) -> str:
         """The server config: JetStream on, fsync before ack when sync_always (our shipped default)."""
         sync = "\n  sync_interval: always" if self.sync_always else ""
         ws = f"\nwebsocket {{\n  listen: \"127.0.0.1:{self.ws_port}\"\n  no_tls: true\n}}" if self.ws_port else ""
         name = f"server_name: {self.server_name}\n" if self.server_name else ""
-        return (f"{name}listen: 127.0.0.1:{self.port}\nhttp: 127.0.0.1:{self.monitor_port}\n"
+        return (f"{name}listen: {self.host}:{self.port}\nhttp: {self.host}:{self.monitor_port}\n"
                 f"jetstream {{\n  store_dir: \"{self.store_dir}\"{sync}\n}}{ws}\n{self.cluster_text()}"
                 f"{authorization_block(self.passwords)}{self.extra_config}\n")
 
@@ -107,8 +111,10 @@ class NatsServer:
         """The cluster block (routes to the other nodes), or nothing for a single server."""
         if self.cluster_port is None:
             return ""
-        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port)
-        return f"cluster {{\n  name: gaia\n  listen: 127.0.0.1:{self.cluster_port}\n  routes: [{routes}]\n}}\n"
+        hosts = self.route_hosts or [self.host] * len(self.routes)
+        routes = ", ".join(f"nats-route://{h}:{p}" for h, p in zip(hosts, self.routes)
+                           if (h, p) != (self.host, self.cluster_port))
+        return f"cluster {{\n  name: gaia\n  listen: {self.host}:{self.cluster_port}\n  routes: [{routes}]\n}}\n"
 
     def start(self) -> "NatsServer":
         """Write the config, start the server and wait until it listens."""
@@ -116,9 +122,9 @@ class NatsServer:
         conf = Path(self.store_dir) / "nats.conf"
         conf.write_text(self.config_text())
         out = open(self.log_path or os.devnull, "ab")
-        self.proc = subprocess.Popen([nats_server_binary(), "-c", str(conf)], stdout=out, stderr=out)
-        wait_for_port(self.port, proc=self.proc)
-        wait_for_port(self.monitor_port, proc=self.proc)
+        self.proc = subprocess.Popen([*self.exec_prefix, nats_server_binary(), "-c", str(conf)], stdout=out, stderr=out)
+        wait_for_port(self.port, proc=self.proc, host=self.host)
+        wait_for_port(self.monitor_port, proc=self.proc, host=self.host)
         return self
 
     def stop(self) -> None:
