@@ -217,10 +217,10 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
         await game.until("ann", lambda s: "cal" in s["roster"], "cal back again")
 
         # The gateway is SIGKILLed and started again on the same port: both resume.
-        before = {p: (await game.cmd("status", player=p))["resumes"] for p in ("ann", "cal")}
+        before = {p: back_again(await game.cmd("status", player=p)) for p in ("ann", "cal")}
         await system.inject("gateway", 0.5)
         for player in ("ann", "cal"):
-            await game.until(player, lambda s, p=player: s["resumes"] > before[p] and s["open"], "the resume",
+            await game.until(player, lambda s, p=player: back_again(s) > before[p] and s["open"], "the return",
                              timeout=30)
         await game.in_sync("a gateway restart", "ann", "cal")
 
@@ -231,10 +231,19 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
         assert bad == {**bad, "refused": "GaiaAuthException", "auth_required": 4401, "retried": False}
         final = await game.cmd("status", player="ann")
         assert final["failures"] == 0 and final["handler_failures"] == ["a game bug in a WorldUpdated handler"]
+    except BaseException:
+        for log in ("gateway.log", "kb.log"):
+            print(f"--- {log} (last lines)", *(tmp_path / log).read_text().splitlines()[-40:], sep="\n")
+        raise
     finally:
         await game.stop()
         await proxy.stop()
         system.stop()
+
+
+def back_again(status: dict[str, Any]) -> int:
+    """How often the player came back after a drop: resumed, or resynchronised by a fresh snapshot."""
+    return int(status["resumes"]) + len(status["resyncs"])
 
 
 async def wait_for(value: Callable[[], Any], want: Any, what: str, timeout: float = 20.0) -> None:

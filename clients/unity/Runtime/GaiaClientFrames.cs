@@ -265,6 +265,10 @@ namespace Gaia.Realtime
         /// <summary>On the socket thread, once per connection: fail its waiters, tell the game, resume if the code says so.</summary>
         private void OnClosed(Connection c, int code, string reason)
         {
+            var established = c.Established;
+            var reconnect = options.AutoReconnect && !stopped && CloseCodes.Reconnects(code) && established;
+            // Claimed before the connection is cleared: a request in between waits for the loop instead of failing.
+            var startLoop = reconnect && Interlocked.CompareExchange(ref reconnectLoop, 1, 0) == 0;
             lock (gate)
             {
                 if (current == c)
@@ -277,14 +281,12 @@ namespace Gaia.Realtime
             c.Gone.TrySetResult(true);
             c.Transport.Dispose();
             FailWaiters("connection closed (" + code + ")");
-            var established = c.Established;
-            var reconnect = options.AutoReconnect && !stopped && CloseCodes.Reconnects(code) && established;
             var delay = reconnect ? backoff.Next() : TimeSpan.Zero;
             if (code == CloseCodes.Unauthorized)
                 c.Hello.TrySetException(new GaiaAuthException("the gateway refused the token (4401): " + reason));
             else
                 c.Hello.TrySetException(new GaiaConnectionException("closed before `connected`: " + code + " " + reason));
-            if (!established && Volatile.Read(ref reconnectLoop) == 1 && code != CloseCodes.Unauthorized)
+            if (!established && !startLoop && Volatile.Read(ref reconnectLoop) == 1 && code != CloseCodes.Unauthorized)
                 return;  // a reconnect attempt that failed: its loop retries and the game heard of the drop already
             var info = new CloseInfo { Code = code, Reason = reason, WillReconnect = reconnect, RetryIn = delay };
             options.Dispatcher.Post(() =>
@@ -295,7 +297,7 @@ namespace Gaia.Realtime
             });
             if (code == CloseCodes.Unauthorized)
                 options.Dispatcher.Post(() => Raise(AuthRequired, code));
-            if (reconnect && Interlocked.CompareExchange(ref reconnectLoop, 1, 0) == 0)
+            if (startLoop)
                 Task.Run(() => ReconnectAfter(delay));
         }
 

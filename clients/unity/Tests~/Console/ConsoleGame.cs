@@ -366,6 +366,7 @@ public static class ConsoleGame
         internal readonly HashSet<string> Weathers = new HashSet<string>();
         internal readonly Dictionary<string, int> AreaChanges = new Dictionary<string, int>();
         internal readonly List<string> Presence = new List<string>();
+        internal readonly List<string> Resyncs = new List<string>();
         internal int Resumes;
         internal bool ThrowOnNextUpdate;
         private JObject view;
@@ -394,6 +395,7 @@ public static class ConsoleGame
             };
             client.Closed += c => Closes.Add(c.Code);
             client.Resumed += r => Resumes++;
+            client.ResyncRequired += reason => Resyncs.Add(reason);
             client.HandlerFailed += e => HandlerFailures.Add(e.Message);
             client.PresenceChanged += p => Presence.Add(p.Event + " " + p.UserId);
             client.World.AreaChanged += a => Count(AreaChanges, a);
@@ -409,7 +411,7 @@ public static class ConsoleGame
                 { "version", w.Version }, { "gaps", w.Gaps }, { "failures", w.Failures }, { "snapshots", w.Snapshots },
                 { "area", w.CurrentArea }, { "inventory", new JArray(w.Inventory.Select(i => i.InstanceId)) },
                 { "roster", JObject.FromObject(w.Roster.ToDictionary(p => p.Key, p => p.Value)) },
-                { "closes", new JArray(Closes) }, { "resumes", Resumes }, { "handler_failures", new JArray(HandlerFailures) },
+                { "closes", new JArray(Closes) }, { "resumes", Resumes }, { "resyncs", new JArray(Resyncs) }, { "handler_failures", new JArray(HandlerFailures) },
                 { "updates_by", JObject.FromObject(UpdatesBy) }, { "results", JObject.FromObject(Results) },
                 { "weathers", new JArray(Weathers.OrderBy(x => x, StringComparer.Ordinal)) },
                 { "area_changes", JObject.FromObject(AreaChanges) }, { "presence", new JArray(Presence) } };
