@@ -9,6 +9,7 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.workers import WorkerSupervisor
+from shared.auth import refuse_weak_jwt_secret
 from shared.config import Settings, refuse_dev_secrets
 from shared.gcpacer import gc_pacer_ctx
 from shared.logs import setup_logging
@@ -29,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     refuse_dev_secrets(settings)
+    refuse_weak_jwt_secret(settings)
     setup_logging()
     host, port = args.host or settings.gateway_host, args.port or settings.gateway_port
     if settings.gateway_workers > 1:

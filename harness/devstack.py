@@ -17,6 +17,7 @@ from harness.procs import NatsServer, ServiceProcess, service_env, wait_healthy
 from shared.auth import issue_token
 from shared.config import Settings
 from shared.natsauth import new_passwords
+from shared.privatefiles import private_folder, write_private
 
 RUN_ROOT = Path(".run")
 # Each port `make run` takes, the variable that moves it, and its default.
@@ -66,6 +67,19 @@ def run_dir(args: argparse.Namespace) -> Path:
     return RUN_ROOT if args.gateway_port == 8000 else RUN_ROOT / str(args.gateway_port)
 
 
+def write_credentials(folder: Path, root: Path = RUN_ROOT) -> dict[str, str]:
+    """Fresh NATS passwords for this run (never a fixed one), kept for its tools in `nats-credentials.json`.
+
+    Everything under `root` holds them (that file, nats-server's config in `nats/`): 0600 files in
+    0700 folders, so no other local user can read kb's right to publish world updates.
+    """
+    for private in (root, folder, folder / "nats"):
+        private_folder(private)
+    passwords = new_passwords()
+    write_private(folder / "nats-credentials.json", orjson.dumps(passwords).decode())
+    return passwords
+
+
 async def run(args: argparse.Namespace) -> int:
     """Start everything, print how to use it, wait for a signal, stop in reverse order; the exit status."""
     problems = busy_ports(args)
@@ -73,12 +87,7 @@ async def run(args: argparse.Namespace) -> int:
         print("make run cannot start:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 2
     folder = run_dir(args)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Fresh credentials every run (never a fixed password): kb and the gateway, nobody else.
-    passwords = new_passwords()
-    secret = folder / "nats-credentials.json"
-    secret.write_text(orjson.dumps(passwords).decode())
-    secret.chmod(0o600)
+    passwords = write_credentials(folder)
     nats_server = NatsServer(store_dir=str(folder / "nats"), port=args.nats_port, monitor_port=args.nats_monitor_port,
                              log_path=str(folder / "nats.log"), passwords=passwords)
     gateway_id = f"dev{secrets.token_hex(4)}"  # /health must answer with it: proof it is our gateway

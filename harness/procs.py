@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 
 from shared.natsauth import authorization_block, new_passwords, url_with
+from shared.privatefiles import write_private
 
 
 def free_port() -> int:
@@ -117,10 +118,8 @@ class NatsServer:
         return f"cluster {{\n  name: gaia\n  listen: {self.host}:{self.cluster_port}\n  routes: [{routes}]\n}}\n"
 
     def start(self) -> "NatsServer":
-        """Write the config, start the server and wait until it listens."""
-        Path(self.store_dir).mkdir(parents=True, exist_ok=True)
-        conf = Path(self.store_dir) / "nats.conf"
-        conf.write_text(self.config_text())
+        """Write the config (every user's password: 0600 in a 0700 folder), start, wait until it listens."""
+        conf = write_private(Path(self.store_dir) / "nats.conf", self.config_text())
         out = open(self.log_path or os.devnull, "ab")
         self.proc = subprocess.Popen([*self.exec_prefix, nats_server_binary(), "-c", str(conf)], stdout=out, stderr=out)
         wait_for_port(self.port, proc=self.proc, host=self.host)

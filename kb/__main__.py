@@ -7,6 +7,7 @@ from dataclasses import replace
 from aiohttp import web
 
 from kb.app import create_app
+from shared.auth import refuse_weak_jwt_secret
 from shared.config import Settings, refuse_dev_secrets
 from shared.gcpacer import gc_pacer_ctx
 from shared.logs import setup_logging
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     refuse_dev_secrets(settings)
+    refuse_weak_jwt_secret(settings)
     host, port = args.host or settings.kb_host, args.port or settings.kb_port
     if not settings.kb_advertise_url:
         settings = replace(settings, kb_advertise_url=f"http://{host}:{port}")

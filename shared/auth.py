@@ -15,6 +15,23 @@ import jwt
 from shared.config import Settings
 from shared.subjects import BadSubjectToken, check_token
 
+# RFC 7518 3.2: an HMAC key at least as long as the hash's output.
+MIN_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+def refuse_weak_jwt_secret(settings: Settings) -> None:
+    """Exit with a clear message when tokens would be signed with an empty secret, or (outside dev) a short one."""
+    algorithm = settings.jwt_algorithm.upper()
+    if algorithm not in MIN_SECRET_BYTES or settings.jwt_jwks_url:
+        return  # public keys from a JWKS: no shared secret is used
+    size, needed = len(settings.jwt_secret.encode()), MIN_SECRET_BYTES[algorithm]
+    if size == 0:
+        raise SystemExit(f"refusing to start: GAIA_JWT_SECRET is empty; {algorithm} tokens need a random secret of "
+                         f"at least {needed} bytes (for example `openssl rand -hex {needed}`)")
+    if size < needed and settings.env != "dev":
+        raise SystemExit(f"refusing to start: GAIA_JWT_SECRET has {size} bytes; {algorithm} needs at least {needed} "
+                         f"(RFC 7518 3.2), random (for example `openssl rand -hex {needed}`)")
+
 
 class TokenError(Exception):
     """A token that is missing, malformed, expired or otherwise not acceptable."""

@@ -24,7 +24,8 @@ def trusted(address: str | None, networks: tuple[Network, ...]) -> bool:
 
 def client_address(peer: str | None, forwarded_for: str | None, proxies: tuple[Network, ...]) -> str | None:
     """The client: the peer itself, unless the peer is a trusted proxy; then the right-most address of
-    X-Forwarded-For that is not a trusted proxy (whatever a client wrote further left is ignored)."""
+    X-Forwarded-For (all its header lines joined in order) that is not a trusted proxy (whatever a
+    client wrote further left is ignored)."""
     if not forwarded_for or not trusted(peer, proxies):
         return peer
     for hop in reversed([part.strip() for part in forwarded_for.split(",")]):
@@ -43,7 +44,10 @@ def client_address_middleware(proxies: tuple[Network, ...]) -> Callable[..., Awa
     async def middleware(request: web.Request,
                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         if proxies:
-            remote = client_address(request.remote, request.headers.get("X-Forwarded-For"), proxies)
+            # Every header line, in order, as one list: a proxy that adds its own line (HAProxy) rather
+            # than appending to the client's must not leave the client's own line as the one read.
+            forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+            remote = client_address(request.remote, forwarded, proxies)
             if remote is not None and remote != request.remote:
                 request = request.clone(remote=remote)
         return await handler(request)

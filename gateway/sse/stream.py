@@ -151,6 +151,7 @@ class SseSession(StreamClient[Item]):
 async def sse_experience(request: web.Request) -> web.StreamResponse:
     """GET /sse/experience?experience=<id>: world_update and presence events with `id: <seq>`."""
     edge = request.app[EDGE]
+    edge.check_handshake_rate(request)  # the same bucket per address as WebSocket handshakes
     identity = await edge.identify_or_refuse(request, allow_query=True)
     experience = request.query.get("experience", "")
     await edge.admit_experience(experience, request.app[KB])
