@@ -13,6 +13,7 @@ from aiohttp import web
 
 from gateway.chat.narrators import make_narrator
 from gateway.chat.pipeline import ChatService
+from gateway.delivery.tick import SendTicks
 from gateway.edge.addresses import client_address_middleware, parse_networks
 from gateway.edge.admission import Edge
 from gateway.edge.buckets import KeyedBuckets
@@ -30,6 +31,7 @@ from gateway.keys import (
     REGISTRY,
     SETTINGS,
     STREAMS,
+    TICKS,
 )
 from gateway.metrics import GatewayMetrics
 from gateway.presence import PresenceReporter
@@ -75,6 +77,16 @@ async def metrics(request: web.Request) -> web.Response:
     return metrics_response(request.app[METRICS].registry)
 
 
+async def event_timings(request: web.Request) -> web.Response:
+    """GET /debug/event-timings?after=SEQ: this process's stamps of its newest events (the latency split)."""
+    after = request.query.get("after", "0")
+    if not after.isdigit():
+        raise web.HTTPBadRequest(text="after must be a non-negative integer")
+    rows = request.app[STREAMS].reads.validator.timings.recent(int(after))
+    return web.Response(body=orjson.dumps({"fields": ["seq", "committed", "received", "first_write", "last_write",
+                                                      "writes"], "events": rows}), content_type="application/json")
+
+
 async def live_page(request: web.Request) -> web.FileResponse:
     """GET /: the live page (plain HTML/JS; the token is typed in, never served)."""
     return web.FileResponse(STATIC_DIR / "index.html", headers={"Content-Security-Policy": PAGE_CSP})
@@ -99,6 +111,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/sse/experience", sse_experience)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics)
+    app.router.add_get("/debug/event-timings", event_timings)
     app.router.add_get("/openapi.json", api_document)
     app.router.add_get("/asyncapi.json", api_document)
     app.router.add_get("/", live_page)
@@ -132,6 +145,7 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     app[REGISTRY] = SessionRegistry()
     app[STREAMS] = StreamSet(app[NATS], settings)
+    app[TICKS] = SendTicks(settings.send_tick_ms)
     app[PRESENCE] = PresenceReporter(app[KB], app[GATEWAY_ID], settings.presence_renew_s)
     app[PRESENCE].on_refused = lambda session_ids: refuse_sessions(app[REGISTRY], session_ids)
     app[METRICS] = GatewayMetrics(app[REGISTRY], app[STREAMS], app[NATS])

@@ -6,6 +6,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.chat.pipeline import ChatService
+from gateway.delivery.tick import SendTicks
 from gateway.edge.admission import Edge
 from gateway.edge.buckets import KeyedBuckets
 from gateway.kbclient import KbClient
@@ -28,3 +29,4 @@ METRICS = web.AppKey("metrics", GatewayMetrics)
 CHAT = web.AppKey("chat", ChatService)
 EDGE = web.AppKey("edge", Edge)
 CHAT_LIMITS = web.AppKey("chat_limits", KeyedBuckets)
+TICKS = web.AppKey("ticks", SendTicks)

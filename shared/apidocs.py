@@ -146,6 +146,11 @@ def openapi_gateway() -> dict[str, Any]:
         "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}})
     spec.path("/asyncapi.json", operations={"get": {"summary": "the AsyncAPI document", "responses": {
         "200": {"description": "AsyncAPI 3", "content": {JSON: {"schema": {"type": "object"}}}}}}})
+    spec.path("/debug/event-timings", operations={"get": {
+        "summary": "this process's stamps of its newest events (kb commit, received, first and last socket write)",
+        "parameters": [{"name": "after", "in": "query", "required": False, "schema": {"type": "integer"}}],
+        "responses": {"200": {"description": "fields and one row per event", "content": {JSON: {"schema": {
+            "type": "object"}}}}, "400": {"description": "after is not a non-negative integer"}}}})
     _common_paths(spec, "gateway")
     return spec.to_dict()
 

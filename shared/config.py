@@ -66,6 +66,9 @@ class Settings:
     allowed_experiences: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     session_outbox_size: int = 256
+    # WebSocket frames gathered per socket for at most this long, then written together, one tick per
+    # experience (gateway/delivery/tick.py); 0: each frame written as soon as the socket takes it
+    send_tick_ms: float = 0.0
     rewind_every_s: float = 10.0  # a full outbox is read again from the stream once per this; full again: 4408
     slow_consumer_s: float = 10.0  # events waiting and nothing taken by the client this long: 4408
     session_max_actions: int = 4

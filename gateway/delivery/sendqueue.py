@@ -31,15 +31,31 @@ class SendQueue(Generic[T]):
         """True while the writer waits for frames (nothing queued, nothing being sent)."""
         return self._waiter is not None and not self._frames
 
-    def put(self, frame: T) -> bool:
-        """Queue a frame; False (and nothing queued) when the bound is reached."""
+    @property
+    def writer_waiting(self) -> bool:
+        """True while the writer waits for frames (so it is not in the middle of sending any)."""
+        return self._waiter is not None
+
+    def put(self, frame: T, wake: bool = True) -> bool:
+        """Queue a frame; False (and nothing queued) when the bound is reached. Without `wake` the
+        writer is not woken: the frame waits for `wake` or `take_now` (a send tick)."""
         if len(self._frames) >= self.limit:
             return False
         self._frames.append(frame)
+        if wake:
+            self.wake()
+        return True
+
+    def wake(self) -> None:
+        """Let a waiting writer take what is queued."""
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        return True
+
+    def take_now(self) -> list[T]:
+        """Everything queued, at once (the caller writes it; the queue is left empty)."""
+        frames, self._frames = self._frames, []
+        return frames
 
     @property
     def frames(self) -> list[T]:

@@ -5,6 +5,7 @@ from typing import Any
 
 import orjson
 
+from gateway.streams.timings import EventTimings
 from shared.broadcast import copy_body, visible_indexes
 from shared.schemas.events import validate_broadcast
 
@@ -54,6 +55,7 @@ class EventValidator:
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
         self._broadcasts: dict[int, Broadcast] = {}
+        self.timings = EventTimings()  # the latency split's stamps (GET /debug/event-timings)
         self.validated = 0
         self.reused = 0
 
@@ -64,6 +66,7 @@ class EventValidator:
             self.reused += 1
             return found
         found = Broadcast(seq, payload, validate_broadcast(orjson.loads(payload)))
+        self.timings.received(seq, found.event)
         self.validated += 1
         self._broadcasts[seq] = found
         if len(self._broadcasts) > self.size:

@@ -7,7 +7,7 @@ import uuid
 from aiohttp import web
 
 from gateway.edge.admission import parse_cursor
-from gateway.keys import CHAT, EDGE, GATEWAY_ID, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.keys import CHAT, EDGE, GATEWAY_ID, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS, TICKS
 from gateway.ws.session import Session, SessionDeps
 from gateway.ws.socket import GatewayWebSocket
 from shared.auth import TokenError
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 def session_deps(app: web.Application) -> SessionDeps:
     """The shared pieces every session uses."""
     return SessionDeps(app[SETTINGS], app[KB], app[NATS], app[STREAMS], app[REGISTRY], app[PRESENCE], app[METRICS],
-                       app[CHAT])
+                       app[CHAT], app[TICKS])
 
 
 async def ws_experience(request: web.Request) -> web.StreamResponse:

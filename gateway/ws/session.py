@@ -16,6 +16,7 @@ from aiohttp import WSMsgType
 from gateway.chat.pipeline import ChatService
 from gateway.delivery.client import StreamClient
 from gateway.delivery.gate import SnapshotGate
+from gateway.delivery.tick import SendTicks
 from gateway.edge.buckets import TokenBucket
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
 from gateway.metrics import GatewayMetrics
@@ -50,6 +51,7 @@ class SessionDeps:
     presence: PresenceReporter
     metrics: GatewayMetrics
     chat: ChatService
+    ticks: SendTicks
 
 
 class Session(StreamClient[bytes]):
@@ -71,7 +73,8 @@ class Session(StreamClient[bytes]):
         self.experience = experience
         self.conn_id = conn_id
         self.writer = SocketWriter(ws, transport, conn_id, settings.session_outbox_size, settings.rewind_every_s,
-                                   self._rewind_stream)
+                                   self._rewind_stream, deps.streams.reads.validator.timings,
+                                   deps.ticks.for_experience(experience))
         self.queue = self.writer.queue
         self.stream = deps.streams.new(user_id, experience, conn_id, self)
         self.limiter = TokenBucket(settings.msg_rate_per_s, settings.msg_burst)

@@ -52,6 +52,15 @@ class GatewayWebSocket(web.WebSocketResponse):
         writer.transport.write(text_frame_header(len(frame)) + frame)
         return True
 
+    def try_write_all(self, frames: list[bytes]) -> bool:
+        """Write text frames now, in order, as one write, if the socket takes them at once (as `try_write`)."""
+        writer = self._writer
+        if (writer is None or writer.compress or self.closed or writer.protocol.writing_paused
+                or writer.transport.is_closing()):
+            return False
+        writer.transport.write(b"".join([text_frame_header(len(frame)) + frame for frame in frames]))
+        return True
+
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG:
             code, message = CloseCode.FRAME_TOO_LARGE, b"frame too large"

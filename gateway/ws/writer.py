@@ -10,6 +10,8 @@ from typing import Any, Callable
 import orjson
 
 from gateway.delivery.sendqueue import SendQueue
+from gateway.delivery.tick import SendTicker
+from gateway.streams.timings import EventTimings
 from gateway.ws.socket import GatewayWebSocket
 from shared.schemas.errors import CloseCode
 
@@ -30,14 +32,19 @@ def event_seq(frame: bytes) -> int:
 
 class SocketWriter:
     """Writes a session's frames: straight to the socket when nothing waits, else through a bounded
-    queue drained by one task; a full queue rewinds the stream once, then closes 4408."""
+    queue drained by one task; a full queue rewinds the stream once, then closes 4408.
+
+    With a send tick (`ticker`) nothing is written at once: frames wait in the queue, in order,
+    until the experience's tick writes them all in one write (`flush`).
+    """
 
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
     __slots__ = ("ws", "queue", "conn_id", "rewind_every_s", "on_rewind", "server_close", "_transport", "_task",
-                 "_closer", "_rewound_at")
+                 "_closer", "_rewound_at", "timings", "ticker", "_ticked", "_abandoned")
 
     def __init__(self, ws: GatewayWebSocket, transport: asyncio.Transport | None, conn_id: str, limit: int,
-                 rewind_every_s: float, on_rewind: Callable[[int], None]) -> None:
+                 rewind_every_s: float, on_rewind: Callable[[int], None], timings: EventTimings | None = None,
+                 ticker: SendTicker | None = None) -> None:
         self.ws = ws
         self.queue: SendQueue[bytes] = SendQueue(limit)
         self.conn_id = conn_id
@@ -48,6 +55,10 @@ class SocketWriter:
         self._task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._rewound_at = -1e9
+        self.timings = timings  # each write stamps its events' first and last write
+        self.ticker = ticker
+        self._ticked = False  # waiting for the ticker's flush
+        self._abandoned = False  # closed without flushing: nothing queued is written any more
 
     def send(self, frame: dict[str, Any]) -> None:
         """Encode and queue a frame (never waits)."""
@@ -57,9 +68,15 @@ class SocketWriter:
         """Queue an encoded frame (never waits)."""
         if self.server_close is not None:
             return
+        ticker = self.ticker
+        if ticker is not None:
+            self._push_for_tick(ticker, data)
+            return
         # Nothing queued and no write in progress: hand the frame to the socket now (a task switch
         # per frame would be most of what a session adds to a delivery).
         if self._nothing_waits() and self.ws.try_write(data):
+            if self.timings is not None:
+                self.timings.wrote(data)
             return
         if self.queue.put(data) or self._rewind(data):
             if self._task is None:
@@ -68,6 +85,36 @@ class SocketWriter:
         log.warning("[%s] slow consumer: send queue full (%d frames) again; closing 4408", self.conn_id,
                     self.queue.limit)
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def _push_for_tick(self, ticker: SendTicker, data: bytes) -> None:
+        """Queue without waking the writer; the tick writes it (the same bound and rewind rules)."""
+        if self.queue.put(data, wake=False) or self._rewind(data):
+            if not self._ticked:
+                self._ticked = True
+                ticker.add(self)
+            return
+        log.warning("[%s] slow consumer: send queue full (%d frames) again; closing 4408", self.conn_id,
+                    self.queue.limit)
+        self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+
+    def flush(self) -> None:
+        """The send tick: everything queued goes in one write if the socket takes it now; otherwise the
+        writer's task sends it, paced by the socket (a task in the middle of a send takes it next)."""
+        self._ticked = False
+        if self._abandoned or not len(self.queue):
+            return
+        task = self._task
+        if task is None or self.queue.writer_waiting:
+            frames = self.queue.frames
+            if self.ws.try_write_all(frames):
+                self.queue.take_now()
+                if self.timings is not None:
+                    self.timings.wrote_all(frames)
+                return
+        if task is None:
+            self._task = asyncio.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
+        else:
+            self.queue.wake()
 
     def _nothing_waits(self) -> bool:
         """True when a frame written now cannot overtake one queued or being sent."""
@@ -100,6 +147,8 @@ class SocketWriter:
             while True:
                 frames = await self.queue.take()
                 await self.ws.send_texts(frames)
+                if self.timings is not None:
+                    self.timings.wrote_all(frames)
                 del frames
 
     def close_soon(self, code: int, reason: str, flush: bool = False) -> None:
@@ -110,6 +159,7 @@ class SocketWriter:
         if self.server_close is not None:
             return
         self.server_close = code
+        self._abandoned = not flush
         if not flush and self._task is not None:
             self._task.cancel()
         self._closer = asyncio.create_task(self._close_ws(code, reason, flush))
