@@ -78,14 +78,21 @@ class ConnectionStream:
         """
         link = self.reads.link
         if not link.jetstream_ok or link.js is None:
-            self.cursor = after_seq
+            self._owe_resume(after_seq)
             return OpenResult("offline", after_seq)
         try:
             return await self._open(after_seq)
         except BaseException:
             await self._unsubscribe()  # so the sweeper opens it again from the client's cursor
-            self._held, self.cursor = [], after_seq
+            self._held = []
+            self._owe_resume(after_seq)
             raise
+
+    def _owe_resume(self, after_seq: int | None) -> None:
+        """The stream could not open now: keep the client's cursor, and (a resume) owe it its `resumed`,
+        which the sweeper's reopen sends once the catch-up from the cursor is done."""
+        self.cursor = after_seq
+        self._replay = None if after_seq is None else (after_seq + 1, 0)
 
     async def _open(self, after_seq: int | None) -> OpenResult:
         link = self.reads.link
@@ -388,14 +395,19 @@ class ConnectionStream:
         if not self.needs_open:
             return
         await self._subscribe()
-        last = await self.reads.subject_last(self.subject)
+        try:
+            last = await self.reads.subject_last(self.subject)
+        except BaseException:
+            await self._unsubscribe()  # still needs opening: the next sweep tries again
+            raise
         if self.cursor is None:
             self._go_live_at(last)
             self._resync("the event stream restarted")
         elif last > self.cursor:
-            self._start_catch_up()
+            self._start_catch_up()  # ends with the `resumed` a resume is owed
         else:
             self._go_live_at(last)
+            self._finish_replay()  # a resume whose open failed missed nothing: `resumed` now
 
     async def close(self) -> None:
         """Stop for good: no subscription and no consumer left behind."""
