@@ -215,6 +215,7 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
                        backoff_ms=300, timeout_ms=8000)
         await game.cmd("connect", player="cal")
         await game.until("ann", lambda s: "cal" in s["roster"], "cal back again")
+        await game.until("cal", lambda s: s["last_seq"] is not None, "a resume cursor (a clock delta)")
 
         # The gateway is SIGKILLed and started again on the same port: both resume.
         before = {p: back_again(await game.cmd("status", player=p)) for p in ("ann", "cal")}
