@@ -8,12 +8,12 @@ import socket
 from dataclasses import replace
 
 import aiohttp
-import nats
 
 from gateway.app import create_app as create_gateway
 from gateway.keys import NATS as GW_NATS
 from gateway.keys import REGISTRY
 from harness.client import GaiaClient
+from shared.natsconn import connect_tool
 from shared.schemas.events import WorldUpdateEventSchema
 from shared.schemas.messages import SERVER_MESSAGES
 from tests.conftest import EXPERIENCE, broadcast, eventually
@@ -65,7 +65,7 @@ async def test_subscription_lives_exactly_as_long_as_the_socket(players, nats_se
 
 async def test_the_stream_republishes_to_live_subjects_and_admits_a_storm_of_catch_ups(gateway_server,
                                                                                        settings, nats_server) -> None:
-    nc = await nats.connect(nats_server.url_as("gateway"))
+    nc = await connect_tool(nats_server.url_as("gateway"))
     info = await nc.jetstream().stream_info(settings.stream_name)
     await nc.close()
     assert (info.config.republish.src, info.config.republish.dest) == ("world.updates.>", "live.world.updates.>")
@@ -192,7 +192,7 @@ async def test_slow_consumer_is_closed_4408_and_others_are_unaffected(aiohttp_se
     sock = await raw_ws_connect(server.port, f"/ws/experience?experience={EXPERIENCE}&token={token('slowpoke')}")
     registry = server.app[REGISTRY]
     await eventually(lambda: registry.count_for("slowpoke") == 1)
-    nc = await nats.connect(nats_server.url_as("kb"))  # publishing as kb would
+    nc = await connect_tool(nats_server.url_as("kb"))  # publishing as kb would
     js = nc.jetstream()
     filler = "x" * 16000
     for version in range(2000):

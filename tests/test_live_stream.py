@@ -16,6 +16,7 @@ from gateway.keys import NATS as GW_NATS
 from gateway.keys import REGISTRY, STREAMS
 from harness.client import GaiaClient
 from harness.verify import player_seqs
+from shared.natsconn import connect_tool
 from tests.conftest import EXPERIENCE, broadcast, eventually
 
 LIVE = f"live.world.updates.exp.{EXPERIENCE}"
@@ -24,7 +25,7 @@ SUBJECT = f"world.updates.exp.{EXPERIENCE}"
 
 async def publish_broadcasts(url: str, count: int, first_version: int = 1000, note: str = "n") -> list[int]:
     """Publish `count` broadcasts as kb would; their stream sequences."""
-    nc = await nats.connect(url)
+    nc = await connect_tool(url)
     js = nc.jetstream()
     futures = [await js.publish_async(SUBJECT, broadcast(first_version + i, note)) for i in range(count)]
     seqs = [(await f).seq for f in futures]
@@ -158,7 +159,7 @@ async def test_a_gap_on_the_gateways_connection_is_found_by_last_sequence_and_re
     alice = GaiaClient(str(server.make_url("")).rstrip("/"), token("alice"), EXPERIENCE)
     await alice.connect()
     await alice.next("area_of_interest")
-    nc = await nats.connect(nats_server.url_as("kb"))
+    nc = await connect_tool(nats_server.url_as("kb"))
     js = nc.jetstream()
     futures = [await js.publish_async(SUBJECT, broadcast(1000 + i, "x" * (2000 if i % 10 == 5 else 1)))
                for i in range(300)]

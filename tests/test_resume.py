@@ -13,6 +13,7 @@ from harness.procs import NatsServer, kb_and_gateway, wait_healthy
 from harness.verify import subject_seqs
 from shared.auth import issue_token
 from shared.config import Settings
+from shared.natsconn import connect_tool
 from tests.conftest import EXPERIENCE, outbox_drained
 
 
@@ -73,7 +74,7 @@ async def test_sigkilled_nats_server_loses_no_acknowledged_event(tmp_path) -> No
     """fsync before ack (sync_interval: always): what JetStream acknowledged survives SIGKILL."""
     server = NatsServer(store_dir=str(tmp_path / "nats")).start()
     try:
-        nc = await nats.connect(server.url_as("kb"))
+        nc = await connect_tool(server.url_as("kb"))
         js = nc.jetstream()
         await js.add_stream(name="WORLD_UPDATES", subjects=["world.updates.>"], allow_direct=True)
         acked = [(await js.publish("world.updates.user.z", b'{"n": %d}' % i)).seq for i in range(200)]

@@ -10,6 +10,7 @@ import nats
 import orjson
 
 from shared.config import Settings
+from shared.natsconn import connect_tool
 from tests.conftest import EXPERIENCE, eventually, published_all
 
 
@@ -70,7 +71,7 @@ async def test_other_players_never_see_the_actors_trace_or_connection(players, s
     assert seen["actor_id"] == "alice"
     trace = seen["metadata"]["trace_id"]
     assert "secret" not in trace and alice.connected["connection_id"] not in trace
-    nc = await nats.connect(nats_server.url_as("gateway"))  # nor does anyone reading the bus
+    nc = await connect_tool(nats_server.url_as("gateway"))  # nor does anyone reading the bus
     stored = await nc.jetstream().get_msg(settings.stream_name, seen["seq"], direct=True)
     await nc.close()
     assert b"secret" not in stored.data and orjson.loads(stored.data)["metadata"]["trace_id"] == trace
@@ -94,7 +95,7 @@ async def test_a_forged_publish_under_kbs_message_id_is_an_alarm_and_kbs_event_s
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert publisher.forged == 1
-    reader = await nats.connect(nats_server.url_as("gateway"))
+    reader = await connect_tool(nats_server.url_as("gateway"))
     assert (await reader.jetstream().get_last_msg("WORLD_UPDATES", "world.updates.exp.x", direct=True)).data == ours
     await reader.close()
 
@@ -112,7 +113,7 @@ async def test_a_gateways_credentials_cannot_put_anything_before_a_player(player
 
     async def seen(exc: Exception) -> None:
         errors.append(exc)
-    gateway = await nats.connect(nats_server.url_as("gateway"), error_cb=seen)
+    gateway = await connect_tool(nats_server.url_as("gateway"), error_cb=seen)
     forged = orjson.dumps({"type": "world_update", "version": "0.4", "experience": EXPERIENCE, "actor_id": "world",
                            "base_version": 0, "snapshot_version": 99, "timestamp": 1, "audience": [None],
                            "changes": [{"operation": "update", "area_id": None, "path": "environment.x", "value": 1}]})
@@ -124,7 +125,7 @@ async def test_a_gateways_credentials_cannot_put_anything_before_a_player(player
     assert (await bob.act("go", destination="main_room"))["success"]
     update = await alice.next("world_update")
     assert update["actor_id"] == "bob" and update["snapshot_version"] != 99  # the first thing alice got is real
-    reader = await nats.connect(nats_server.url_as("gateway"))
+    reader = await connect_tool(nats_server.url_as("gateway"))
     last = await reader.jetstream().get_last_msg(settings.stream_name, f"world.updates.exp.{EXPERIENCE}", direct=True)
     await reader.close()
     assert b'"snapshot_version":99' not in last.data
