@@ -67,6 +67,7 @@ systemd-analyze:
 docs: install
 	$(PY) -m shared.apidocs --write docs
 	$(PY) -m shared.natsauth --write docs/security.md
+	$(PY) -m gateway.edge.scopes --write docs/security.md
 
 # Screenshots of the live page for docs/, taken by its end-to-end test.
 screenshots: install browser

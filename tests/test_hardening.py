@@ -19,6 +19,8 @@ from harness.procs import NatsServer, free_port
 from shared.privatefiles import write_private
 from tests.conftest import EXPERIENCE
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
@@ -125,3 +127,25 @@ async def test_sse_opens_draw_on_the_same_handshake_bucket_as_websockets(aiohttp
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await http.ws_connect(ws)
     assert statuses == [200, 200, 429] and refused.value.status == 429
+
+
+def test_every_limit_says_where_it_counts_and_the_docs_show_it() -> None:
+    """Each limit setting is listed with its scope (per session, per process, everywhere); the table in
+    docs/security.md is the rendered one; deploy/ runs the worker count the table's figures assume."""
+    import re
+    from dataclasses import fields
+
+    from gateway.edge.scopes import LIMIT_SCOPES, SHIPPED_WORKERS, main
+    from shared.config import Settings
+    not_gateway_limits = {"jwt_max_lifetime_s", "narrator_max_tokens", "stream_max_age_s", "stream_max_consumers"}
+    limits = {f.name for f in fields(Settings)
+              if re.search(r"(^max_|_max_|_burst$|_per_s$|concurrency|outbox_size)", f.name)} - not_gateway_limits
+    assert limits <= set(LIMIT_SCOPES)
+    docs = ROOT / "docs" / "security.md"
+    assert main(["--check", str(docs)]) == 0
+    for name, (_, scope) in LIMIT_SCOPES.items():
+        assert re.search(rf"\| `GAIA_{name.upper()}` \|[^\n]*\| {scope} \|", docs.read_text()), name
+    shipped = [(ROOT / "deploy" / name).read_text() for name in
+               ("docker-compose.yml", "systemd/gaia.env", "k8s/30-gateway.yaml")]
+    for text in shipped:
+        assert re.search(rf"GAIA_GATEWAY_WORKERS\W+(value: )?\"?{SHIPPED_WORKERS}\b", text), text[:200]
