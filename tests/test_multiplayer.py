@@ -9,12 +9,16 @@ from kb.app import create_app as create_kb
 from kb.clock import ClockLease
 from kb.keys import NATS as KB_NATS
 from kb.keys import PRESENCE as KB_PRESENCE
+from kb.keys import WORLDS as KB_WORLDS
 from shared.natsconn import NatsLink
 from tests.conftest import EXPERIENCE, eventually, outbox_drained
 
 
 async def present(kb_server, *users: str) -> None:
+    """The users are present and announced (a snapshot lists only players the others were told of)."""
     await eventually(lambda: set(users) <= kb_server.app[KB_PRESENCE].present_users(EXPERIENCE))
+    for world in kb_server.app[KB_WORLDS].values():
+        await world.announcer.flush()
 
 
 async def kb_view(kb_http, kb_server, user: str) -> dict:
@@ -71,7 +75,8 @@ async def test_late_joiner_sees_who_is_where_and_then_sees_them_move(players, kb
     assert bob.roster == {"alice": "main_room", "bob": "entrance"}
     await next_where(alice, "presence", lambda p: p["user_id"] == "bob")
     assert not [p for p in alice.drain("presence") if p["user_id"] == "alice"], "no frame about one's own move"
-    assert alice.roster == {"alice": "main_room", "bob": "entrance"}
+    # One's own move comes as a delta, not presence: the roster (presence only) shows bob; her view shows her.
+    assert alice.roster["bob"] == "entrance" and alice.world.view["player"]["current_area"] == "main_room"
 
 
 async def test_a_join_storm_reaches_each_player_as_one_batch_per_window(players, kb_server) -> None:
