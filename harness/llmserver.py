@@ -104,12 +104,15 @@ class ModelServer:
             raise FileNotFoundError("the SmolLM2 GGUF is not installed: make llm")
         return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--model_alias", ALIAS,
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-                "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads)]
+                "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
+                # Its default cuts the answer in progress when another request arrives: players queue instead.
+                "--interrupt_requests", "false"]
 
     def start(self, timeout: float = 120.0) -> "ModelServer":
         """Start and wait until GET /v1/models answers (the model is loaded by then)."""
         out = open(self.log_path or os.devnull, "ab")
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})  # its log is read by tests
         deadline = time.monotonic() + timeout
         while not self.ready():
             if self.proc.poll() is not None:

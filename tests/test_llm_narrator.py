@@ -20,6 +20,7 @@ from tests.conftest import eventually
 from tests.llmfix import server_log
 
 KB_SAYS = "You take the dream bottle."
+LONG = {"narrator_max_tokens": 2000, "narrator_extra_body": '{"min_tokens": 1500}'}  # llama.cpp: no early end
 VIEW = {
     "player": {"current_area": "main_room", "inventory": [
         {"instance_id": "moon_key_1", "semantic_name": "moon key", "template_id": "moon_key"}]},
@@ -96,8 +97,7 @@ async def test_llm_narrative_streams_from_the_model(model_server: ModelServer) -
 
 
 async def test_llm_answer_cut_by_its_deadline_ends_with_kbs_message(model_server: ModelServer) -> None:
-    narrator, registry = make(model_server.url, narrator_answer_s=8.0,
-                              narrator_max_tokens=2000)
+    narrator, registry = make(model_server.url, narrator_answer_s=6.0, **LONG)
     narration = narrator.narrate(scene("tell me a very long story about every bottle"), KB_SAYS)
     text = await collect(narration)
     assert narration.narrator == "fallback" and narration.reason == "model_timeout"
@@ -120,7 +120,7 @@ async def test_llm_model_down_gives_kbs_message_at_once() -> None:
 
 
 async def test_llm_server_killed_mid_stream(model_server: ModelServer) -> None:
-    narrator, _ = make(model_server.url, narrator_max_tokens=2000)
+    narrator, _ = make(model_server.url, **LONG)
     narration = narrator.narrate(scene("tell me a very long story about every bottle"), KB_SAYS)
     first = await narration.__anext__()
     model_server.kill()
@@ -132,7 +132,7 @@ async def test_llm_server_killed_mid_stream(model_server: ModelServer) -> None:
 
 
 async def test_llm_close_mid_stream_cancels_the_model_request(model_server: ModelServer) -> None:
-    narrator, registry = make(model_server.url, narrator_max_tokens=2000)
+    narrator, registry = make(model_server.url, **LONG)
     narration = narrator.narrate(scene("tell me a very long story about every bottle"), KB_SAYS)
     assert await narration.__anext__()
     narration.close()  # the player went away
@@ -144,7 +144,7 @@ async def test_llm_close_mid_stream_cancels_the_model_request(model_server: Mode
 
 
 async def test_llm_shutdown_ends_narratives_in_flight(model_server: ModelServer) -> None:
-    narrator, _ = make(model_server.url, narrator_max_tokens=2000)
+    narrator, _ = make(model_server.url, **LONG)
     narration = narrator.narrate(scene("tell me a very long story about every bottle"), KB_SAYS)
     assert await narration.__anext__()
     narrator.stop()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from typing import Any, Awaitable, TypeVar
@@ -34,6 +35,7 @@ class ModelNarrator:
         self.client = AsyncOpenAI(
             base_url=settings.narrator_url, api_key=settings.narrator_api_key or NO_KEY, max_retries=0,
             timeout=openai.Timeout(settings.narrator_answer_s, connect=min(2.0, settings.narrator_answer_s)))
+        self.extra_body: dict[str, Any] = json.loads(settings.narrator_extra_body or "{}")
         self.in_flight = 0
         self.per_user: Counter[str] = Counter()
         self.live: set[Narration] = set()
@@ -91,7 +93,8 @@ class ModelNarrator:
         """Put the answer's text pieces into the narration's queue as they arrive."""
         stream = await self.client.chat.completions.create(
             model=self.model, messages=messages, stream=True,
-            max_tokens=self.settings.narrator_max_tokens, temperature=self.settings.narrator_temperature)
+            max_tokens=self.settings.narrator_max_tokens, temperature=self.settings.narrator_temperature,
+            extra_body=self.extra_body or None)
         async with stream:
             async for chunk in stream:
                 if chunk.choices and chunk.choices[0].delta.content:
