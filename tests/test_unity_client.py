@@ -147,7 +147,7 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
     game = await ConsoleGame.start(unity_program)
     try:
         await game.cmd("new", player="ann", url=system.gateway_url, token=token("ann"), ping_ms=1000, pong_ms=3000,
-                       backoff_ms=300, timeout_ms=8000)
+                       backoff_ms=300, timeout_ms=8000, seam=True)  # ann's socket is the game's own transport
         await game.cmd("new", player="cal", url=proxy.url, token=token("cal"), ping_ms=1000, pong_ms=3000,
                        backoff_ms=1500, timeout_ms=8000)  # cal's phone is behind the proxy
         ann = await game.cmd("connect", player="ann")
@@ -231,6 +231,8 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
         bad = await game.cmd("bad_token", player="ann", token="not-a-token")
         assert bad == {**bad, "refused": "GaiaAuthException", "auth_required": 4401, "retried": False}
         final = await game.cmd("status", player="ann")
+        seam = final["seam"]
+        assert seam["opened"] >= 2 and seam["sent"] > 0 and seam["received"] > 0, "every socket came from the seam"
         assert final["failures"] == 0 and final["handler_failures"] == ["a game bug in a WorldUpdated handler"]
     except BaseException:
         for log in ("gateway.log", "kb.log"):

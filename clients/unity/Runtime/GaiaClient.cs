@@ -116,10 +116,18 @@ namespace Gaia.Realtime
             var waiter = new SnapshotWaiter();
             lock (snapshotWaiters)
                 snapshotWaiters.Add(waiter);
-            await SendWhenOpen(new JObject { { "type", "get_state" } }, deadline, cancel).ConfigureAwait(false);
-            await Waiters.Within(waiter.Received.Task, deadline, cancel, "area_of_interest").ConfigureAwait(false);
-            await Waiters.Cancellable(waiter.Applied.Task, cancel).ConfigureAwait(false);
-            return World;
+            try
+            {
+                await SendWhenOpen(new JObject { { "type", "get_state" } }, deadline, cancel).ConfigureAwait(false);
+                await Waiters.Within(waiter.Received.Task, deadline, cancel, "area_of_interest").ConfigureAwait(false);
+                await Waiters.Cancellable(waiter.Applied.Task, cancel).ConfigureAwait(false);
+                return World;
+            }
+            finally
+            {
+                lock (snapshotWaiters)
+                    snapshotWaiters.Remove(waiter);
+            }
         }
 
         /// <summary>Round-trip time to the gateway in milliseconds (the pong is matched on the socket thread).</summary>

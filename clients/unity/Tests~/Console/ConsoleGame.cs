@@ -159,7 +159,10 @@ public static class ConsoleGame
             InitialBackoff = TimeSpan.FromMilliseconds((int)c["backoff_ms"]), MaxBackoff = TimeSpan.FromSeconds(2),
             RequestTimeout = TimeSpan.FromMilliseconds((int)c["timeout_ms"]),
             PingInterval = TimeSpan.FromMilliseconds((int)c["ping_ms"]), PongTimeout = TimeSpan.FromMilliseconds((int)c["pong_ms"]) };
-        Players[(string)c["player"]] = new Player(new GaiaClient(options)) { Url = options.GatewayUrl };
+        var counted = new Counted();
+        if (c["seam"] != null && (bool)c["seam"])
+            options.Transport = () => new CountingTransport(new ClientWebSocketTransport(), counted);
+        Players[(string)c["player"]] = new Player(new GaiaClient(options)) { Url = options.GatewayUrl, Seam = counted };
         yield return new JObject();
     }
 
@@ -402,6 +405,7 @@ public static class ConsoleGame
         }
 
         internal string Url;
+        internal Counted Seam;
 
         internal JObject Status()
         {
@@ -411,7 +415,7 @@ public static class ConsoleGame
                 { "version", w.Version }, { "gaps", w.Gaps }, { "failures", w.Failures }, { "snapshots", w.Snapshots },
                 { "area", w.CurrentArea }, { "inventory", new JArray(w.Inventory.Select(i => i.InstanceId)) },
                 { "roster", JObject.FromObject(w.Roster.ToDictionary(p => p.Key, p => p.Value)) },
-                { "closes", new JArray(Closes) }, { "resumes", Resumes }, { "resyncs", new JArray(Resyncs) }, { "handler_failures", new JArray(HandlerFailures) },
+                { "closes", new JArray(Closes) }, { "resumes", Resumes }, { "seam", new JObject { { "opened", Seam.Opened }, { "sent", Seam.Sent }, { "received", Seam.Received } } }, { "resyncs", new JArray(Resyncs) }, { "handler_failures", new JArray(HandlerFailures) },
                 { "updates_by", JObject.FromObject(UpdatesBy) }, { "results", JObject.FromObject(Results) },
                 { "weathers", new JArray(Weathers.OrderBy(x => x, StringComparer.Ordinal)) },
                 { "area_changes", JObject.FromObject(AreaChanges) }, { "presence", new JArray(Presence) } };
@@ -423,5 +427,51 @@ public static class ConsoleGame
             counts.TryGetValue(key, out n);
             counts[key] = n + 1;
         }
+    }
+
+    /// <summary>What went through a transport plugged into the seam.</summary>
+    sealed class Counted
+    {
+        internal int Opened, Sent, Received;
+    }
+
+    /// <summary>A transport of the game's own (as a WebGL bridge would be): here a counting wrapper around the default.</summary>
+    sealed class CountingTransport : IWebSocketTransport
+    {
+        readonly IWebSocketTransport inner;
+        readonly Counted counted;
+
+        internal CountingTransport(IWebSocketTransport inner, Counted counted)
+        {
+            this.inner = inner;
+            this.counted = counted;
+        }
+
+        public async Task ConnectAsync(Uri uri, IDictionary<string, string> headers, CancellationToken cancel)
+        {
+            await inner.ConnectAsync(uri, headers, cancel);
+            Interlocked.Increment(ref counted.Opened);
+        }
+
+        public Task SendTextAsync(string text, CancellationToken cancel)
+        {
+            Interlocked.Increment(ref counted.Sent);
+            return inner.SendTextAsync(text, cancel);
+        }
+
+        public async Task<string> ReceiveTextAsync(CancellationToken cancel)
+        {
+            var text = await inner.ReceiveTextAsync(cancel);
+            if (text != null)
+                Interlocked.Increment(ref counted.Received);
+            return text;
+        }
+
+        public Task CloseAsync(int code, string reason, CancellationToken cancel) { return inner.CloseAsync(code, reason, cancel); }
+        public void Abort() { inner.Abort(); }
+        public bool IsOpen { get { return inner.IsOpen; } }
+        public int? CloseCode { get { return inner.CloseCode; } }
+        public string CloseReason { get { return inner.CloseReason; } }
+        public void Dispose() { inner.Dispose(); }
     }
 }
