@@ -199,3 +199,24 @@ def test_only_the_streams_republish_of_the_subject_passes_the_live_check() -> No
                     {k: v for k, v in republish.items() if k != "Nats-Last-Sequence"},
                     {**republish, "Nats-Subject": experience_updates("b")}, {**republish, "Nats-Stream": "KV_x"}):
         assert republish_problem(Msg(None, subject=live, headers=headers), STREAM, subject)  # type: ignore[arg-type]
+
+
+async def test_a_subject_is_read_back_with_a_gateways_rights_and_no_consumer(nats_server, kb_server, players,
+                                                                              settings) -> None:
+    """The checkers read what kb stored as the gateway may: batched direct gets under its inbox prefix."""
+    from harness.streamread import read_subject
+    alice = await players("alice")
+    for destination in ("main_room", "entrance", "main_room"):
+        assert (await alice.act("go", destination=destination))["success"]
+    await outbox_drained(kb_server)
+    read: list[tuple[int, bytes, float]] = []
+    await read_subject(nats_server.url_as("gateway"), settings.stream_name, experience_updates(EXPERIENCE),
+                       lambda seq, data, at: read.append((seq, data, at)))
+    watch = await connect_tool(nats_server.url_as("operator"))
+    js = watch.jetstream()
+    last = await js.get_last_msg(settings.stream_name, experience_updates(EXPERIENCE))
+    await watch.close()
+    assert len(read) >= 3 and read[-1][0] == last.seq and [s for s, _, _ in read] == sorted({s for s, _, _ in read})
+    assert all(orjson.loads(data)["experience"] == EXPERIENCE for _, data, _ in read if b"world_update" in data)
+    assert all(at > 1.7e9 for _, _, at in read)
+    assert await nats_server.consumer_filters() == []

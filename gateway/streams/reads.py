@@ -7,6 +7,7 @@ same at once.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Awaitable
@@ -53,9 +54,14 @@ class StreamReads:
         self._lasts: SingleFlight[str, int] = SingleFlight(join_while_running=False)
 
     def catchup_config(self, subject: str, cursor: int) -> js_api.ConsumerConfig:
-        """A pull consumer for one catch-up: memory only, no acks, gone soon if its gateway dies."""
+        """A pull consumer for one catch-up: memory only, no acks, gone soon if its gateway dies.
+
+        Named, so that the create request's subject carries its name and filter
+        (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`): the only form the gateway's NATS user may use.
+        """
         return js_api.ConsumerConfig(
-            filter_subject=subject, deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=cursor + 1,
+            name=f"catchup-{secrets.token_hex(8)}", filter_subject=subject,
+            deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=cursor + 1,
             ack_policy=js_api.AckPolicy.NONE, mem_storage=True, num_replicas=1,
             inactive_threshold=self.settings.catchup_inactive_s)
 
