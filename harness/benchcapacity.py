@@ -15,6 +15,7 @@ from harness.system import LocalSystem
 from shared.subjects import experience_updates, live_subject
 
 RESTART_EVENTS = 5  # published while the gateway is down: every session must replay them
+SLOWEST = 3  # sessions named in the restart report, with what each attempt waited for
 
 
 async def nats_counts(system: LocalSystem) -> tuple[int, int]:
@@ -126,5 +127,9 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
         f"| catch-ups in the new process / through a consumer / direct gets sent | {catchups['catchups']:.0f} / "
         f"{catchups['catchup_consumers']:.0f} / {catchups['direct_reads']:.0f} |",
         f"| catch-up consumers left afterwards | {consumers} |"]
+    slowest = [l.slowest_note() for l in sorted(listeners, key=lambda l: l.rejoin_s)[-SLOWEST:]]
+    phase.rows += [f"| slowest session {i + 1} (rejoin time: each attempt, what it waited for) | {note} |"
+                   for i, note in enumerate(reversed(slowest))]
     print(f"  restart, round {round_no + 1}: {len(resumed)}/{len(listeners)} resumed {figures['restart_resumed_s']:.1f} s after SIGTERM "
           f"(listening again after {up - killed:.1f} s), lost {lost}, resyncs {resyncs}, consumers left {consumers}")
+    print("    slowest: " + "\n    slowest: ".join(reversed(slowest)))

@@ -58,10 +58,14 @@ class GatewayListener(SocketListener):
         self.answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self.last_seq: int | None = None
         self.resyncs = 0
+        self.seen: list[str] = []  # this connection's first frames (type, and the connection id)
+        self.trail: list[str] = []  # the last rejoin's attempts: what each waited for and how it ended
+        self.rejoin_s = 0.0  # how long the last rejoin took
 
     async def start(self, last_seq: int | None = None) -> None:
         """Connect and wait for the snapshot (fresh) or the end of the replay (with last_seq)."""
         self.ready = asyncio.Event()
+        self.seen = []
         url = self.url if last_seq is None else f"{self.url}&last_seq={last_seq}"
         self.ws = await self.http.ws_connect(url, max_msg_size=0, heartbeat=None)
         self.task = asyncio.create_task(self._read())
@@ -73,6 +77,8 @@ class GatewayListener(SocketListener):
             now = time.perf_counter()
             frame = orjson.loads(msg.data)
             kind = frame["type"]
+            if len(self.seen) < 4:
+                self.seen.append(f"{kind} {frame['connection_id']}" if kind == "connected" else kind)
             if "seq" in frame:
                 self.last_seq = frame["seq"]
             if kind == "world_update":
@@ -89,14 +95,28 @@ class GatewayListener(SocketListener):
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)
         delay = 0.1
+        began = time.perf_counter()
+        self.trail = []
         while time.monotonic() < deadline:
+            tried = time.perf_counter()
             try:
                 await self.start(self.last_seq)
+                self.rejoin_s = time.perf_counter() - began
+                self.trail.append(f"+{tried - began:.1f}s resumed after {time.perf_counter() - tried:.1f}s "
+                                  f"(saw {', '.join(self.seen)})")
                 return time.perf_counter()
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+                waited = f"waited {time.perf_counter() - tried:.1f}s for resumed, saw {', '.join(self.seen) or 'nothing'}"
+                self.trail.append(f"+{tried - began:.1f}s {type(exc).__name__}"
+                                  f"{' (' + waited + ')' if self.ws is not None and not self.ws.closed else ''}")
                 await asyncio.sleep(random.uniform(0, delay))
                 delay = min(delay * 2, 2.0)
+        self.rejoin_s = time.perf_counter() - began
         raise TimeoutError("not resumed before the deadline")
+
+    def slowest_note(self) -> str:
+        """The last rejoin in one line: its time and each attempt (for the restart report's slowest sessions)."""
+        return f"{self.rejoin_s:.1f} s: " + "; ".join(self.trail[-4:])
 
     async def act(self, msg_id: str, action: str, **args: Any) -> dict[str, Any]:
         assert self.ws is not None
