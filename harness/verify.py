@@ -12,6 +12,8 @@ import orjson
 
 from harness.losscheck import Stream, StreamMessage, check_chain
 from harness.player import SimPlayer
+from harness.snapcheck import check_snapshots
+from harness.streamread import read_subject  # with a gateway's rights: direct gets, no consumer
 from harness.procs import wait_healthy
 from harness.world import normalise
 from shared.config import Settings
@@ -56,12 +58,14 @@ class RunReport:
     needless: int = 0  # resyncs the stream shows were not due
     repairs: int = 0
     resync_examples: list[str] = field(default_factory=list)
+    snapshots_checked: int = 0  # resync snapshots compared with the world the stream yields at their version
+    snapshot_mismatches: list[str] = field(default_factory=list)
     settings: str = ""  # the system's settings that differ from the shipped defaults, read from its environment
 
     @property
     def ok(self) -> bool:
         return (self.lost == 0 and self.duplicated == 0 and self.out_of_order == 0 and self.diverged == 0
-                and self.repairs == 0 and self.needless == 0)
+                and self.repairs == 0 and self.needless == 0 and not self.snapshot_mismatches)
 
     @property
     def checked_share(self) -> float:
@@ -81,31 +85,12 @@ class RunReport:
             f"also received from before the count starts {self.before_count}",
             f"resumes replayed from the stream {self.replays}; resyncs {self.resyncs}, of them not due {self.needless}"
             f"{' (' + '; '.join(self.resync_examples) + ')' if self.resync_examples else ''}; "
-            f"gap repairs with get_state {self.repairs}",
+            f"gap repairs with get_state {self.repairs}; resync snapshots compared with the world the stream "
+            f"yields at their version {self.snapshots_checked}, differing {len(self.snapshot_mismatches)}"
+            + "".join(f" ({m})" for m in self.snapshot_mismatches[:3]),
             f"lost {self.lost} (checked one by one: {self.checked_share:.1%}), duplicated {self.duplicated}, "
             f"out of order {self.out_of_order}, diverged worlds {self.diverged}",
         ]
-
-
-async def read_subject(nats_url: str, stream: str, subject: str,
-                       each: Callable[[int, bytes, float], None]) -> None:
-    """Call each(seq, payload, stored_at) for every message on a subject, in order."""
-    nc = await nats.connect(nats_url.split(","))
-    try:
-        js = nc.jetstream()
-        try:
-            last = (await js.get_last_msg(stream, subject, direct=True)).seq
-        except nats.js.errors.NotFoundError:
-            return
-        sub = await js.subscribe(subject, ordered_consumer=True, stream=stream)
-        seq = 0
-        while seq < last:
-            msg = await sub.next_msg(timeout=5)
-            seq = msg.metadata.sequence.stream
-            each(seq, msg.data, msg.metadata.timestamp.timestamp())
-        await sub.unsubscribe()
-    finally:
-        await nc.close()
 
 
 async def subject_seqs(nats_url: str, stream: str, subject: str,
@@ -116,12 +101,15 @@ async def subject_seqs(nats_url: str, stream: str, subject: str,
     return seqs
 
 
-async def stream_messages(nats_url: str, stream: str, subject: str) -> list[StreamMessage]:
-    """Every message on a subject, read back in order."""
+async def stream_messages(nats_url: str, stream: str, subject: str,
+                          updates: dict[int, dict[str, Any]] | None = None) -> list[StreamMessage]:
+    """Every message on a subject, read back in order; world_updates also into `updates` by version, if given."""
     out: list[StreamMessage] = []
 
     def keep(seq: int, payload: bytes, stored_at: float) -> None:
         event = orjson.loads(payload)
+        if updates is not None and event.get("type") == "world_update":
+            updates[event["snapshot_version"]] = event
         out.append(StreamMessage(seq, event.get("type", "?"), event.get("snapshot_version"), event.get("user_id"),
                                  stored_at))
     await read_subject(nats_url, stream, subject, keep)
@@ -160,7 +148,8 @@ async def check(system: Target, sims: list[SimPlayer], report: RunReport) -> Non
     """Compare what each player received with the stream, and its delta-built world with kb's."""
     settings = Settings.from_env()
     threshold = resync_threshold(system)
-    messages = await stream_messages(system.nats_url, settings.stream_name, experience_updates(EXPERIENCE))
+    updates: dict[int, dict[str, Any]] = {}
+    messages = await stream_messages(system.nats_url, settings.stream_name, experience_updates(EXPERIENCE), updates)
     report.published += len(messages)
     stream = Stream(messages)
     async with aiohttp.ClientSession(headers={"X-API-Key": settings.kb_api_key}) as http:
@@ -183,6 +172,9 @@ async def check(system: Target, sims: list[SimPlayer], report: RunReport) -> Non
             report.actions += sim.stats.actions
             report.reconnects += sim.stats.reconnects
             report.resyncs += sum(1 for f in sim.client.frames if f.get("type") == "resync_required")
+            snapshots = check_snapshots(sim.client.frames, updates, user)
+            report.snapshots_checked += snapshots.checked
+            report.snapshot_mismatches += snapshots.mismatches
             report.repairs += sim.stats.repairs
             report.diverged += int(not await converged(http, system, sim, user))
 

@@ -1,11 +1,23 @@
 """The harness's checks are as strong as their names: an injected loss or divergence makes them fail."""
 from __future__ import annotations
 
+import copy
 import random
+
+import aiohttp
 
 from harness.player import SimPlayer
 from harness.verify import RunReport, check
+from shared.config import Settings
 from tests.conftest import EXPERIENCE, outbox_drained
+
+
+async def kb_state(target: "Running", user: str) -> dict:
+    """kb's area_of_interest for a player, as it stands."""
+    headers = {"X-API-Key": Settings.from_env().kb_api_key}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.get(f"{target.kb_url}/experiences/{EXPERIENCE}/players/{user}/state") as resp:
+            return await resp.json()
 
 
 class Running:
@@ -68,13 +80,22 @@ async def test_a_needless_resync_fails_the_check(gateway_server, kb_server, toke
     for frame in later:
         frames.remove(frame)
         alice.client.seqs.remove(frame["seq"])
-    latest = max(f["snapshot_version"] for f in later if f.get("type") == "world_update")
+    view = await kb_state(target, "alice")  # kb's own snapshot, at the version of bob's last step
+    assert view["snapshot_version"] == max(f["snapshot_version"] for f in later if f.get("type") == "world_update")
     frames.insert(first + 1, {"type": "resync_required", "reason": "too far behind"})
-    frames.insert(first + 2, {"type": "area_of_interest", "snapshot_version": latest})
+    frames.insert(first + 2, {"type": "area_of_interest", **view})
     report = RunReport(players=2, duration_s=0)
     await check(target, [alice, bob], report)
     assert report.needless == 1 and report.lost == 0 and not report.ok, report.lines()
     assert report.replaced == len(later), report.lines()
+    assert report.snapshots_checked == 1 and not report.snapshot_mismatches, report.lines()
+    # The same resync with a snapshot that is not the world at its version (an item kept that was taken).
+    wrong = copy.deepcopy(view)
+    wrong["player"]["inventory"].append({"instance_id": "phantom_1", "name": "phantom"})
+    frames[first + 2] = {"type": "area_of_interest", **wrong}
+    report = RunReport(players=2, duration_s=0)
+    await check(target, [alice, bob], report)
+    assert len(report.snapshot_mismatches) == 1 and not report.ok, report.lines()
     for sim in (alice, bob):
         await sim.client.close()
 
