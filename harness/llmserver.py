@@ -19,7 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.procs import free_port, stop_process
 
@@ -88,6 +88,7 @@ def install() -> None:
 class ModelServer:
     """llama-cpp-python's server with SmolLM2 on a free loopback port; `url` is its OpenAI base URL."""
 
+    module: ClassVar[str] = "llama_cpp.server"
     port: int = field(default_factory=free_port)
     n_ctx: int = 2048
     threads: int = 2
