@@ -186,6 +186,7 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
         # A second ConnectAsync on an open client opens nothing.
         again = await game.cmd("connect", player="ann")
         assert again["connection_id"] == ann["connection_id"] and await sessions(system) == 2
+        await game.in_sync("a blocked main thread and a second ConnectAsync", "ann", "cal")
 
         # The phone's network goes silent. First only its sends are lost: the get_state its gap asks for is lost too...
         await game.cmd("skew", player="cal")
