@@ -52,7 +52,7 @@ async def bench_cluster_restart(sessions: int, figures: dict[str, float], failur
     lost = 0.0
     cluster = await ClusterSystem(gateways=1, kbs=1, presence_announce="0").start()
     view = OneGatewayView(cluster)
-    phase.settings = f"{process_settings({**os.environ, **view.gateway.env})}; {phase.settings}"
+    phase.settings = process_settings({**os.environ, **view.gateway.env}) + phase.settings.removeprefix("none")
     local: dict[str, float] = {}
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:

@@ -179,7 +179,10 @@ def scaling_section(figures: dict[str, float], command: str) -> str:
         f"| idle sessions held (the benchmark's size, not a ceiling) | {f('sessions_held'):.0f} |",
         f"| memory per idle session: gateway / nats-server (KB) | {f('gateway_kb_per_idle_session'):.1f} / "
         f"{f('nats_kb_per_idle_session'):.2f} |",
-        f"| connect rate, snapshot included (sessions/s) | {f('connects_per_s'):.0f} |",
+        f"| connect rate, snapshot included, no roster in it (sessions/s, the client on the same cores) | "
+        f"{f('connects_per_s'):.0f} |",
+        f"| gateway CPU per connect / a minimal aiohttp server's with the same JWT and frame sizes (roster as "
+        f"shipped, median of rounds) | {f('connect_cpu_vs_floor', float('nan')):.2f} |",
         f"| all sessions resumed after a gateway SIGTERM and restart (s) | {f('restart_resumed_s', float('nan')):.1f} |",
         f"| the same with the gateway on a 3-node NATS cluster (s) | "
         f"{f('cluster_restart_resumed_s', float('nan')):.1f} |",
