@@ -180,7 +180,7 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
         await game.in_sync("a throwing handler", "ann", "cal")
 
         # A loading hitch: the main thread blocks; the answer is matched on the socket thread meanwhile.
-        blocked = await game.cmd("act_blocked", player="ann", ms=2500)
+        blocked = await game.cmd("act_blocked", player="ann", ms=7000)
         assert blocked == {**blocked, "answered_while_blocked": True, "faulted": False}
 
         # A second ConnectAsync on an open client opens nothing.

@@ -256,7 +256,9 @@ public static class ConsoleGame
     static IEnumerator ActBlocked(Player p, int ms)
     {
         var acting = p.Client.ActAsync("examine", new { instance_id = "dream_bottle_2" });
-        Thread.Sleep(ms);  // a loading hitch: the main thread neither drains nor polls
+        var until = DateTime.UtcNow.AddMilliseconds(ms);
+        while (!acting.IsCompleted && DateTime.UtcNow < until)
+            Thread.Sleep(10);  // a loading hitch (or a .Result): the main thread never drains meanwhile
         var answered = acting.IsCompleted && !acting.IsFaulted;
         yield return Wait(acting);
         yield return new JObject { { "answered_while_blocked", answered }, { "faulted", acting.IsFaulted } };
