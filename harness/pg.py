@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 from harness.procs import free_port
+from shared.privatefiles import write_private
 
 
 def pg_bin(name: str) -> str | None:
@@ -51,7 +52,7 @@ class PostgresServer:
         if initdb is None or pg_ctl is None:
             raise RuntimeError("PostgreSQL server programs (initdb, pg_ctl) are not installed")
         pwfile = self.work / "pwfile"
-        pwfile.write_text(self.password + "\n")
+        write_private(pwfile, self.password + "\n")  # 0600 in a 0700 folder until initdb has read it
         if os.geteuid() == 0:
             self._as_owner = ["runuser", "-u", "postgres", "--"]
             shutil.chown(self.work, "postgres")
