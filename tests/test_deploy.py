@@ -150,3 +150,23 @@ def test_the_permission_table_in_docs_is_generated_from_the_code() -> None:
     text = (DEPLOY.parent / "docs" / "security.md").read_text()
     assert all(f"`{subject}`" in text for rights in PERMISSIONS.values() for subjects in rights.values()
                for subject in subjects)
+
+
+def test_kb_runs_on_postgresql_with_two_replicas_wherever_the_manifests_scale() -> None:
+    """No kb shares a SQLite file: compose and Kubernetes run two kb on PostgreSQL, systemd reads its DSN."""
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert services["postgres"]["image"].startswith("postgres:") and "pg-data" in compose["volumes"]
+    for name in ("kb-1", "kb-2"):
+        env = {k: re.sub(r"\$\{[^}]+\}", "x", str(v)) for k, v in services[name]["environment"].items()}
+        assert Settings.from_env(env).kb_store == "postgresql://gaia:x@postgres:5432/gaia"
+        assert not services[name].get("volumes") and "postgres" in services[name]["depends_on"]
+    docs = k8s_docs()
+    kb = next(d for d in docs if d["kind"] == "StatefulSet" and d["metadata"]["name"] == "kb")
+    assert kb["spec"]["replicas"] == 2 and "volumeClaimTemplates" not in kb["spec"]
+    env = {e["name"]: e for e in kb["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GAIA_KB_STORE"]["valueFrom"]["secretKeyRef"] == {"name": "gaia-kb-store", "key": "dsn"}
+    assert ("StatefulSet", "postgres") in {(d["kind"], d["metadata"]["name"]) for d in docs}
+    unit = (DEPLOY / "systemd" / "gaia-kb.service").read_text()
+    assert "EnvironmentFile=/etc/gaia/kb-store.env" in unit
+    assert "GAIA_KB_DB_PATH" not in (DEPLOY / "systemd" / "gaia.env").read_text()
