@@ -18,6 +18,7 @@ from harness.player import SimPlayer
 from harness.verify import EXPERIENCE, RunReport, check, settle
 from shared.auth import issue_token
 from shared.config import Settings
+from tests.conftest import eventually
 
 
 @pytest.fixture
@@ -33,6 +34,12 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., ClusterSystem]]:
         system.stop()
     if os.environ.get("GAIA_KEEP_LOGS") is None:  # set it to read the processes' logs after a failure
         shutil.rmtree(tmp_path / "cluster", ignore_errors=True)
+
+
+async def played(sims: list[SimPlayer], actions: int, timeout: float = 30.0) -> None:
+    """Until every player has made `actions` more actions than now: a fault lands mid-play, not at a moment guessed."""
+    goal = [sim.stats.actions + actions for sim in sims]
+    await eventually(lambda: all(sim.stats.actions >= g for sim, g in zip(sims, goal, strict=True)), timeout=timeout)
 
 
 def seen_from(sims: list[SimPlayer], actors: set[str]) -> int:
@@ -54,9 +61,9 @@ async def test_two_gateways_on_a_nats_cluster_lose_nothing_when_a_node_and_a_gat
     sims = sims_a + sims_b
     until = time.monotonic() + 14
     play = [asyncio.create_task(s.run(until)) for s in sims]
-    await asyncio.sleep(4)
+    await played(sims, 3)  # everyone connected and acting, however slow the machine
     system.kill_node(0)  # the first URL every client and service was given
-    await asyncio.sleep(3)
+    await played(sims, 3)  # everyone acting again through the surviving nodes
     system.kill_service(system.gateways[0])  # gateway A's players must move to B
     await asyncio.gather(*play)
     await settle(system, sims)
@@ -120,7 +127,7 @@ async def test_two_kb_processes_serialize_each_world_and_hand_it_over_when_the_o
                                random.Random(rng.random())) for i, (url, other) in enumerate(((a, b), (b, a)))]
     until = time.monotonic() + 12
     play = [asyncio.create_task(s.run(until)) for s in sims]
-    await asyncio.sleep(4)
+    await played(sims, 3)  # everyone connected and acting, however slow the machine
     system.kill_service(system.kbs[owners[0]])
     await asyncio.gather(*play)
     assert await owner_of(system) == [1 - owners[0]], "the surviving kb took the world over"
