@@ -20,7 +20,13 @@ import sys
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from shared.subjects import CLOCK_LEASE_BUCKET, OWNER_BUCKET, REPUBLISH_DEST, REPUBLISH_SOURCE
+from shared.subjects import (
+    CLOCK_LEASE_BUCKET,
+    EXPERIENCE_UPDATES_PREFIX,
+    OWNER_BUCKET,
+    REPUBLISH_DEST,
+    REPUBLISH_SOURCE,
+)
 
 STREAM = "WORLD_UPDATES"
 INBOX_ROOT = "_INBOX"
@@ -32,6 +38,12 @@ def inbox_prefix(user: str) -> str:
     """The reply-subject prefix of a service user (`_INBOX.kb`); nats-py's default for anyone else."""
     return f"{INBOX_ROOT}.{user}" if user in ("kb", "gateway") else INBOX_ROOT
 
+
+# A catch-up consumer is named and filtered to one experience in the create request's subject
+# (`$JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>`), which the server holds its config to. Its
+# deliver subject is in the payload, out of the permissions' sight: the gateway drops deliveries
+# that reach a live subject or a read of its own (gateway/streams/headers.py).
+CATCHUP_CONSUMER_CREATE = f"$JS.API.CONSUMER.CREATE.{STREAM}.*.{EXPERIENCE_UPDATES_PREFIX}*"
 
 PERMISSIONS: dict[str, dict[str, list[str]]] = {
     "kb": {
@@ -45,13 +57,12 @@ PERMISSIONS: dict[str, dict[str, list[str]]] = {
             *(f"$JS.API.DIRECT.GET.{kv}.>" for kv in KV_STREAMS),
             *(f"$JS.API.DIRECT.GET.{kv}" for kv in KV_STREAMS),
         ],
-        "subscribe": [f"{INBOX_ROOT}.>"],
+        "subscribe": [inbox_prefix("kb") + ".>"],
     },
     "gateway": {
         "publish": [
             f"$JS.API.STREAM.INFO.{STREAM}",
-            f"$JS.API.CONSUMER.CREATE.{STREAM}",
-            f"$JS.API.CONSUMER.CREATE.{STREAM}.>",
+            CATCHUP_CONSUMER_CREATE,
             f"$JS.API.CONSUMER.DELETE.{STREAM}.>",
             f"$JS.API.CONSUMER.INFO.{STREAM}.>",
             f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.>",
@@ -59,7 +70,7 @@ PERMISSIONS: dict[str, dict[str, list[str]]] = {
             f"$JS.API.DIRECT.GET.{STREAM}.>",
             f"$JS.API.STREAM.MSG.GET.{STREAM}",  # the leader's answer, when a replica's may lag
         ],
-        "subscribe": [REPUBLISH_DEST, f"{INBOX_ROOT}.>"],
+        "subscribe": [REPUBLISH_DEST, inbox_prefix("gateway") + ".>"],
     },
 }
 SERVICES = tuple(PERMISSIONS)

@@ -8,8 +8,10 @@ says so once in its log and counts it in /metrics.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import secrets
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -25,9 +27,9 @@ from gateway.streams.headers import republish_problem
 from harness.procs import NatsServer
 from harness.verify import player_seqs
 from shared.config import Settings
-from shared.natsauth import STREAM
+from shared.natsauth import STREAM, inbox_prefix
 from shared.natsconn import connect_tool
-from shared.subjects import experience_updates, live_subject
+from shared.subjects import EXPERIENCE_UPDATES_PREFIX, experience_updates, live_subject
 from tests.conftest import EXPERIENCE, eventually, outbox_drained
 
 EXPERIENCES = (EXPERIENCE, "glade", "marsh")
@@ -55,6 +57,7 @@ async def probe(url: str, target: str, foreign: str) -> int:
     js_api = "$JS.API"
     every = [experience_updates(name) for name in EXPERIENCES]
     push = {"ack_policy": "none", "deliver_policy": "all", "deliver_subject": target}
+    name_1, name_2 = f"probe-{secrets.token_hex(4)}", f"probe-{secrets.token_hex(4)}"
     requests: list[tuple[str, Any]] = [
         (f"{js_api}.STREAM.INFO.{STREAM}", b""),
         (f"{js_api}.DIRECT.GET.{STREAM}", {"seq": 1, "next_by_subj": "world.updates.>", "batch": 10_000}),
@@ -68,15 +71,23 @@ async def probe(url: str, target: str, foreign: str) -> int:
         (f"{js_api}.CONSUMER.CREATE.{STREAM}", {"stream_name": STREAM, "config": push}),
         (f"{js_api}.CONSUMER.CREATE.{STREAM}",
          {"stream_name": STREAM, "config": {**push, "headers_only": True, "filter_subject": foreign}}),
+        # The form the gateway's user may use: named, filtered in the subject; the deliver subject is not.
+        (f"{js_api}.CONSUMER.CREATE.{STREAM}.{name_1}.{foreign}",
+         {"stream_name": STREAM, "config": {**push, "name": name_1, "filter_subject": foreign}}),
     ]
     for subject, body in requests:
         await nc.publish(subject, body if isinstance(body, bytes) else orjson.dumps(body), reply=target)
     # A pull consumer of its own, read with the live subject as the reply subject of every fetch.
-    created = await nc.request(f"{js_api}.CONSUMER.CREATE.{STREAM}", orjson.dumps(
-        {"stream_name": STREAM, "config": {"ack_policy": "none", "deliver_policy": "all"}}), timeout=5)
-    name = orjson.loads(created.data).get("name")
-    if name:
-        await nc.publish(f"{js_api}.CONSUMER.MSG.NEXT.{STREAM}.{name}", orjson.dumps({"batch": 1000}), reply=target)
+    pull = (f"{js_api}.CONSUMER.CREATE.{STREAM}.{name_2}.{foreign}", orjson.dumps(
+        {"stream_name": STREAM, "config": {"name": name_2, "filter_subject": foreign, "ack_policy": "none",
+                                           "deliver_policy": "all"}}))
+    if foreign.startswith(EXPERIENCE_UPDATES_PREFIX):  # the gateway's user may create it
+        created = await nc.request(*pull, timeout=5)
+        assert orjson.loads(created.data).get("name") == name_2, created.data
+        await nc.publish(f"{js_api}.CONSUMER.MSG.NEXT.{STREAM}.{name_2}", orjson.dumps({"batch": 1000}),
+                         reply=target)
+    else:  # a consumer over every experience: refused by permissions
+        await nc.publish(*pull, reply=target)
     # Plain publishes with that reply: refused by permissions, like any publish of the gateway's user.
     await nc.publish(target, b"{}", reply=target)
     await nc.publish(foreign, b"{}", reply=target)
@@ -109,6 +120,37 @@ async def metric(http: Any, url: str, name: str) -> float:
         text = await resp.text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and not line.startswith("#"))
+
+
+async def test_the_gateways_credentials_cannot_reach_kbs_inbox(nats_server, kb_server, players) -> None:
+    """kb replies under its own prefix, which the gateway's user cannot read; answers aimed at any
+    kb-looking inbox reach no subscription of kb's, and kb's own requests go on unharmed."""
+    alice = await players("alice")
+    errors: list[Exception] = []
+
+    async def seen(exc: Exception) -> None:
+        errors.append(exc)
+    spy = await connect_tool(nats_server.url_as("gateway"), error_cb=seen)
+    for subject in (inbox_prefix("kb") + ".>", "_INBOX.>", ">"):
+        await spy.subscribe(subject)
+    await spy.flush()
+    await eventually(lambda: len([e for e in errors if "permissions violation" in str(e).lower()]) == 3)
+    await spy.close()
+
+    watch, landed = await recorder(nats_server, inbox_prefix("kb") + ".>")
+    target = inbox_prefix("kb") + ".guessed.1"
+    acting = asyncio.gather(*(alice.act("go", destination=d) for d in ("main_room", "entrance")))
+    await probe(nats_server.url_as("gateway"), target, experience_updates(EXPERIENCE))
+    assert all(answer["success"] for answer in await acting)
+    await outbox_drained(kb_server)  # kb published its events: their acks came to its inbox
+    await eventually(lambda: any(m.subject == target for m in landed))  # the server does deliver what was asked...
+    kb_subs = [as_pattern(s) for conn in (await nats_server.connz())["connections"] if conn.get("name") == "kb"
+               for s in conn.get("subscriptions_list") or []]
+    assert kb_subs and all(p.pattern.startswith(re.escape(inbox_prefix("kb") + ".")) for p in kb_subs)
+    assert not any(p.fullmatch(target) for p in kb_subs)  # ...where kb has no subscription
+    at_kb = [m for m in landed if any(p.fullmatch(m.subject) for p in kb_subs)]
+    assert at_kb and not [m for m in at_kb if m.headers or b"io.nats.jetstream.api" in m.data], at_kb  # acks only
+    await watch.close()
 
 
 async def test_no_read_path_hands_one_experiences_event_to_another(nats_server, kb_server, gateway_server, players,

@@ -9,18 +9,22 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
 
 from gateway.keys import STREAMS, TICKS
 from shared.config import Settings
+from shared.natsconn import connect_tool
 from tests.conftest import EXPERIENCE, broadcast, eventually
 from tests.test_chat import test_many_chats_in_flight_each_keep_their_own_order as test_chats_keep_order_with_tick
 from tests.test_chat import (
     test_take_over_the_socket_world_update_before_the_first_chunk_then_done as test_world_change_before_narrative_with_tick,
 )
-from tests.test_gateway_ws import test_slow_consumer_is_closed_4408_and_others_are_unaffected as test_slow_consumer_with_tick
-from tests.test_resume import test_a_resume_that_missed_nothing_gets_resumed_and_no_snapshot as test_no_miss_resume_with_tick
+from tests.test_gateway_ws import (
+    test_slow_consumer_is_closed_4408_and_others_are_unaffected as test_slow_consumer_with_tick,
+)
+from tests.test_resume import (
+    test_a_resume_that_missed_nothing_gets_resumed_and_no_snapshot as test_no_miss_resume_with_tick,
+)
 from tests.test_resume import test_in_socket_resume_replays_exactly_what_followed_the_cursor as test_resume_with_tick
 
 TICK_MS = 50.0
@@ -38,7 +42,7 @@ def gateway_settings(settings: Settings, kb_server: Any, nats_server: Any) -> Se
 async def test_events_of_one_tick_reach_a_socket_in_order_in_one_write(players, gateway_server, nats_server) -> None:
     assert gateway_server.app[TICKS].for_experience(EXPERIENCE) is not None
     alice, bob = await players("alice"), await players("bob")
-    nc = await nats.connect(nats_server.url_as("kb"))
+    nc = await connect_tool(nats_server.url_as("kb"))
     js = nc.jetstream()
     seqs = [(await js.publish(f"world.updates.exp.{EXPERIENCE}", broadcast(100 + i, f"n{i}"))).seq for i in range(30)]
     await nc.close()
