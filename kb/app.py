@@ -22,6 +22,7 @@ from kb.world.content import available_experiences, load_content
 from kb.worlds import WorldService
 from shared.config import Settings
 from shared.natsconn import nats_cleanup_ctx
+from shared.subjects import experience_updates
 from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,12 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def take_over(experience: str) -> None:
         await worlds[experience].take_over()
+        publisher.notify()  # what the former owner committed and did not publish is ours to publish now
     app[OWNERSHIP] = WorldOwnership(app[NATS] if leased else None, list(worlds), my_url,
                                     settings.kb_lease_ttl_s, take_over)
+    if leased:  # each world's events are published by its owner alone
+        owned = app[OWNERSHIP].owned
+        publisher.subjects = lambda: [experience_updates(e) for e in owned()]
     app[METRICS] = KbMetrics(app[NATS], publisher, presence, worlds, app[OWNERSHIP])
     log.info("kb serving experiences: %s", ", ".join(f"{e}@v{w.world['version']}" for e, w in worlds.items()))
     yield

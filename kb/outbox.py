@@ -5,6 +5,7 @@ import asyncio
 import logging
 import secrets
 import time
+from typing import Callable
 
 from nats.js.errors import NotFoundError
 
@@ -35,6 +36,9 @@ class OutboxPublisher:
         self.forged = 0  # duplicate acks for messages that were not ours
         self._wake = asyncio.Event()
         self._last_prune = 0.0
+        # Lease mode: the subjects of the worlds this process owns (two publishers of one row race, and
+        # JetStream's answer to the loser, "duplicate message id is in process", stalls it 5 s).
+        self.subjects: Callable[[], list[str]] | None = None
         link.on_connect(self.recover_lost_tail)
 
     def notify(self) -> None:
@@ -64,7 +68,7 @@ class OutboxPublisher:
 
     async def _drain(self) -> None:
         while True:
-            rows = await self.store.unpublished(BATCH)
+            rows = await self.store.unpublished(BATCH, None if self.subjects is None else self.subjects())
             if not rows:
                 return
             acks = await self._publish(rows)

@@ -3,6 +3,7 @@ outbox; presence."""
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,8 +111,8 @@ class Store(abc.ABC):
         """Write the changed rows and the events atomically; VersionConflict if `base_version` is stale."""
 
     @abc.abstractmethod
-    async def unpublished(self, limit: int) -> list[OutboxRow]:
-        """The oldest events not yet acknowledged by JetStream, in commit order."""
+    async def unpublished(self, limit: int, subjects: Sequence[str] | None = None) -> list[OutboxRow]:
+        """The oldest events not yet acknowledged by JetStream, in commit order (only on `subjects`, if given)."""
 
     @abc.abstractmethod
     async def published_since(self, stream_seq_above: int, since_ms: int) -> list[OutboxRow]:

@@ -3,6 +3,7 @@ several kb processes."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -101,8 +102,11 @@ class PostgresStore(Store):
                 " DO UPDATE SET state = $3, seen_ms = $4",
                 [(experience, u, orjson.dumps(p), now_ms) for u, p in delta.players.items()])
 
-    async def unpublished(self, limit: int) -> list[OutboxRow]:
-        return await self._select("published_ms IS NULL ORDER BY id LIMIT $1", limit)
+    async def unpublished(self, limit: int, subjects: Sequence[str] | None = None) -> list[OutboxRow]:
+        if subjects is None:
+            return await self._select("published_ms IS NULL ORDER BY id LIMIT $1", limit)
+        return await self._select("published_ms IS NULL AND subject = ANY($2) ORDER BY id LIMIT $1", limit,
+                                  list(subjects))
 
     async def published_since(self, stream_seq_above: int, since_ms: int) -> list[OutboxRow]:
         return await self._select("published_ms >= $1 AND stream_seq > $2 ORDER BY id", since_ms, stream_seq_above)

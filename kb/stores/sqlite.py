@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -133,8 +134,12 @@ class SqliteStore(Store):
         db.executemany("INSERT OR REPLACE INTO players (experience, user_id, state, seen_ms) VALUES (?, ?, ?, ?)",
                        [(experience, u, orjson.dumps(p), now_ms) for u, p in delta.players.items()])
 
-    async def unpublished(self, limit: int) -> list[OutboxRow]:
-        return await self._run(self._select, "published_ms IS NULL ORDER BY id LIMIT ?", (limit,))
+    async def unpublished(self, limit: int, subjects: Sequence[str] | None = None) -> list[OutboxRow]:
+        if subjects is None:
+            return await self._run(self._select, "published_ms IS NULL ORDER BY id LIMIT ?", (limit,))
+        marks = ", ".join("?" * len(subjects))
+        return await self._run(self._select, f"published_ms IS NULL AND subject IN ({marks}) ORDER BY id LIMIT ?",
+                               (*subjects, limit))
 
     async def published_since(self, stream_seq_above: int, since_ms: int) -> list[OutboxRow]:
         return await self._run(
