@@ -28,6 +28,9 @@ class Settings:
     stream_name: str = "WORLD_UPDATES"
     stream_max_age_s: float = 24 * 3600.0
     stream_replicas: int = 1
+    # Leave a NATS server through which the stream has had no quorum for this long (a node cut off
+    # from the others, or frozen, keeps its clients while their writes and reads go nowhere); 0: stay.
+    nats_stranded_s: float = 8.0
     stream_duplicate_window_s: float = 20 * 60.0
     # Consumers exist only while sessions catch up; nats-server's default (1,000) would cap a
     # reconnect storm's catch-ups across all gateways.

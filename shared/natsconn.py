@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import nats
@@ -20,6 +21,8 @@ from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
 log = logging.getLogger(__name__)
 Listener = Callable[[], Awaitable[None]]
+QUORUM_PROBE_S = 1.0  # how often a clustered stream's quorum is checked through this connection
+PEER_SILENT_NS = 3_000_000_000  # a replica the leader has not heard from for this long does not count
 
 
 def stream_config(settings: Settings) -> js_api.StreamConfig:
@@ -74,6 +77,8 @@ class NatsLink:
         self._listeners: list[Listener] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self.server_moves = 0  # times this link left a server through which the stream had no quorum
 
     @property
     def connected(self) -> bool:
@@ -99,6 +104,51 @@ class NatsLink:
     def start(self) -> None:
         """Begin connecting in the background; the service serves meanwhile (degraded)."""
         self._task = asyncio.create_task(self._connect_until_up(), name=f"nats-connect-{self.name}")
+        if (self.settings.stream_replicas > 1 and self.settings.nats_stranded_s > 0
+                and len(self.settings.nats_url.split(",")) > 1):
+            self._watch = asyncio.create_task(self._watch_quorum(), name=f"nats-quorum-{self.name}")
+
+    async def _watch_quorum(self) -> None:
+        """Move to another server when the stream has had no quorum through this one for
+        `nats_stranded_s`: a node cut off from the others still answers pings, so nats-py stays,
+        and a frozen one is noticed only after several missed pings."""
+        since: float | None = None
+        while True:
+            await asyncio.sleep(QUORUM_PROBE_S)
+            if not self.connected or not self.jetstream_ok or await self._has_quorum():
+                since = None
+                continue
+            now = time.monotonic()
+            since = now if since is None else since
+            if now - since >= self.settings.nats_stranded_s:
+                since = None
+                self._leave_server()
+
+    async def _has_quorum(self) -> bool:
+        """Does the stream's leader answer through this server, having heard from a majority of replicas?"""
+        assert self.js is not None
+        try:
+            info = await asyncio.wait_for(self.js.stream_info(self.settings.stream_name), 2.0)
+        except Exception:  # noqa: BLE001 - no answer is the signal
+            raise_if_cancelled()
+            return False
+        cluster = info.cluster
+        if cluster is None or cluster.replicas is None:
+            return True  # one replica: nothing to be cut off from
+        heard = 1 + sum(1 for peer in cluster.replicas if not peer.offline and (peer.active or 0) < PEER_SILENT_NS)
+        return heard * 2 > len(cluster.replicas) + 1
+
+    def _leave_server(self) -> None:
+        """Drop the connection under nats-py: it reconnects to the next server of its pool and
+        restores every subscription there, as after a server crash."""
+        nc = self.nc
+        transport = getattr(nc, "_transport", None)
+        where = nc.connected_url.netloc.rsplit("@", 1)[-1] if nc is not None and nc.connected_url else "?"
+        log.warning("nats: no stream quorum through %s for %.0f s; moving to another server", where,
+                    self.settings.nats_stranded_s)
+        if transport is not None:
+            self.server_moves += 1
+            transport.close()
 
     async def _connect_until_up(self) -> None:
         delay = 0.1
@@ -174,7 +224,7 @@ class NatsLink:
     async def close(self) -> None:
         """Stop connecting; drain the connection if there is one. Bounded: never hangs shutdown."""
         if self._task is not None:
-            await stop_tasks([self._task], timeout=2.0)
+            await stop_tasks([t for t in (self._task, self._watch) if t is not None], timeout=2.0)
         if self.nc is None or self.nc.is_closed:
             return
         timeout = self.settings.shutdown_timeout_s / 2
