@@ -79,17 +79,19 @@ class Settings:
     msg_rate_per_s: float = 20.0
     msg_burst: int = 40
     gateway_workers: int = 1  # gateway processes on one port (SO_REUSEPORT): one per core in production
-    max_sessions_per_user: int = 8
-    max_sse_per_user: int = 4
-    handshakes_per_ip_per_s: float = 20.0
-    handshake_burst: int = 50
+    # Limits marked PER PROCESS are not shared between those workers (or hosts): one address or user may
+    # get the figure times the processes it reaches (gateway/edge/scopes.py, table in docs/security.md).
+    max_sessions_per_user: int = 8  # over every gateway process (kb counts them all)
+    max_sse_per_user: int = 4  # PER PROCESS
+    handshakes_per_ip_per_s: float = 20.0  # WebSocket handshakes and SSE opens, one bucket; PER PROCESS
+    handshake_burst: int = 50  # PER PROCESS
     # Proxies (addresses or networks) whose X-Forwarded-For is believed; nobody else's is.
     trusted_proxies: tuple[str, ...] = ()
-    max_connections_per_address: int = 1000  # sockets and SSE streams open at once from one client address
+    max_connections_per_address: int = 1000  # sockets and SSE streams open at once per address; PER PROCESS
     state_rate_per_s: float = 1.0  # get_state and resume cost a snapshot or a catch-up: a budget per session
     state_burst: int = 5
-    chats_per_user_per_s: float = 2.0  # POST /chat/unified per user, and as many again per address
-    chat_burst: int = 10
+    chats_per_user_per_s: float = 2.0  # POST /chat/unified per user, as many per address; PER PROCESS
+    chat_burst: int = 10  # PER PROCESS
     sub_pending_msgs: int = 1024  # live messages a stream holds while catching up (more: read from the stream)
     sub_pending_bytes: int = 1024 * 1024  # a live message this large is dropped (and caught up)
     stream_sweep_s: float = 5.0  # how often streams are checked for a lost tail
@@ -113,9 +115,9 @@ class Settings:
     narrator_api_key: str = field(default="", repr=False)  # GAIA_NARRATOR_API_KEY only; never logged
     narrator_first_token_s: float = 5.0  # no first token by then: kb's message instead (model_timeout)
     narrator_answer_s: float = 20.0  # the whole answer (and a tool call) within this, or the rest is kb's message
-    # model requests at once per gateway process; more: kb's message (model_unavailable)
+    # model requests at once per gateway process (PER PROCESS); more: kb's message (model_unavailable)
     narrator_max_inflight: int = 32
-    narrator_max_per_user: int = 2  # model requests at once per user
+    narrator_max_per_user: int = 2  # model requests at once per user; PER PROCESS
     narrator_max_tokens: int = 160
     narrator_temperature: float = 0.7
     narrator_turns: int = 4  # the conversation's last turns the model sees

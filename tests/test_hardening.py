@@ -145,6 +145,11 @@ def test_every_limit_says_where_it_counts_and_the_docs_show_it() -> None:
     assert main(["--check", str(docs)]) == 0
     for name, (_, scope) in LIMIT_SCOPES.items():
         assert re.search(rf"\| `GAIA_{name.upper()}` \|[^\n]*\| {scope} \|", docs.read_text()), name
+    config = (ROOT / "shared" / "config.py").read_text().splitlines()
+    for name, (_, scope) in LIMIT_SCOPES.items():  # and next to the setting itself
+        at = next(i for i, line in enumerate(config) if line.startswith(f"    {name}:"))
+        if scope == "per gateway process":
+            assert re.search(r"per (gateway )?process", " ".join(config[at - 1:at + 1]), re.IGNORECASE), name
     shipped = [(ROOT / "deploy" / name).read_text() for name in
                ("docker-compose.yml", "systemd/gaia.env", "k8s/30-gateway.yaml")]
     for text in shipped:
