@@ -1,0 +1,217 @@
+"""The narrator's benchmark: first chunk and whole answer with the local model, and the real-time path
+under narrative load (p99 action -> other players at 100 players, 20 chats streaming against none).
+
+Part of `gaia-harness bench` (harness/bench.py calls `bench_chat`); alone, `python -m harness.benchchat
+[--write]` prints the same phases and with --write puts them in docs/benchmarks.md between markers.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from harness.benchkit import connect_many, cpu_quiet
+from harness.benchreport import Phase, pct, process_settings, replace_section, tail, tail_value
+from harness.client import GaiaClient
+from harness.llmserver import ALIAS, ModelServer, missing
+from harness.procs import free_port, stop_process, wait_for_port
+from harness.system import LocalSystem
+from shared.auth import issue_token
+from shared.config import Settings
+
+EXPERIENCE = "wylding-woods"
+BOUND = 1.2  # p99 with chats streaming / without, at most
+PACE = {"first_token_s": 0.3, "tokens_per_s": 30.0, "tokens": 60}
+START, END = "<!-- bench:narrator:start -->", "<!-- bench:narrator:end -->"
+DOC = Path("docs/benchmarks.md")
+
+
+@dataclass
+class ChatRun:
+    """What the narrator benchmark produces (bench.py's Run has the same three fields)."""
+
+    figures: dict[str, float] = field(default_factory=dict)
+    phases: list[Phase] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def _phase(run: Any, name: str, system: LocalSystem, extra: str) -> Phase:
+    phase = Phase(name, process_settings({**os.environ, **system.gateway.env}) + f"; {extra}")
+    run.phases.append(phase)
+    return phase
+
+
+async def _drive(actor: Any, actions: int) -> list[tuple[int, float]]:
+    """Collect and drop the quill in turn (harness/bench.py's drive_actions); (version, sent_at) of each."""
+    from harness.bench import drive_actions
+    return await drive_actions(actor, actions, gap_s=0.05)
+
+
+async def _chatting(client: GaiaClient, stop: asyncio.Event, counts: dict[str, int]) -> None:
+    """One player chatting without pause until told to stop."""
+    while not stop.is_set():
+        async for frame in client.chat("look around", timeout=30):
+            if frame["type"] == "chat_done":
+                counts[frame["narrator"]] = counts.get(frame["narrator"], 0) + 1
+
+
+async def _gauge(url: str, name: str) -> float:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{url}/metrics") as resp:
+            rows = (await resp.text()).splitlines()
+    return next((float(r.split()[-1]) for r in rows if r.startswith(name + " ")), 0.0)
+
+
+async def bench_chat_load(run: Any, players: int = 100, chatters: int = 20, actions: int = 30,
+                          rounds: int = 2) -> None:
+    """p99 action -> other players with `chatters` chats streaming against none, interleaved rounds, one run."""
+    from harness.bench import all_arrived, latencies, latency_row
+    port = free_port()
+    paced = subprocess.Popen([sys.executable, "-m", "harness.pacedllm", "--port", str(port),
+                              "--first-token-s", str(PACE["first_token_s"]),
+                              "--tokens-per-s", str(PACE["tokens_per_s"]), "--tokens", str(PACE["tokens"])])
+    system = LocalSystem(narrator_url=f"http://127.0.0.1:{port}/v1", narrator_model="paced")
+    try:
+        wait_for_port(port, proc=paced)
+        await system.start()
+        phase = _phase(run, f"Narrative load: action -> other players at {players} players, {chatters} chats "
+                            f"streaming against none", system,
+                       f"narrator: a paced stand-in OpenAI-compatible server (harness/pacedllm.py: first token after "
+                       f"{PACE['first_token_s'] * 1000:.0f} ms, then {PACE['tokens_per_s']:.0f} tokens/s, "
+                       f"{PACE['tokens']} tokens), not a model: a real model's CPU on these two cores would swamp "
+                       f"the figure")
+        phase.rows += ["| round, load | p50 (ms) | tail (ms) | n |", "|---|---|---|---|"]
+        settings = Settings.from_env()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            listeners = await connect_many(http, system, "nl", players - chatters)
+            talkers = [GaiaClient(system.gateway_url, issue_token(settings, f"talker{i}"), EXPERIENCE)
+                       for i in range(chatters)]
+            for talker in talkers:
+                await talker.connect()
+                await talker.next("area_of_interest")
+            actor, others = listeners[0], listeners[1:]
+            by_load: dict[str, list[float]] = {"none": [], "chats": []}
+            counts: dict[str, int] = {}
+            for r in range(rounds):
+                for load in ("none", "chats"):
+                    stop, loops = asyncio.Event(), []
+                    await cpu_quiet(system.server_procs())
+                    if load == "chats":
+                        loops = [asyncio.create_task(_chatting(t, stop, counts)) for t in talkers]
+                        deadline = time.monotonic() + 10  # streaming: most chats are inside their answer
+                        while (await _gauge(system.gateway_url, "gaia_gateway_narrator_requests_in_flight")
+                               < chatters * 0.8 and time.monotonic() < deadline):
+                            await asyncio.sleep(0.05)
+                    sent = await _drive(actor, actions)
+                    if missing_copies := await all_arrived(sent, [o.arrivals for o in others]):
+                        run.failures.append(f"narrative load, round {r + 1} ({load}): {missing_copies} copies missing")
+                    values = latencies(sent, [o.arrivals for o in others])
+                    by_load[load] += values
+                    phase.rows.append(latency_row(f"round {r + 1}, {load if load == 'none' else f'{chatters} chats'}",
+                                                  values))
+                    stop.set()
+                    await asyncio.gather(*loops, return_exceptions=True)
+            for load, values in by_load.items():
+                label = "no chats" if load == "none" else f"{chatters} chats"
+                phase.rows.append(latency_row(f"**all rounds, {label}**", values))
+            ratio = tail_value(by_load["chats"]) / tail_value(by_load["none"])
+            run.figures["chat_load_p99_ratio"] = ratio
+            verdict = "met" if ratio <= BOUND else "NOT met"
+            phase.rows += ["", f"The {len(others)} players who do not chat, measured; the {chatters} who do chat "
+                               f"without pause (\"look around\"; {sum(counts.values())} chats, narrators: "
+                               f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}). Tail with chats / "
+                               f"without: **{ratio:.2f}x** (bound {BOUND}x: {verdict})."]
+            await asyncio.gather(*(w.close() for w in listeners), *(t.close() for t in talkers))
+        print(f"  narrative load: others {tail(by_load['none'])} ms without chats, {tail(by_load['chats'])} ms with "
+              f"{chatters} streaming: {ratio:.2f}x (bound {BOUND}x)")
+    finally:
+        system.stop()
+        stop_process(paced)
+
+
+async def bench_chat_model(run: Any, chats: int = 8) -> None:
+    """Time to first chunk and whole answer, chat after chat, with SmolLM2 on llama-cpp-python's server."""
+    lacking = missing()
+    if lacking:
+        run.failures.append(f"narrator with the local model: not installed ({'; '.join(lacking)}; make llm)")
+        return
+    model = ModelServer().start()
+    system = LocalSystem(narrator_url=model.url, narrator_model=ALIAS, narrator_first_token_s="30",
+                         narrator_answer_s="60")
+    try:
+        await system.start()
+        phase = _phase(run, f"Narrator with the local model: {chats} chats, one after another", system,
+                       f"narrator: SmolLM2-135M-Instruct (Q4_1 GGUF) on llama-cpp-python's OpenAI-compatible server, "
+                       f"{model.threads} threads, on the same two cores as everything else")
+        first, total, tokens = [], [], []
+        async with GaiaClient(system.gateway_url, issue_token(Settings.from_env(), "teller"), EXPERIENCE) as client:
+            await client.next("area_of_interest")
+            for i in range(chats):
+                line = "go to the main room" if i % 2 == 0 else "go to the entrance"
+                sent, first_at, pieces = time.perf_counter(), None, 0
+                async for frame in client.chat(line, timeout=90):
+                    if frame["type"] == "chat_chunk":
+                        first_at, pieces = first_at or time.perf_counter(), pieces + 1
+                    elif frame["narrator"] != "model":
+                        run.failures.append(f"local model chat {i + 1}: narrator {frame['narrator']} "
+                                            f"({frame.get('reason')})")
+                done = time.perf_counter()
+                first.append(((first_at or done) - sent) * 1000)
+                total.append((done - sent) * 1000)
+                tokens.append(pieces)
+        rate = await _gauge(system.gateway_url, "gaia_gateway_narrator_tokens_per_second_sum")
+        count = await _gauge(system.gateway_url, "gaia_gateway_narrator_tokens_per_second_count")
+        run.figures.update(model_first_chunk_p50_ms=pct(first, 50), model_answer_p50_ms=pct(total, 50))
+        phase.rows += ["| line | p50 (ms) | max (ms) | n |", "|---|---|---|---|",
+                       f"| chat -> first narrative chunk (client side) | {pct(first, 50):.0f} | {max(first):.0f} | "
+                       f"{len(first)} |",
+                       f"| chat -> chat_done (whole answer) | {pct(total, 50):.0f} | {max(total):.0f} | {len(total)} |",
+                       "", f"Chunks per answer: p50 {pct([float(t) for t in tokens], 50):.0f}; streamed "
+                           f"{rate / max(count, 1):.0f} tokens/s on average (gaia_gateway_narrator_tokens_per_second)."]
+        print(f"  local model: first chunk p50 {pct(first, 50):.0f} ms (max {max(first):.0f}), whole answer p50 "
+              f"{pct(total, 50):.0f} ms (max {max(total):.0f})")
+    finally:
+        system.stop()
+        model.stop()
+
+
+async def bench_chat(run: Any, quick: bool = False) -> None:
+    """Both narrator phases, into `run` (bench.py's Run or a ChatRun)."""
+    await bench_chat_model(run, chats=4 if quick else 8)
+    await bench_chat_load(run, actions=15 if quick else 30)
+
+
+def section(run: ChatRun, command: str) -> str:
+    """The narrator's phases as a marked section of docs/benchmarks.md."""
+    text = [START, f"## Narrator (`{command}`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", ""]
+    for phase in run.phases:
+        text += [f"### {phase.name}", "", f"Settings: {phase.settings}.", "", *phase.rows, ""]
+    text += [*(f"- FAILED: {f}" for f in run.failures), END]
+    return "\n".join(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--write", action="store_true", help="put the phases in docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    run = ChatRun()
+    asyncio.run(bench_chat(run, args.quick))
+    text = section(run, "python -m harness.benchchat" + (" --quick" if args.quick else ""))
+    print(text)
+    if args.write:
+        DOC.write_text(replace_section(DOC.read_text(), text, START, END))
+        print(f"wrote the narrator's section of {DOC}")
+    return 1 if run.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
