@@ -18,6 +18,7 @@ import nats
 import psutil
 
 from harness.benchcapacity import bench_capacity, bench_restart
+from harness.benchchat import bench_chat
 from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, NatsWsListener, SseListener
 from harness.benchcluster import bench_cluster_restart
 from harness.benchconnect import bench_connect_floor
@@ -384,6 +385,7 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
         await bench_transports(system, 20, sizes["actions"], run, phase)
     finally:
         system.stop()
+    await bench_chat(run, quick)  # the narrator: the local model, and the real-time path under narrative load
     await bench_fanout(*sizes["fanout"], 100.0, run)
     await bench_fanout_fsync(100, 100, run)
     await bench_connect(sizes["connects"], run)

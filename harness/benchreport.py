@@ -49,6 +49,8 @@ TARGETS = (
     Target("others_p99_1000", "action -> other players' copies, p99 or max at 1,000 players (ms)", "<=", 20.0,
            "issue 8"),
     Target("fanout_short", "deliveries missing in any fan-out phase", "<=", 0.0, "issue 13"),
+    Target("chat_load_p99_ratio", "action -> other players, p99 at 100 players with 20 chats streaming / without",
+           "<=", 1.2, "issue 28"),
     Target("kb_sqlite_many_vs_few", "kb actions/s with 10,000 players ever / with 10, SQLite", ">=", 0.8, "issue 16"),
     Target("kb_postgres_many_vs_few", "kb actions/s with 10,000 players ever / with 10, PostgreSQL", ">=", 0.8,
            "issue 16"),
