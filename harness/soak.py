@@ -228,13 +228,18 @@ class Soak:
                     report.final_resumes += 1
                 except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
                     report.final_resume_failures += 1
+        report.churn_replays = sum(c.count("resumed") for c in self.crowd.chains)
+        report.churn_resyncs = sum(c.count("resync_required") for c in self.crowd.chains)
         await asyncio.gather(*(back(c) for c in self.crowd.chains if c.marks and c.cursor is not None))
         end = await self._stream_end()
+        last_version = max((m.version or 0 for m in self._messages if m.kind == "world_update"), default=0)
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and any(c.open and (c.cursor or 0) < end for c in self.crowd.chains):
+        while time.monotonic() < deadline and any(c.open and not c.caught_up(end, last_version)
+                                                  for c in self.crowd.chains):
             await asyncio.sleep(0.2)
         report.final_resume_s = time.monotonic() - started
-        report.behind_at_end = sum(1 for c in self.crowd.chains if c.marks and c.cursor is not None and c.cursor < end)
+        report.behind_at_end = sum(1 for c in self.crowd.chains
+                                   if c.marks and c.cursor is not None and not c.caught_up(end, last_version))
 
     async def _stream_end(self) -> int:
         messages = await stream_messages(self.system.nats_url, self.settings.stream_name,

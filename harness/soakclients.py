@@ -133,6 +133,20 @@ class Chain:
         if self.reader is not None:
             await asyncio.gather(self.reader, return_exceptions=True)
 
+    def count(self, kind: str) -> int:
+        """How many frames of this kind (resumed, resync_required, area_of_interest) the chain has had."""
+        return sum(1 for _, frame in self.marks if frame["type"] == kind)
+
+    def caught_up(self, end_seq: int, last_version: int) -> bool:
+        """At the stream's end: its cursor there, or its latest frame a snapshot at the world's last version
+        (a resync's snapshot carries no seq, and nothing follows it when it covers everything)."""
+        if self.cursor is not None and self.cursor >= end_seq:
+            return True
+        if not self.marks:
+            return False
+        at, last = self.marks[-1]
+        return at == len(self.seqs) and last["type"] == "area_of_interest" and last["snapshot_version"] >= last_version
+
     def frames(self) -> list[dict[str, Any]]:
         """The received sequence numbers and marks, in arrival order, shaped like frames for verify.py."""
         out: list[dict[str, Any]] = []

@@ -107,6 +107,8 @@ class SoakReport:
     needless_resyncs: int = 0
     replays: int = 0
     resumes: int = 0  # resumes with last_seq during the churn
+    churn_replays: int = 0  # of them served by a replay (counted before the final resumes)
+    churn_resyncs: int = 0
     resync_examples: list[str] = field(default_factory=list)
     final_resumes: int = 0
     final_resume_failures: int = 0
@@ -152,8 +154,8 @@ class SoakReport:
             ("every resync due (cursor more than GAIA_RESYNC_AFTER_EVENTS behind, or not held by the stream)",
              f"{self.resyncs - self.needless_resyncs} of {self.resyncs} due", self.needless_resyncs == 0),
             ("most resumes during the churn are replays",
-             f"{self.replays} replays, {self.resyncs} resyncs over {self.resumes} resumes during the churn and "
-             f"{self.final_resumes} at the end", self.replays > self.resyncs),
+             f"{self.churn_replays} replays, {self.churn_resyncs} resyncs over {self.resumes} resumes during the "
+             f"churn", self.churn_replays > self.churn_resyncs),
         ]
         for name in ("gateway", "kb"):
             warm, after = self.warm.rss_mb[name], self.settled.rss_mb[name]
@@ -201,8 +203,9 @@ class SoakReport:
             f"{self.expected + self.replaced}: checked one by one {self.expected} ({self.checked_share:.1%}), "
             f"delivered {self.delivered}; forgiven by the snapshot after a due resync {self.replaced}; "
             f"lost {self.lost}, duplicated {self.duplicated}, out of order {self.out_of_order}",
-            f"resumes with last_seq during the churn {self.resumes}; over the whole run, replayed from the stream "
-            f"{self.replays}, resynced {self.resyncs} (not due: {self.needless_resyncs})"
+            f"resumes with last_seq during the churn {self.resumes}: replayed from the stream {self.churn_replays}, "
+            f"resynced {self.churn_resyncs}; with the {self.final_resumes} final resumes, replayed {self.replays}, "
+            f"resynced {self.resyncs} (not due: {self.needless_resyncs})"
             + (f"; for example {'; '.join(self.resync_examples)}" if self.resync_examples else ""),
             f"after the settle, every chain resumed with its cursor ({self.final_resumes} resumes, "
             f"{self.final_resume_failures} failed, {self.final_resume_s:.1f} s, at most {FINAL_RESUMES} at once); "
