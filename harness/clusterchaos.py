@@ -120,7 +120,8 @@ async def measure(figures: FaultFigures, who: Cast, observer: StreamObserver, he
     targets: dict[str, int | None] = {"live": None, "healed": None}
     while time.monotonic() < deadline:
         if figures.next_commit_s is None:
-            commits = [a.at for p in who.players for a in p.answers if a.version is not None and a.at >= figures.started]
+            commits = [a.at for p in who.players for a in p.answers
+                       if a.version is not None and a.sent_at >= figures.started]
             if commits:
                 figures.next_commit_s = min(commits) - figures.started
         targets["live"] = targets["live"] or first_update_after(observer, figures.started)

@@ -38,6 +38,7 @@ class LedgerFindings:
     version_breaks: list[str] = field(default_factory=list)  # versions not stepping by one in stream order
     kb_version: int = 0  # committed in PostgreSQL (read first)
     stream_version: int = 0  # the stream's last world_update (read after; the clock may have ticked since)
+    commits_checked: int = 0  # actions answered as committed, each looked up in the stream
     committed_twice: list[str] = field(default_factory=list)
     half_committed: list[str] = field(default_factory=list)
 
@@ -110,6 +111,7 @@ def check_ledger(entries: list[StreamEntry], rows: list[Any], kb_version: int,
         if mine > player.sent:
             found.committed_twice.append(f"{user}: {mine} commits from {player.sent} actions sent")
         for answer in player.answers:
+            found.commits_checked += answer.version is not None
             if answer.success and answer.version is not None and actor_of.get(answer.version) != user:
                 found.half_committed.append(f"{user} {answer.action} answered v{answer.version}, "
                                             f"stream has {actor_of.get(answer.version, 'nothing')}")

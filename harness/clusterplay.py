@@ -19,11 +19,16 @@ from harness.verify import EXPERIENCE
 from shared.subjects import experience_updates
 
 
+# The actions whose success is a commit of their own (examine and talk answer from the world as it is).
+COMMITTING = frozenset({"go", "collect_item", "drop_item"})
+
+
 @dataclass(frozen=True)
 class Answer:
     """One action's answer as the player got it: when, and the version kb said it committed."""
 
-    at: float
+    at: float  # when the answer came
+    sent_at: float  # when the action was sent
     action: str
     success: bool
     version: int | None  # the version it committed (None: refused, failed, or changed nothing)
@@ -45,23 +50,23 @@ class LedgerPlayer(SimPlayer):
             return
         action, args = self.choose()
         self.sent += 1
-        started = time.perf_counter()
+        started, sent_at = time.perf_counter(), time.monotonic()
         try:
             answer = await self.client.act(action, **args)
         except BaseException:
-            self.answers.append(Answer(time.monotonic(), action, False, None, "no answer"))
+            self.answers.append(Answer(time.monotonic(), sent_at, action, False, None, "no answer"))
             raise
         self.stats.latencies_ms.append((time.perf_counter() - started) * 1000)
         self.stats.actions += 1
         if answer["type"] == "error":
             self.stats.errors[answer["code"]] = self.stats.errors.get(answer["code"], 0) + 1
-            self.answers.append(Answer(time.monotonic(), action, False, None, answer["code"]))
+            self.answers.append(Answer(time.monotonic(), sent_at, action, False, None, answer["code"]))
             return
         ok = bool(answer["success"])
         self.stats.succeeded += ok
         self.stats.refused += not ok
-        committed = answer.get("snapshot_version") if ok and answer.get("changes") else None
-        self.answers.append(Answer(time.monotonic(), action, ok, committed, None))
+        committed = answer.get("snapshot_version") if ok and action in COMMITTING else None
+        self.answers.append(Answer(time.monotonic(), sent_at, action, ok, committed, None))
 
     @property
     def last_seq(self) -> int:
@@ -136,17 +141,23 @@ async def connect_cluster(url: str, **options: Any) -> Any:
 
 @dataclass
 class StreamObserver:
-    """A core subscription on the experience's live subject: when each stream sequence was first seen."""
+    """Core subscriptions on the experience's live subject, one through each node (a node that is cut off
+    or paused must not blind the observer): when each stream sequence was first seen on any of them."""
 
     nats_url: str
     seen: dict[int, float] = field(default_factory=dict)
     updates: set[int] = field(default_factory=set)  # the world_updates among them (every chain gets those)
     last_seq: int = 0
-    _nc: Any = None
+    _conns: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
-        self._nc = await connect_cluster(self.nats_url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-        await self._nc.subscribe("live." + experience_updates(EXPERIENCE), cb=self._on)
+        urls = self.nats_url.split(",")
+        for i in range(len(urls)):
+            rotated = ",".join(urls[i:] + urls[:i])  # each connection starts on another node
+            nc = await connect_cluster(rotated, max_reconnect_attempts=-1, reconnect_time_wait=0.2,
+                                       dont_randomize=True)
+            await nc.subscribe("live." + experience_updates(EXPERIENCE), cb=self._on)
+            self._conns.append(nc)
 
     async def _on(self, msg: Any) -> None:
         seq = int(msg.headers.get("Nats-Sequence", 0)) if msg.headers else 0
@@ -157,9 +168,9 @@ class StreamObserver:
                 self.updates.add(seq)
 
     async def stop(self) -> None:
-        if self._nc is not None:
+        for nc in self._conns:
             with contextlib.suppress(Exception):
-                await self._nc.close()
+                await nc.close()
 
     def published_at(self, seq: int) -> float | None:
         """When seq (or the nearest sequence seen after it, for one the observer missed) went live."""

@@ -27,7 +27,8 @@ def lines(report: ClusterChaosReport) -> list[str]:
         out.append(f"kb's outbox: {ledger.acknowledged} events acknowledged, missing or different in the stream "
                    f"{len(ledger.missing_acked)}, never acknowledged {ledger.unpublished}; duplicated in the stream "
                    f"{len(ledger.duplicated)}; version steps broken {len(ledger.version_breaks)}; committed version "
-                   f"{ledger.kb_version}, stream's last {ledger.stream_version}; actions committed twice "
+                   f"{ledger.kb_version}, stream's last {ledger.stream_version}; {ledger.commits_checked} committed actions "
+                   f"looked up: committed twice "
                    f"{len(ledger.committed_twice)}, answered but not in the stream {len(ledger.half_committed)}")
         out += [f"  {item}" for item in (ledger.missing_acked + ledger.version_breaks + ledger.committed_twice
                                          + ledger.half_committed)[:10]]

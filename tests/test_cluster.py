@@ -144,3 +144,26 @@ async def test_two_kb_processes_serialize_each_world_and_hand_it_over_when_the_o
     assert clock_events, "the world clock ran (on whichever kb owned the world)"
     for sim in sims:
         await sim.client.close()
+
+
+@pytest.mark.timeout(300)
+async def test_cluster_chaos_short_form_loses_nothing_through_process_database_and_network_faults() -> None:
+    """`gaia-harness chaos --cluster` in short: the stream leader, the world's owner, PostgreSQL and a gateway
+    die mid-play (and, where namespaces can be made, the leader is cut off); the strict checks must all pass."""
+    from harness.clusterchaos import run_cluster_chaos
+    from harness.clusterreport import lines, table
+    from harness.netlab import available
+    faults = ["leader-kill", "kb-owner-kill", "postgres-restart", "gateway-kill"]
+    if available() is None:
+        faults.append("partition")
+    report = await run_cluster_chaos(players=4, sse=2, seed=3, faults=faults, quiet_s=2.0)
+    print("\n".join([*lines(report), *table(report)]))
+    assert [f.name for f in report.faults] == faults
+    assert report.run is not None and report.run.expected > 0 and report.run.lost == 0
+    assert report.run.duplicated == 0 and report.run.out_of_order == 0 and report.run.diverged == 0
+    assert report.ledger is not None and report.ledger.acknowledged > 0 and report.ledger.ok, report.ledger
+    assert report.ledger.commits_checked > 0
+    assert report.chains is not None and report.chains.expected > 0 and not report.chains.lost
+    assert all(f.next_commit_s is not None and f.live_again_s is not None and f.healed_live_s is not None
+               for f in report.faults), "every fault was followed by a commit and every chain came back"
+    assert report.ok

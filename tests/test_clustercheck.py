@@ -24,7 +24,7 @@ def player(user: str, sent: int, committed: list[int]) -> LedgerPlayer:
     one = LedgerPlayer(["http://127.0.0.1:1"], "token", random.Random(1))
     one.client.connected = {"user_id": user}
     one.sent = sent
-    one.answers = [Answer(0.0, "go", True, v, None) for v in committed]
+    one.answers = [Answer(0.0, 0.0, "go", True, v, None) for v in committed]
     return one
 
 
