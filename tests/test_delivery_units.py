@@ -179,8 +179,12 @@ async def test_splice_after_held_messages_were_dropped_never_goes_live(stream: C
 async def test_live_message_with_a_gap_starts_a_catch_up_and_rewind_moves_the_cursor_back(
         stream: ConnectionStream) -> None:
     class Msg:
+        """The stream's republish of one stored message, as nats-py hands it over."""
+
         def __init__(self, seq: int, last: int) -> None:
-            self.headers = {"Nats-Sequence": str(seq), "Nats-Last-Sequence": str(last)}
+            self.subject = "live." + stream.subject
+            self.headers = {"Nats-Stream": stream.reads.settings.stream_name, "Nats-Subject": stream.subject,
+                            "Nats-Sequence": str(seq), "Nats-Last-Sequence": str(last)}
             self.data = payload()
 
     stream.cursor, stream._held = 10, None
