@@ -174,7 +174,7 @@ async def run_cluster_chaos(players: int = 4, sse: int = 2, seed: int = 7, fault
         tasks = [asyncio.create_task(p.run(time.monotonic() + 3600)) for p in who.players]
         tasks += [asyncio.create_task(w.run(stop)) for w in who.watchers]
         await asyncio.sleep(quiet_s)
-        ctx = FaultContext(system, lab)
+        ctx = FaultContext(system, lab, busy=lambda: any(p.in_flight for p in who.players))
         for name in names:
             figures = FaultFigures(name, started=time.monotonic())
             log.info("fault %s", name)

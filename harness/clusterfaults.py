@@ -29,6 +29,7 @@ class FaultContext:
 
     system: ClusterSystem
     lab: NetLab | None
+    busy: Callable[[], bool] = lambda: True  # is an action in flight right now?
 
 
 async def stream_leader(system: ClusterSystem) -> int:
@@ -91,6 +92,10 @@ async def kill_kb(ctx: FaultContext, owner: bool) -> str:
     own = await world_owner(ctx.system)
     index = own if owner else 1 - own
     kb = ctx.system.kbs[index]
+    for _ in range(200):  # mid-action: while some player waits for an answer (2 s at most)
+        if ctx.busy():
+            break
+        await asyncio.sleep(0.01)
     ctx.system.kill_service(kb)
     await asyncio.sleep(DOWN_S)
     await ctx.system.restart_service(kb)

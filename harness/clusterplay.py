@@ -41,6 +41,7 @@ class LedgerPlayer(SimPlayer):
     def __init__(self, urls: list[str], token: str, rng: random.Random) -> None:
         super().__init__(urls, token, EXPERIENCE, rng)
         self.sent = 0
+        self.in_flight = 0  # actions sent and not answered yet
         self.answers: list[Answer] = []
 
     async def step(self) -> None:
@@ -51,11 +52,14 @@ class LedgerPlayer(SimPlayer):
         action, args = self.choose()
         self.sent += 1
         started, sent_at = time.perf_counter(), time.monotonic()
+        self.in_flight += 1
         try:
             answer = await self.client.act(action, **args)
         except BaseException:
             self.answers.append(Answer(time.monotonic(), sent_at, action, False, None, "no answer"))
             raise
+        finally:
+            self.in_flight -= 1
         self.stats.latencies_ms.append((time.perf_counter() - started) * 1000)
         self.stats.actions += 1
         if answer["type"] == "error":
