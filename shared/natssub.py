@@ -16,7 +16,7 @@ unsubscribe, a reconnect and a drain.
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from typing import Any, Callable
 
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -76,6 +76,7 @@ async def subscribe_direct(nc: NATS, subject: str, on_msg: Callable[[Msg], None]
         raise ConnectionClosedError
     if nc.is_draining:
         raise ConnectionDrainingError
+    share_repeated_headers(nc)
     nc._sid += 1
     sub = DirectSubscription(nc, nc._sid, subject, on_msg, pending_bytes_limit)
     nc._subs[sub._id] = sub
@@ -90,6 +91,29 @@ class NatsInternalsMoved(RuntimeError):
     """The nats-py installed does not have the internals `subscribe_direct` builds on."""
 
 
+def share_repeated_headers(nc: NATS) -> None:
+    """Parse a run of identical message headers once (on this client only).
+
+    nats-server sends one copy of a stream message per subscription, each with the same header bytes
+    (the stream, subject, sequence and time): a process holding a thousand subscriptions on one
+    subject would parse the same headers a thousand times. The copies share one parsed dict, which
+    nothing that reads a message changes.
+    """
+    if getattr(nc, "_shares_headers", False):
+        return
+    parse = nc._process_headers
+    last: list[Any] = [None, None]  # the raw header bytes of the last message, and what they parsed to
+
+    async def process_headers(headers: bytes) -> dict[str, str] | None:
+        if headers and headers == last[0]:
+            return last[1]
+        parsed: dict[str, str] | None = await parse(headers)
+        last[0], last[1] = headers, parsed
+        return parsed
+    nc._process_headers = process_headers  # type: ignore[method-assign]
+    nc._shares_headers = True  # type: ignore[attr-defined]
+
+
 def check_nats_internals() -> None:
     """Fail fast, naming what moved, when nats-py lacks what a DirectSubscription relies on."""
     import inspect
@@ -102,6 +126,8 @@ def check_nats_internals() -> None:
         missing.append(f"version {PINNED_NATS_PY}x (found {version})")
     client_code = inspect.getsource(NATS.__init__)
     missing += [f"Client.{name}" for name in ("_sid", "_subs") if f"self.{name}" not in client_code]
+    if not inspect.iscoroutinefunction(getattr(NATS, "_process_headers", None)):
+        missing.append("Client._process_headers()")
     if not inspect.iscoroutinefunction(getattr(NATS, "_send_subscribe", None)):
         missing.append("Client._send_subscribe()")
     sub_code = inspect.getsource(Subscription.__init__)

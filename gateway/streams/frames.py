@@ -6,7 +6,7 @@ from typing import Any
 import orjson
 
 from gateway.streams.timings import EventTimings
-from shared.broadcast import copy_body, visible_indexes
+from shared.broadcast import copy_body
 from shared.schemas.events import validate_broadcast
 
 CACHE_SIZE = 4096
@@ -20,11 +20,13 @@ class Broadcast:
     few times and each copy costs one concatenation.
     """
 
-    __slots__ = ("event", "_head", "_tail", "_whole", "_about", "_bodies")
+    __slots__ = ("event", "_head", "_tail", "_whole", "_about", "_bodies", "_seen_by", "_for_all")
 
     def __init__(self, seq: int, payload: bytes, event: dict[str, Any]) -> None:
         self.event = event
         self._bodies: dict[tuple[int, ...], bytes] = {}
+        self._seen_by: dict[str, tuple[int, ...]] | None = None  # who sees which changes, built at the first copy
+        self._for_all: tuple[int, ...] = ()
         self._about: str | None = None
         self._head = b'{"seq":%d,"user_id":' % seq
         self._tail: bytes | None = None  # the shared part when every player gets the same copy
@@ -41,11 +43,34 @@ class Broadcast:
             return None if self._about == user_id else self._whole
         if self._tail is not None:
             return self._head + user_json + self._tail
-        indexes = visible_indexes(self.event, user_id)
+        seen_by = self._seen_by
+        if seen_by is None:
+            seen_by = self._audiences()
+        indexes = seen_by.get(user_id, self._for_all)
         body = self._bodies.get(indexes)
         if body is None:
             body = self._bodies[indexes] = b"," + orjson.dumps(copy_body(self.event, indexes))[1:]
         return self._head + user_json + body
+
+    def _audiences(self) -> dict[str, tuple[int, ...]]:
+        """Each named player's visible changes, found in one pass over the audience lists per event (a
+        scan of every list for every copy costs a thousand players a million membership tests)."""
+        audience = self.event["audience"]
+        self._for_all = tuple(i for i, who in enumerate(audience) if who is None)
+        seen: dict[str, list[int]] = {}
+        for index, who in enumerate(audience):
+            if who is None:
+                for shown in seen.values():
+                    shown.append(index)
+                continue
+            for user in who["only"]:
+                mine = seen.get(user)
+                if mine is None:
+                    seen[user] = [i for i in self._for_all if i < index] + [index]
+                elif mine[-1] != index:
+                    mine.append(index)
+        self._seen_by = {user: tuple(shown) for user, shown in seen.items()}
+        return self._seen_by
 
 
 class EventValidator:
