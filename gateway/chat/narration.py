@@ -101,8 +101,8 @@ class Narration:
                 return self._told.popleft()
             self.close()
             raise StopAsyncIteration
-        deadline = min(self.first_deadline, self.answer_deadline) if self.first_token_at is None \
-            else self.answer_deadline
+        # Before the first token its own deadline; after it, the whole answer's (both counted from the request).
+        deadline = self.first_deadline if self.first_token_at is None else self.answer_deadline
         try:
             async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
                 item = await self.queue.get()
