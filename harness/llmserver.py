@@ -91,7 +91,7 @@ class ModelServer:
     module: ClassVar[str] = "llama_cpp.server"
     port: int = field(default_factory=free_port)
     n_ctx: int = 2048
-    threads: int = 2
+    threads: int = 1  # two spinning threads collapse when the cores are shared (seconds per token); one keeps pace
     log_path: str | None = None
     proc: subprocess.Popen[Any] | None = None
 
