@@ -36,6 +36,9 @@ class ModelNarrator:
             base_url=settings.narrator_url, api_key=settings.narrator_api_key or NO_KEY, max_retries=0,
             timeout=openai.Timeout(settings.narrator_answer_s, connect=min(2.0, settings.narrator_answer_s)))
         self.extra_body: dict[str, Any] = json.loads(settings.narrator_extra_body or "{}")
+        # One INFO line per model request from the HTTP library is noise next to our own log lines.
+        for name in ("httpx", "httpx2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
         self.in_flight = 0
         self.per_user: Counter[str] = Counter()
         self.live: set[Narration] = set()
