@@ -21,6 +21,7 @@ from harness.benchcapacity import bench_capacity, bench_restart
 from harness.benchchat import bench_chat
 from harness.benchclients import Arrivals, ForwarderListener, GatewayListener, NatsWsListener, SseListener
 from harness.benchcluster import bench_cluster_restart
+from harness.benchcrowd import bench_crowd
 from harness.benchconnect import bench_connect_floor
 from harness.benchkb import WORKERS, bench_kb_stores
 from harness.benchkit import (
@@ -49,6 +50,7 @@ from harness.benchreport import (
     verdict_rows,
 )
 from harness.benchrounds import Rounds
+from harness.benchtick import bench_tick
 from harness.procs import NatsServer, free_port, stop_process, wait_for_port
 from harness.system import LocalSystem
 from shared.auth import issue_token
@@ -370,7 +372,8 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     started = time.monotonic()
     run = Run()
-    sizes = {"players": [10, 50] if quick else [10, 100, 1000], "actions": 10 if quick else 20,
+    sizes = {"players": [10, 50] if quick else [10, 100], "crowd": 200 if quick else 1000,
+             "actions": 10 if quick else 20,
              "fanout": (50, 50) if quick else (300, 300), "idle": 300 if quick else 10000,
              "connects": 100 if quick else 500}
     print(f"benchmark on {machine()}")
@@ -380,6 +383,12 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
         phase.rows += ["| players, round, who | p50 (ms) | tail (ms) | n |", "|---|---|---|---|"]
         for players in sizes["players"]:
             await bench_latency(system, players, sizes["actions"], run, phase)
+        phase = run.phase(f"The crowded room: {sizes['crowd']} players in one area, the latency split by stage",
+                          system)
+        await bench_crowd(system, sizes["crowd"] - 1, sizes["actions"], ROUNDS, phase, run.rounds, run.latency,
+                          run.failures)
+        if sizes["crowd"] == 1000:
+            run.rounds.values["others_p99_1000"] = run.rounds.values["crowd_p99_ms"]
         phase = run.phase("Transports: the same actions over WebSocket and SSE", system)
         phase.rows += ["| line | p50 (ms) | tail (ms) | n |", "|---|---|---|---|"]
         await bench_transports(system, 20, sizes["actions"], run, phase)
@@ -388,6 +397,7 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     await bench_chat(run, quick)  # the narrator: the local model, and the real-time path under narrative load
     await bench_fanout(*sizes["fanout"], 100.0, run)
     await bench_fanout_fsync(100, 100, run)
+    await bench_send_tick(run)
     await bench_connect(sizes["connects"], run)
     await bench_capacity_and_restart(sizes["idle"], run)
     phase = run.phase(f"Gateway restart on a 3-node NATS cluster: {sizes['idle']} idle sessions, {ROUNDS} restarts",
@@ -402,7 +412,8 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
                       f"then {kb_seconds:g} s timed; the world seeded with its players ever, all seen just now")
     await bench_kb_stores(run.figures, phase.rows, seconds=kb_seconds, rounds=ROUNDS, spreads=run.rounds)
     run.figures["fanout_short"] = float(sum(1 for f in run.failures if f.startswith("fan-out")))
-    for figure in ("cpu_vs_forwarder", "connect_cpu_vs_floor", "restart_resumed_s"):
+    for figure in ("cpu_vs_forwarder", "connect_cpu_vs_floor", "restart_resumed_s", "others_p99_1000",
+                   "crowd_p99_ms", "tick_cpu_ratio_1000"):
         if figure in run.rounds.values:
             run.figures[figure] = run.rounds.median(figure)
     seconds = time.monotonic() - started
@@ -420,6 +431,17 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     if not all_met(run.figures):
         print("not every target is met (see the verdicts): exit 1")
     return 1 if run.failures or not all_met(run.figures) else 0
+
+
+async def bench_send_tick(run: Run) -> None:
+    """Gateway CPU per delivery and latency with a 50 ms send tick and without, in interleaved rounds."""
+    system = await LocalSystem(sync_always=False).start()
+    phase = run.phase(f"Send tick: a gateway with GAIA_SEND_TICK_MS=50 beside one without, {ROUNDS} interleaved "
+                      "rounds", system, "the second gateway's only difference: GAIA_SEND_TICK_MS=50")
+    try:
+        await bench_tick(system, ROUNDS, phase, run.rounds, run.failures)
+    finally:
+        system.stop()
 
 
 async def bench_connect(per_round: int, run: Run) -> None:

@@ -180,7 +180,8 @@ async def bench_crowd(system: LocalSystem, players: int, actions: int, rounds: i
     processes = max(2, min(4, (os.cpu_count() or 2) * 2))
     crowd = Crowd(system, players, processes)
     gw = system.server_procs()[2]
-    phase.rows += [f"{players} players in one area, read by {processes} client processes; one player acts "
+    phase.rows += [f"{players + 1} players in one area: one acts, the other {players} are read by {processes} client "
+                   f"processes; the acting player acts "
                    f"{actions} times a round ({GAP_S * 1000:.0f} ms apart); {rounds} rounds, lines interleaved.", "",
                    "| round, line | copies | p50 (ms) | p99 (ms) | gateway CPU per copy (us) | client processes' "
                    "CPU (share of a core) |", "|---|---|---|---|---|---|"]
@@ -219,7 +220,7 @@ async def bench_crowd(system: LocalSystem, players: int, actions: int, rounds: i
                           f"({len(copies)} copies)")
             stamps = await gateway_stamps(http, system)
             await actor.close()
-        latency[players] = [(at - kept["action"]["sent"][v]) * 1000 for _, v, at, _ in kept["action"]["copies"]]
+        latency[players + 1] = [(at - kept["action"]["sent"][v]) * 1000 for _, v, at, _ in kept["action"]["copies"]]
         phase.rows += ["", f"The split, all rounds (wall clock of one machine; the stream's stamp from nats-server, "
                            f"the gateway's from GET /debug/event-timings):", "",
                        "| line: stage | p50 (ms) | p99 (ms) | n |", "|---|---|---|---|"]
