@@ -212,17 +212,18 @@ async def bench_crowd(system: LocalSystem, players: int, actions: int, rounds: i
                     spreads.add(figure, tail_value(totals))
                     kept[line]["sent"].update(sent)
                     kept[line]["copies"] += copies
-                    phase.rows.append(f"| {r + 1}: {'action, one area' if line == 'action' else f'per-player audiences, {AREAS} areas'} | "
+                    name = "action, one area" if line == "action" else f"per-player audiences, {AREAS} areas"
+                    phase.rows.append(f"| {r + 1}: {name} | "
                                       f"{len(copies)} | {pct(totals, 50):.1f} | {tail_value(totals):.1f} | "
                                       f"{gw_used / max(len(copies), 1) * 1e6:.1f} | "
                                       f"{kids_used / max(time.time() - started, 1e-9):.2f} |")
-                    print(f"  crowd round {r + 1}, {line}: p50 {pct(totals, 50):.1f} ms, p99 {tail_value(totals):.1f} ms "
-                          f"({len(copies)} copies)")
+                    print(f"  crowd round {r + 1}, {line}: p50 {pct(totals, 50):.1f} ms, "
+                          f"p99 {tail_value(totals):.1f} ms ({len(copies)} copies)")
             stamps = await gateway_stamps(http, system)
             await actor.close()
         latency[players + 1] = [(at - kept["action"]["sent"][v]) * 1000 for _, v, at, _ in kept["action"]["copies"]]
-        phase.rows += ["", f"The split, all rounds (wall clock of one machine; the stream's stamp from nats-server, "
-                           f"the gateway's from GET /debug/event-timings):", "",
+        phase.rows += ["", "The split, all rounds (wall clock of one machine; the stream's stamp from nats-server, "
+                           "the gateway's from GET /debug/event-timings):", "",
                        "| line: stage | p50 (ms) | p99 (ms) | n |", "|---|---|---|---|"]
         phase.rows += split_rows("action", kept["action"]["sent"], kept["action"]["copies"], crowd.stored, stamps,
                                  True)

@@ -58,7 +58,7 @@ async def connect_to(http: aiohttp.ClientSession, base: str, prefix: str, count:
     async def one(listener: GatewayListener) -> None:
         async with slots:
             await listener.start()
-    await asyncio.gather(*(one(l) for l in listeners))
+    await asyncio.gather(*(one(listener) for listener in listeners))
     return listeners
 
 
@@ -86,9 +86,9 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
                                                    + tick)
                         got = await wait_all(listeners, clients * count, timeout=30 + seconds)
                         used = cpu_seconds(gw) - before
-                        waits = [(l.arrivals.by_version[v] - at) * 1000 for l in listeners for v, at in sent.items()
-                                 if v in l.arrivals.by_version]
-                        await asyncio.gather(*(l.close() for l in listeners))
+                        waits = [(got_at.by_version[v] - at) * 1000 for got_at in (x.arrivals for x in listeners)
+                                 for v, at in sent.items() if v in got_at.by_version]
+                        await asyncio.gather(*(listener.close() for listener in listeners))
                         if got < clients * count:
                             failures.append(f"send tick, {rate}/s, tick {tick}: delivered {got} of {clients * count}")
                         us = used / max(got, 1) * 1e6
@@ -99,11 +99,12 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
                                                                              "no tick")
                         phase.rows.append(f"| {r + 1}: {label} | {got}/{clients * count} | {us:.1f} | "
                                           f"{pct(waits, 50):.1f} | {tail_value(waits):.1f} |")
-                        print(f"  send tick, round {r + 1}, {label}: {us:.1f} us/delivery, p99 {tail_value(waits):.1f} ms")
+                        print(f"  send tick, round {r + 1}, {label}: {us:.1f} us/delivery, "
+                              f"p99 {tail_value(waits):.1f} ms")
                 for rate, _, _ in LINES:
                     spreads.add(f"tick_cpu_ratio_{rate}", per[(rate, TICK_MS)] / max(per[(rate, 0)], 1e-9))
         phase.rows += ["", "| per round, then the median (min, max) | value |", "|---|---|"]
-        for rate, clients, _ in LINES:
+        for rate, _, _ in LINES:
             phase.rows += [
                 f"| {rate} events/s: gateway CPU per delivery without / with the tick (us) | "
                 f"{spreads.spread(f'tick0_{rate}_us', 1)} / {spreads.spread(f'tick{TICK_MS}_{rate}_us', 1)} |",

@@ -118,6 +118,16 @@ async def open_socket(url: str, copies: list[Copy]) -> CrowdSocket:
     return proto
 
 
+async def connect_all(urls: list[str], copies: list[Copy], in_flight: int = 25) -> list[CrowdSocket]:
+    """Open every socket, at most `in_flight` upgrading at once."""
+    slots = asyncio.Semaphore(in_flight)
+
+    async def one(url: str) -> CrowdSocket:
+        async with slots:
+            return await open_socket(url, copies)
+    return list(await asyncio.gather(*(one(u) for u in urls)))
+
+
 async def serve(conn: Connection) -> None:
     """The child's loop: `connect` urls, `take` the copies so far, `close`; each answered over the pipe."""
     loop = asyncio.get_running_loop()
@@ -126,13 +136,8 @@ async def serve(conn: Connection) -> None:
     while True:
         command, arg = await loop.run_in_executor(None, conn.recv)
         if command == "connect":
-            slots = asyncio.Semaphore(25)
-
-            async def one(url: str) -> CrowdSocket:
-                async with slots:
-                    return await open_socket(url, copies)
             try:
-                sockets += await asyncio.gather(*(one(u) for u in arg))
+                sockets += await connect_all(arg, copies)
                 conn.send(("ok", len(sockets)))
             except Exception as exc:  # noqa: BLE001 - the parent reports it and stops the run
                 conn.send(("error", f"{type(exc).__name__}: {exc}"))
