@@ -10,12 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import psutil
 
 from gateway.streams.frames import CACHE_SIZE as VALIDATOR_CACHE
+from harness.benchkit import cpu_seconds
 from harness.benchreport import pct, process_settings
 from harness.losscheck import Stream, StreamMessage, check_chain
 from harness.soakclients import Chain, ChatDriver, SseReader
-from harness.soakreport import FINAL_RESUMES, Sample, SoakReport, sample
+from harness.soakreport import FINAL_RESUMES, Sample, SoakReport, delivered_copies, sample
 from harness.system import LocalSystem
 from harness.verify import EXPERIENCE, resync_threshold, stream_messages
 from shared.auth import issue_token
@@ -117,6 +119,11 @@ class Soak:
         background = [asyncio.create_task(r.run(http, self.stop)) for r in readers]
         background.append(asyncio.create_task(self._sample_every(5.0)))
         await asyncio.gather(*(self._join(http, resume=False) for _ in range(self.config.players)))
+        names = ("nats-server", "kb", "gateway")
+        procs = {**dict(zip(names, self.system.server_procs(), strict=True)), "driver": psutil.Process()}
+        cpu_before = {name: cpu_seconds(proc) for name, proc in procs.items()}
+        copies_before, actions_before = await delivered_copies(self.system), len(self.crowd.latencies_ms)
+        play_started = time.monotonic()
         until = self._started + self.config.duration_s
         next_chat = time.monotonic()
         while time.monotonic() < until:
@@ -134,6 +141,10 @@ class Soak:
                 if candidate.stream_messages >= VALIDATOR_CACHE:
                     report.warm = candidate
         sys.stdout.write("\n")
+        played = report.play_s = time.monotonic() - play_started
+        report.cpu_share = {name: (cpu_seconds(proc) - cpu_before[name]) / played for name, proc in procs.items()}
+        report.frames_sent = (await delivered_copies(self.system) - copies_before
+                              + len(self.crowd.latencies_ms) - actions_before)
         if report.warm is None:  # a run too short to fill the cache: the reference is its end
             report.warm = await sample(self.system, time.monotonic() - self._started)
         self.stop.set()

@@ -17,7 +17,10 @@ from shared.auth import issue_token
 from shared.config import Settings
 
 EXPERIENCE = "wylding-woods"
-NEIGHBOURS = {"entrance": "main_room", "main_room": "entrance"}
+# The zone's exits (kb/data/wylding-woods/zone.json): a move goes to one of them.
+EXITS = {"entrance": ("main_room", "garden"), "main_room": ("entrance", "counter", "back_room"),
+         "counter": ("main_room",), "back_room": ("main_room", "garden"), "garden": ("entrance", "back_room")}
+MIX = (("go", 0.6), ("talk", 0.2), ("examine", 0.2))  # a game's mix: moves most of all, then NPC talk and looks
 
 
 class Chain:
@@ -94,15 +97,20 @@ class Chain:
         self._answers.clear()
 
     async def act(self, rng: random.Random) -> float | None:
-        """One action (a step to the neighbouring room, or a look around); its latency in ms, None if cut off."""
+        """One action of the game-like mix (`MIX`: a step through an exit, a word to an NPC, a look around);
+        its latency in ms, None if cut off."""
         if not self.open:
             return None
         ident = f"s{next(self._ids)}"
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._answers[ident] = waiter
-        moving = rng.random() < 0.5
-        frame = ({"type": "action", "id": ident, "action": "go", "destination": NEIGHBOURS.get(self.area, "entrance")}
-                 if moving else {"type": "action", "id": ident, "action": "examine"})
+        kind = rng.choices([name for name, _ in MIX], [share for _, share in MIX])[0]
+        moving = kind == "go"
+        frame: dict[str, Any] = {"type": "action", "id": ident, "action": kind}
+        if moving:
+            frame["destination"] = rng.choice(EXITS.get(self.area, ("entrance",)))
+        elif kind == "talk":
+            frame.update(npc_id="louisa", message="hello")
         started = time.perf_counter()
         try:
             assert self.ws is not None

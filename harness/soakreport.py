@@ -17,6 +17,7 @@ RSS_GROWTH = 1.10  # after the settle, each process within 10% of its RSS after 
 FD_SLACK = 10  # file descriptors a process may hold above its baseline after the settle (log files, pools)
 SLOW_CLOSE_SHARE = 0.005
 ACTION_P99_MS = 250.0
+GATEWAY_CORES = 0.7  # issue 33: the game-like mix with the gateway under this share of one core
 FINAL_RESUMES = 100  # chains resuming at once at the end (bounded, like a client fleet's backoff)
 
 
@@ -55,6 +56,16 @@ async def _kb_figures(http: aiohttp.ClientSession, kb_url: str) -> tuple[float, 
             elif s.name == "gaia_kb_present_users":
                 present = s.value
     return version, present
+
+
+async def delivered_copies(system: LocalSystem) -> float:
+    """Event copies the gateway has handed to its sessions so far (every transport), from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{system.gateway_url}/metrics") as resp:
+            text = await resp.text()
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == "gaia_gateway_events_delivered_total")
 
 
 async def sample(system: LocalSystem, t: float, online: int | None = None) -> Sample:
@@ -120,6 +131,13 @@ class SoakReport:
     mean_message_bytes: int = 0
     nats_probe_mb: float = 0.0  # peak RSS of a scratch nats-server given this run's messages
     nats_probe_messages: int = 0
+    cpu_share: dict[str, float] = field(default_factory=dict)  # cores used over the play, by process
+    frames_sent: float = 0.0  # event copies delivered and action answers over the play
+    play_s: float = 0.0  # how long the play (every player online, churning) lasted
+
+    def gateway_us_per_frame(self) -> float:
+        """The gateway's CPU per frame sent over the play (us)."""
+        return self.cpu_share.get("gateway", 0.0) * self.play_s / max(self.frames_sent, 1.0) * 1e6
 
     @property
     def checked_share(self) -> float:
@@ -157,6 +175,9 @@ class SoakReport:
              f"{self.churn_replays} replays, {self.churn_resyncs} resyncs over {self.resumes} resumes during the "
              f"churn", self.churn_replays > self.churn_resyncs),
         ]
+        if self.cpu_share:
+            rows.append((f"gateway under {GATEWAY_CORES:g} of a core over the play",
+                         f"{self.cpu_share['gateway']:.2f} of a core", self.cpu_share["gateway"] < GATEWAY_CORES))
         for name in ("gateway", "kb"):
             warm, after = self.warm.rss_mb[name], self.settled.rss_mb[name]
             rows.append((f"{name} RSS after the settle <= {RSS_GROWTH:.2f} x after warm-up",
@@ -199,6 +220,9 @@ class SoakReport:
             f"p99 {pct(self.latencies_ms, 99):.1f} ms, max {max(self.latencies_ms, default=0):.0f} ms; "
             f"chats {self.chats_done} done, {self.chats_failed} failed (p50 {pct(self.chat_latencies_ms, 50):.0f} ms); "
             f"SSE events {self.sse_events}, SSE streams cut {self.sse_cut}",
+            "CPU over the play (cores): " + ", ".join(f"{name} {share:.2f}" for name, share in self.cpu_share.items())
+            + f"; frames sent {self.frames_sent:,.0f} (event copies and action answers), the gateway's CPU per frame "
+              f"sent {self.gateway_us_per_frame():.0f} us",
             f"stream messages {self.published}; owed to chains since their first snapshot "
             f"{self.expected + self.replaced}: checked one by one {self.expected} ({self.checked_share:.1%}), "
             f"delivered {self.delivered}; forgiven by the snapshot after a due resync {self.replaced}; "
