@@ -96,8 +96,10 @@ async def run(args: argparse.Namespace) -> int:
     gateway_id = f"dev{secrets.token_hex(4)}"  # /health must answer with it: proof it is our gateway
     model = ModelServer(log_path=str(folder / "model-server.log")) if args.local_model else None
     narrator = {"narrator_url": model.url, "narrator_model": ALIAS} if model else {}
+    # One gateway process per core on the gateway's port (SO_REUSEPORT) unless GAIA_GATEWAY_WORKERS says otherwise.
+    workers = os.environ.get("GAIA_GATEWAY_WORKERS") or str(gateway_workers())
     env = service_env(nats_server.url, args.kb_port, str(folder / "kb.sqlite3"), kb_clock_tick_s=str(args.tick),
-                      gateway_port=str(args.gateway_port), gateway_id=gateway_id, **narrator)
+                      gateway_port=str(args.gateway_port), gateway_id=gateway_id, gateway_workers=workers, **narrator)
     kb = ServiceProcess("kb", args.kb_port, env, log_path=str(folder / "kb.log"), nats_password=passwords["kb"])
     gateway = ServiceProcess("gateway", args.gateway_port, env, log_path=str(folder / "gateway.log"),
                              nats_password=passwords["gateway"])
@@ -111,8 +113,8 @@ async def run(args: argparse.Namespace) -> int:
             started.append(proc)
         await wait_healthy(kb.url)
         health = await wait_healthy(gateway.url)
-        if health.get("gateway_id") != gateway_id or any(p.proc is None or p.proc.poll() is not None
-                                                         for p in (kb, gateway)):
+        ours = str(health.get("gateway_id", "")).startswith(gateway_id)  # a worker answers as <id>-w<n>
+        if not ours or any(p.proc is None or p.proc.poll() is not None for p in (kb, gateway)):
             print(f"make run: something else answers on our ports; see {folder}/*.log", file=sys.stderr)
             return 1
         print_banner(args, nats_server, kb, gateway, folder)
@@ -143,6 +145,14 @@ async def watch(stop: asyncio.Event, procs: list, logs: Path) -> int:
     return 0
 
 
+def gateway_workers() -> int:
+    """The cores this process may run on: `make run`'s default number of gateway processes."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity on this platform
+        return max(1, os.cpu_count() or 1)
+
+
 def print_banner(args: argparse.Namespace, nats_server: NatsServer, kb: ServiceProcess, gateway: ServiceProcess,
                  logs: Path) -> None:
     token = issue_token(Settings.from_env(), args.user)
@@ -152,7 +162,8 @@ GAIA is running (state and logs in {logs}/):
   nats-server  {nats_server.url}   monitoring {nats_server.monitor_url}
                users kb and gateway, passwords generated for this run in {logs}/nats-credentials.json
   kb           {kb.url}/health
-  gateway      {gateway.url}/health
+  gateway      {gateway.url}/health   {gateway.env.get("GAIA_GATEWAY_WORKERS", "1")} process(es) on its port \
+(GAIA_GATEWAY_WORKERS)
 
 Play in a browser (the live page):
   {gateway.url}/?token={token}

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+from harness.devstack import gateway_workers
 from harness.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,6 +67,10 @@ async def test_two_make_run_copies_on_chosen_ports_and_a_third_on_busy_ports_is_
             assert f"nats://127.0.0.1:{chosen['GAIA_NATS_PORT']}" in banner
             assert (await health(chosen["GAIA_GATEWAY_PORT"]))["status"] == "healthy"
             assert (tmp_path / ".run" / chosen["GAIA_GATEWAY_PORT"] / "gateway.log").exists()
+            cores = gateway_workers()
+            assert f"{cores} process(es) on its port" in banner  # one gateway process per core by default
+            if cores > 1:
+                assert str((await health(chosen["GAIA_GATEWAY_PORT"]))["gateway_id"]).rsplit("-w", 1)[1].isdigit()
 
         third = start_copy(tmp_path, {**ports(), "GAIA_KB_PORT": first_ports["GAIA_KB_PORT"]})
         _, err = third.communicate(timeout=60)
