@@ -125,11 +125,31 @@ async def publish_round(nats_url: str, names: list[str], events: int, first: int
     return sent
 
 
-async def gateway_stamps(http: aiohttp.ClientSession, system: LocalSystem) -> dict[int, list[float]]:
-    """seq -> [committed, received, first_write, last_write, writes] from the gateway's debug endpoint."""
-    async with http.get(f"{system.gateway_url}/debug/event-timings") as resp:
-        body = orjson.loads(await resp.read())
-    return {int(row[0]): row[1:] for row in body["events"]}
+async def gateway_stamps(system: LocalSystem, workers: int) -> dict[int, list[float]]:
+    """seq -> [committed, received, first_write, last_write, writes] from the gateway's debug endpoint; with
+    several worker processes on the port, asked on fresh connections until each answered, their stamps merged
+    (the earliest arrival and first write, the latest last write, the writes summed)."""
+    rows: dict[tuple[int, float], list[float]] = {}  # one row per (seq, arrival): a worker's own
+    answered: set[str] = set()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        for _ in range(20 * workers):
+            async with http.get(f"{system.gateway_url}/debug/event-timings") as resp:
+                body = orjson.loads(await resp.read())
+            answered.add(orjson.dumps(body["events"][:1]).decode())
+            rows.update({(int(row[0]), row[2]): row[1:] for row in body["events"]})
+            if len(answered) >= workers:
+                break
+    merged: dict[int, list[float]] = {}
+    for (seq, _), (committed, received, first, last, writes) in rows.items():
+        seen = merged.get(seq)
+        merged[seq] = [committed, received, first, last, writes] if seen is None else [
+            committed, min(seen[1], received), min(seen[2], first), max(seen[3], last), seen[4] + writes]
+    return merged
+
+
+def gateway_cpu(proc: psutil.Process) -> float:
+    """CPU seconds of the gateway process and its workers."""
+    return cpu_seconds(proc) + sum(cpu_seconds(child) for child in proc.children())
 
 
 def split_rows(label: str, sent: dict[int, float], copies: list[Copy], stored: dict[int, float],
@@ -175,12 +195,14 @@ def split_rows(label: str, sent: dict[int, float], copies: list[Copy], stored: d
 
 
 async def bench_crowd(system: LocalSystem, players: int, actions: int, rounds: int, phase: Phase,
-                      spreads: Rounds, latency: dict[int, list[float]], failures: list[str]) -> None:
+                      spreads: Rounds, latency: dict[int, list[float]], failures: list[str], workers: int = 1,
+                      prefix: str = "crowd") -> None:
     """Rounds of the two lines, interleaved; each round's p99 kept, the split table over all rounds."""
     processes = max(2, min(4, (os.cpu_count() or 2) * 2))
     crowd = Crowd(system, players, processes)
     gw = system.server_procs()[2]
-    phase.rows += [f"{players + 1} players in one area: one acts, the other {players} are read by {processes} client "
+    phase.rows += [f"Gateway processes on the port: {workers}. "
+                   f"{players + 1} players in one area: one acts, the other {players} are read by {processes} client "
                    f"processes; the acting player acts "
                    f"{actions} times a round ({GAP_S * 1000:.0f} ms apart); {rounds} rounds, lines interleaved.", "",
                    "| round, line | copies | p50 (ms) | p99 (ms) | gateway CPU per copy (us) | client processes' "
@@ -196,7 +218,7 @@ async def bench_crowd(system: LocalSystem, players: int, actions: int, rounds: i
             for r in range(rounds):
                 for line in ("action", "audience"):
                     await cpu_quiet(system.server_procs())
-                    gw_before, kids_before, started = cpu_seconds(gw), sum(map(cpu_seconds, children)), time.time()
+                    gw_before, kids_before, started = gateway_cpu(gw), sum(map(cpu_seconds, children)), time.time()
                     if line == "action":
                         sent = await act_round(actor, actions)
                     else:
@@ -206,9 +228,9 @@ async def bench_crowd(system: LocalSystem, players: int, actions: int, rounds: i
                     if len(copies) < len(sent) * players:
                         failures.append(f"crowd, {line}, round {r + 1}: {len(copies)} of {len(sent) * players} "
                                         f"copies arrived")
-                    gw_used, kids_used = cpu_seconds(gw) - gw_before, sum(map(cpu_seconds, children)) - kids_before
+                    gw_used, kids_used = gateway_cpu(gw) - gw_before, sum(map(cpu_seconds, children)) - kids_before
                     totals = [(at - sent[v]) * 1000 for _, v, at, _ in copies]
-                    figure = "crowd_p99_ms" if line == "action" else "crowd_audience_p99_ms"
+                    figure = f"{prefix}_p99_ms" if line == "action" else f"{prefix}_audience_p99_ms"
                     spreads.add(figure, tail_value(totals))
                     kept[line]["sent"].update(sent)
                     kept[line]["copies"] += copies
@@ -219,7 +241,7 @@ async def bench_crowd(system: LocalSystem, players: int, actions: int, rounds: i
                                       f"{kids_used / max(time.time() - started, 1e-9):.2f} |")
                     print(f"  crowd round {r + 1}, {line}: p50 {pct(totals, 50):.1f} ms, "
                           f"p99 {tail_value(totals):.1f} ms ({len(copies)} copies)")
-            stamps = await gateway_stamps(http, system)
+            stamps = await gateway_stamps(system, workers)
             await actor.close()
         latency[players + 1] = [(at - kept["action"]["sent"][v]) * 1000 for _, v, at, _ in kept["action"]["copies"]]
         phase.rows += ["", "The split, all rounds (wall clock of one machine; the stream's stamp from nats-server, "
@@ -229,8 +251,8 @@ async def bench_crowd(system: LocalSystem, players: int, actions: int, rounds: i
                                  True)
         phase.rows += split_rows(f"audiences ({AREAS} areas)", kept["audience"]["sent"], kept["audience"]["copies"],
                                  crowd.stored, stamps, False)
-        phase.rows += ["", f"p99 of the other players' copies, each round's: **{spreads.spread('crowd_p99_ms', 1)}** "
-                           f"ms; with per-player audiences: {spreads.spread('crowd_audience_p99_ms', 1)} ms."]
+        phase.rows += ["", f"p99 of the other players' copies, each round's: **{spreads.spread(f'{prefix}_p99_ms', 1)}"
+                           f"** ms; with per-player audiences: {spreads.spread(f'{prefix}_audience_p99_ms', 1)} ms."]
     finally:
         await crowd.stop()
 
@@ -240,7 +262,8 @@ async def main(players: int, actions: int, rounds: int, env: dict[str, str]) -> 
     system = await LocalSystem(**env).start()
     phase, spreads, failures = Phase("crowd", str(env)), Rounds(), []  # type: ignore[var-annotated]
     try:
-        await bench_crowd(system, players - 1, actions, rounds, phase, spreads, {}, failures)
+        await bench_crowd(system, players - 1, actions, rounds, phase, spreads, {}, failures,
+                          int(env.get("gateway_workers", "1")))
     finally:
         system.stop()
     print("\n".join(phase.rows))
