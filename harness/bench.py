@@ -50,7 +50,7 @@ from harness.benchreport import (
     verdict_rows,
 )
 from harness.benchrounds import Rounds
-from harness.benchtick import bench_tick
+from harness.benchtick import TICK_END, TICK_START, bench_tick, tick_section
 from harness.devstack import gateway_workers
 from harness.procs import NatsServer, free_port, stop_process, wait_for_port
 from harness.system import LocalSystem
@@ -429,6 +429,8 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
         plot(run)
         if section := scaling_section(run.figures, command):
             SCALING.write_text(replace_section(SCALING.read_text(), section, SCALING_START, SCALING_END))
+        if section := tick_section(run.rounds, command):
+            SCALING.write_text(replace_section(SCALING.read_text(), section, TICK_START, TICK_END))
         print(f"wrote {DOC}, {PLOT} and the measured section of {SCALING}")
     if not all_met(run.figures):
         print("not every target is met (see the verdicts): exit 1")

@@ -116,6 +116,26 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
         ticked.stop()
 
 
+TICK_START, TICK_END = "<!-- bench:tick:start -->", "<!-- bench:tick:end -->"
+
+
+def tick_section(spreads: Rounds, command: str) -> str:
+    """docs/scaling.md's measured price and gain of the send tick, from this run's rounds only."""
+    if f"tick_cpu_ratio_{LINES[-1][0]}" not in spreads.values:
+        return ""
+    rows = [TICK_START, f"Written by `{command}` on {time.strftime('%Y-%m-%d')}: each cell is the median of the "
+            "rounds with their range (docs/benchmarks.md, \"Send tick\", has every round).", "",
+            "| broadcasts | gateway CPU per delivery, no tick / 50 ms tick (us) | with / without | "
+            "p99, no tick / 50 ms tick (ms) |", "|---|---|---|---|"]
+    for rate, clients, _ in LINES:
+        rows.append(f"| {rate}/s to {clients} clients | {spreads.spread(f'tick0_{rate}_us', 1)} / "
+                    f"{spreads.spread(f'tick{TICK_MS}_{rate}_us', 1)} | {spreads.spread(f'tick_cpu_ratio_{rate}')} | "
+                    f"{spreads.spread(f'tick0_{rate}_p99_ms', 1)} / "
+                    f"{spreads.spread(f'tick{TICK_MS}_{rate}_p99_ms', 1)} |")
+    rows.append(TICK_END)
+    return "\n".join(rows)
+
+
 async def main(rounds: int) -> None:
     """The phase alone, printed (`python -m harness.benchtick`)."""
     system = await LocalSystem(sync_always=False).start()
