@@ -150,7 +150,8 @@ async def bench_chat_model(run: Any, chats: int = 8) -> None:
         await system.start()
         phase = _phase(run, f"Narrator with the local model: {chats} chats, one after another", system,
                        f"narrator: SmolLM2-135M-Instruct (Q4_1 GGUF) on llama-cpp-python's OpenAI-compatible server, "
-                       f"{model.threads} threads, on the same two cores as everything else")
+                       f"{model.threads} thread{'s' if model.threads > 1 else ''}, on the same two cores as "
+                       f"everything else")
         first, total, tokens = [], [], []
         async with GaiaClient(system.gateway_url, issue_token(Settings.from_env(), "teller"), EXPERIENCE) as client:
             await client.next("area_of_interest")
