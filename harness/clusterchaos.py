@@ -47,6 +47,7 @@ class FaultFigures:
     next_commit_s: float | None = None
     live_again_s: float | None = None  # from the injection until every chain had an event published after it
     healed_live_s: float | None = None  # from the heal until every chain had an event published after it
+    stall_s: float = 0.0  # the longest the stream went without a world_update, from the injection until after the heal
     lagging: list[str] = field(default_factory=list)
     lost: int = 0
 
@@ -112,6 +113,16 @@ def first_update_after(observer: StreamObserver, since: float) -> int | None:
     return min(after) if after else None
 
 
+def longest_silence(observer: StreamObserver, since: float, until_seq: int | None) -> float:
+    """The longest gap between world_updates reaching the observer, from `since` to the arrival of `until_seq`."""
+    if until_seq is None or until_seq not in observer.seen:
+        return 0.0
+    end = observer.seen[until_seq]
+    times = sorted(t for seq, t in observer.seen.items() if seq in observer.updates and since <= t <= end)
+    points = [since, *times]
+    return max((b - a for a, b in zip(points, points[1:])), default=0.0)
+
+
 async def measure(figures: FaultFigures, who: Cast, observer: StreamObserver, healed: asyncio.Event) -> None:
     """While the fault runs and after: the first action committed since the injection; when every chain
     had a world_update published after the injection (live again, perhaps while the fault lasts); and
@@ -137,6 +148,7 @@ async def measure(figures: FaultFigures, who: Cast, observer: StreamObserver, he
             figures.lagging = lagging or figures.lagging
         if None not in (figures.live_again_s, figures.healed_live_s, figures.next_commit_s):
             figures.lagging = []
+            figures.stall_s = longest_silence(observer, figures.started, targets["healed"])
             return
         if healed.is_set() and time.monotonic() - figures.healed > LIVE_TIMEOUT_S:
             break

@@ -44,11 +44,12 @@ def lines(report: ClusterChaosReport) -> list[str]:
 
 def table(report: ClusterChaosReport) -> list[str]:
     """One row per fault: what was done, time to the next committed action, to every player live, lost."""
-    rows = ["| fault | what was done | next committed action (s) | every player live again (s) | "
-            "every player live after the heal (s from the heal) | lost |", "|---|---|---|---|---|---|"]
+    rows = ["| fault | what was done | next committed action (s) | longest the stream stood still (s) | "
+            "every player live again (s) | every player live after the heal (s from the heal) | lost |",
+            "|---|---|---|---|---|---|---|"]
     for f in report.faults:
-        rows.append(f"| {f.name} | {f.done} | {seconds(f.next_commit_s)} | {seconds(f.live_again_s)} | "
-                    f"{seconds(f.healed_live_s)} | {f.lost} |")
+        rows.append(f"| {f.name} | {f.done} | {seconds(f.next_commit_s)} | {f.stall_s:.1f} | "
+                    f"{seconds(f.live_again_s)} | {seconds(f.healed_live_s)} | {f.lost} |")
     return rows
 
 
