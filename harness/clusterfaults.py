@@ -131,7 +131,7 @@ async def partition(ctx: FaultContext) -> str:
         await asyncio.sleep(CUT_S)
     finally:
         ctx.lab.heal()
-    return f"n{index + 1} (leader) cut off from n-others for {CUT_S:.0f} s, then healed"
+    return f"n{index + 1} (leader) cut off from the other two nodes for {CUT_S:.0f} s, then healed"
 
 
 async def lossy_link(ctx: FaultContext) -> str:
