@@ -123,6 +123,7 @@ class Settings:
     narrator_turns: int = 4  # the conversation's last turns the model sees
     narrator_tools: int = 1  # a line the intent parser does not know goes to the model with kb's actions as a tool
     narrator_actions: tuple[str, ...] = ()  # the actions the model may propose; empty: every kb action
+    narrator_flush_ms: int = 100  # after the first token, the story's tokens go out at most this often, joined
     narrator_extra_body: str = ""  # a JSON object of server-specific fields for narrative requests ({"top_k": 40})
     uvloop: int = 1  # run on uvloop when it is installed (0: asyncio's own loop)
     env: str = ""  # "dev" lets a process start with the public development secrets (make run, tests)

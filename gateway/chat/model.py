@@ -89,7 +89,8 @@ class ModelNarrator:
             self._give_back(scene.user_id)
 
         narration.read(lambda n: self._stream(n, prompt.narrate_messages(scene)),
-                       self.settings.narrator_first_token_s, self.settings.narrator_answer_s, release)
+                       self.settings.narrator_first_token_s, self.settings.narrator_answer_s, release,
+                       self.settings.narrator_flush_ms / 1000)
         return narration
 
     async def _stream(self, narration: Narration, messages: Any) -> None:

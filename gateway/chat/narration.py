@@ -61,6 +61,8 @@ class Narration:
         self.pieces = 0
         self.first_deadline = self.answer_deadline = float("inf")
         self._reader: asyncio.Task[None] | None = None
+        self._held: Any = None  # an item taken while gathering a chunk, for the next call
+        self.flush_s = 0.0  # after the first token, pieces gathered this long into one chunk (0: each as it comes)
         self._told: deque[str] | None = None if narrator == MODEL else deque(narrative_chunks(fallback_text))
         self._on_close: list[Callable[[], None]] = []
         self._closed = False
@@ -72,9 +74,10 @@ class Narration:
         return cls(text, metrics, narrator, reason)
 
     def read(self, answer: Callable[["Narration"], Any], first_token_s: float, answer_s: float,
-             on_close: Callable[[], None]) -> None:
+             on_close: Callable[[], None], flush_s: float = 0.0) -> None:
         """Start reading the model's answer (`answer(self)` puts pieces into the queue)."""
         self.first_deadline = self.started + first_token_s
+        self.flush_s = flush_s
         self.answer_deadline = self.started + answer_s
         self._on_close.append(on_close)
         self._reader = asyncio.create_task(self._read(answer))
@@ -102,18 +105,41 @@ class Narration:
             self.close()
             raise StopAsyncIteration
         # Before the first token its own deadline; after it, the whole answer's (both counted from the request).
-        deadline = self.first_deadline if self.first_token_at is None else self.answer_deadline
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
-                item = await self.queue.get()
-        except TimeoutError as exc:
-            item = exc
+        first = self.first_token_at is None
+        deadline = self.first_deadline if first else self.answer_deadline
+        item = self._held if self._held is not None else await self._next(deadline)
+        self._held = None
         if isinstance(item, str):
-            return self._piece(item)
+            piece = self._piece(item)
+            if first or self.flush_s <= 0:
+                return piece  # the first token goes out at once
+            return piece + await self._more(min(deadline, time.perf_counter() + self.flush_s))
         if isinstance(item, _End):
             self._finish()
             raise StopAsyncIteration
         return self._fall_back(item)
+
+    async def _next(self, deadline: float) -> Any:
+        """The reader's next item, or the TimeoutError of `deadline`."""
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.perf_counter())):
+                return await self.queue.get()
+        except TimeoutError as exc:
+            return exc
+
+    async def _more(self, until: float) -> str:
+        """Further tokens arriving before `until`, joined into this chunk: one frame per flush, not per token.
+        Anything else (the end, a failure) is held for the next call."""
+        parts: list[str] = []
+        while time.perf_counter() < until:
+            item = await self._next(until)
+            if isinstance(item, TimeoutError):
+                break
+            if not isinstance(item, str):
+                self._held = item
+                break
+            parts.append(self._piece(item))
+        return "".join(parts)
 
     def _piece(self, piece: str) -> str:
         now = time.perf_counter()
