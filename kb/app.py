@@ -17,10 +17,12 @@ from kb.metrics import KbMetrics
 from kb.outbox import OutboxPublisher
 from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
+from kb.storeerrors import StoreOutage, store_errors_middleware
 from kb.stores import open_store
 from kb.world.content import available_experiences, load_content
 from kb.worlds import WorldService
 from shared.config import Settings
+from shared.logs import quiet_store_retries
 from shared.natsconn import nats_cleanup_ctx
 from shared.subjects import experience_updates
 from shared.tasks import bounded, raise_if_cancelled, stop_tasks
@@ -142,7 +144,9 @@ def create_app(settings: Settings) -> web.Application:
     """Build the kb application; nothing connects until the app starts."""
     if settings.kb_ownership not in ("single", "lease"):
         raise ValueError(f"GAIA_KB_OWNERSHIP must be 'single' or 'lease', not {settings.kb_ownership!r}")
-    app = web.Application(middlewares=[views.service_key_middleware], client_max_size=views.MAX_PRESENCE_BODY)
+    quiet_store_retries()
+    app = web.Application(middlewares=[views.service_key_middleware, store_errors_middleware(StoreOutage())],
+                          client_max_size=views.MAX_PRESENCE_BODY)
     app[SETTINGS] = settings
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, "kb"))
     app.cleanup_ctx.append(_store_ctx)

@@ -44,6 +44,25 @@ class RedactFilter(logging.Filter):
         return True
 
 
+class OneLineFilter(logging.Filter):
+    """Folds a record's traceback into one line: for a library that logs a traceback for every retry
+    of an outage it recovers from by itself (asyncpg's pool while PostgreSQL restarts)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg, record.args = f"{record.getMessage()} ({type(exc).__name__}: {exc})", ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_store_retries() -> None:
+    """asyncpg's pool retries a lost server with a traceback each time: one line each instead."""
+    logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OneLineFilter) for f in logger.filters):
+        logger.addFilter(OneLineFilter())
+
+
 def redact_library_loggers() -> None:
     """aiohttp's access and server loggers print request lines, query strings (tokens) included."""
     for name in ("aiohttp.access", "aiohttp.server", "aiohttp.web", "aiohttp.websocket"):
