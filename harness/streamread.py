@@ -18,6 +18,7 @@ from shared.natsconn import connect_tool
 
 BATCH = 1000
 END_STATUSES = ("204", "404", "408")
+READ_ATTEMPTS = 3
 
 
 async def read_subject(nats_url: str, stream: str, subject: str,
@@ -27,7 +28,7 @@ async def read_subject(nats_url: str, stream: str, subject: str,
     try:
         seq = 1
         while True:
-            run = await _read_run(nc, stream, subject, seq, timeout)
+            run = await _read_run_retried(nc, stream, subject, seq, timeout)
             for msg in run:
                 headers = msg.headers or {}
                 seq = int(headers["Nats-Sequence"])
@@ -37,6 +38,18 @@ async def read_subject(nats_url: str, stream: str, subject: str,
             seq += 1
     finally:
         await nc.close()
+
+
+async def _read_run_retried(nc: NATS, stream: str, subject: str, from_seq: int, timeout: float) -> list[Msg]:
+    """`_read_run`, asked again when no answer came: right after a cluster's faults the replica that
+    takes a direct get may be catching up and drop it; a read that never answers fails the check."""
+    for attempt in range(1, READ_ATTEMPTS + 1):
+        try:
+            return await _read_run(nc, stream, subject, from_seq, timeout)
+        except TimeoutError:
+            if attempt == READ_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _read_run(nc: NATS, stream: str, subject: str, from_seq: int, timeout: float) -> list[Msg]:

@@ -20,6 +20,7 @@ from shared.config import Settings
 from shared.subjects import experience_updates
 
 EXPERIENCE = "wylding-woods"
+CONVERGE_WAIT_S = 15.0  # kb answers with the last deltas, or after a kill once the world has an owner again
 
 
 class Target(Protocol):
@@ -182,10 +183,12 @@ async def check(system: Target, sims: list[SimPlayer], report: RunReport) -> Non
 async def converged(http: aiohttp.ClientSession, system: Target, sim: SimPlayer, user: str) -> bool:
     """Does the player's delta-built world equal kb's view of it? Compared as it stands: no refresh first."""
     url = f"{system.kb_url}/experiences/{EXPERIENCE}/players/{user}/state"
-    for _ in range(50):  # the last deltas may still be on their way
+    deadline = time.monotonic() + CONVERGE_WAIT_S
+    while time.monotonic() < deadline:  # the last deltas may still be on their way
         async with http.get(url) as resp:
             view: dict[str, Any] = await resp.json()
-        if sim.client.world.version == view["snapshot_version"]:
+        # A kb that just lost or took over the world (after a kill) may answer 503 for a moment.
+        if resp.status == 200 and sim.client.world.version == view["snapshot_version"]:
             return sim.client.world.gaps == 0 and sim.client.world.comparable() == normalise(view)
         await asyncio.sleep(0.1)
     return False
