@@ -13,13 +13,12 @@ deliver subject); the gateway drops what reaches the live subject without the re
 """
 from __future__ import annotations
 
-import argparse
 import json
 import secrets
 import sys
-from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
+from shared.docsections import between_markers, write_or_check
 from shared.subjects import (
     CLOCK_LEASE_BUCKET,
     EXPERIENCE_UPDATES_PREFIX,
@@ -132,28 +131,12 @@ def permission_table() -> str:
 
 def with_permission_table(document: str) -> str:
     """`document` with the text between the table markers replaced by the current table."""
-    head, rest = document.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    return f"{head}{TABLE_START}\n{permission_table()}\n{TABLE_END}{tail}"
+    return between_markers(document, TABLE_START, TABLE_END, permission_table())
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m shared.natsauth --write|--check docs/security.md`: the permission table, from the code."""
-    parser = argparse.ArgumentParser(description="write or check the NATS permission table in a document")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write", metavar="FILE")
-    group.add_argument("--check", metavar="FILE")
-    args = parser.parse_args(argv)
-    path = Path(args.write or args.check)
-    text = path.read_text()
-    fresh = with_permission_table(text)
-    if args.write:
-        path.write_text(fresh)
-        print(f"wrote the permission table into {path}")
-    elif fresh != text:
-        print(f"stale permission table in {path} (run `make docs`)", file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(argv, "permission table", with_permission_table)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,10 @@ limit setting.
 """
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 
 from shared.config import Settings
+from shared.docsections import between_markers, write_or_check
 
 SESSION = "per session"
 PROCESS = "per gateway process"
@@ -64,29 +63,13 @@ def _times(value: float, workers: int) -> str:
 
 
 def with_limits_table(document: str) -> str:
-    """`document` with the text between the limit-table markers replaced by the current table."""
-    head, rest = document.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    return f"{head}{TABLE_START}\n{limits_table()}\n{TABLE_END}{tail}"
+    """`document` with the text between the table markers replaced by the current table."""
+    return between_markers(document, TABLE_START, TABLE_END, limits_table())
 
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m gateway.edge.scopes --write|--check docs/security.md`: the limits table, from the code."""
-    parser = argparse.ArgumentParser(description="write or check the gateway limits table in a document")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--write", metavar="FILE")
-    group.add_argument("--check", metavar="FILE")
-    args = parser.parse_args(argv)
-    path = Path(args.write or args.check)
-    text = path.read_text()
-    fresh = with_limits_table(text)
-    if args.write:
-        path.write_text(fresh)
-        print(f"wrote the limits table into {path}")
-    elif fresh != text:
-        print(f"stale limits table in {path} (run `make docs`)", file=sys.stderr)
-        return 1
-    return 0
+    return write_or_check(argv, "limits table", with_limits_table)
 
 
 if __name__ == "__main__":
