@@ -50,6 +50,7 @@ from shared.metrics import metrics_response
 from shared.natsconn import nats_cleanup_ctx
 from shared.natssub import check_nats_internals
 from shared.schemas.errors import CloseCode
+from shared.schemas.fastload import check_marshmallow_internals
 from shared.tasks import bounded, stop_tasks
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,7 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> web.Applica
     """Build the gateway application; nothing connects until the app starts."""
     check_aiohttp_internals()
     check_nats_internals()
+    check_marshmallow_internals()
     redact_library_loggers()
     app = web.Application(client_max_size=settings.max_frame_bytes,
                           middlewares=[client_address_middleware(parse_networks(settings.trusted_proxies))])
@@ -190,7 +192,8 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> web.Applica
     app[CHAT_LIMITS] = KeyedBuckets(settings.chats_per_user_per_s, settings.chat_burst)
     app[GATEWAY_ID] = gateway_id or settings.gateway_id or f"gw{uuid.uuid4().hex[:6]}"
     app[EDGE] = Edge(settings, TokenVerifier(settings))
-    app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}", manage_stream=False))
+    app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}", manage_stream=False,
+                                            read_copies=bool(settings.read_copies_once)))
     app.cleanup_ctx.append(_kb_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_chat_ctx)

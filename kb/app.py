@@ -24,6 +24,7 @@ from kb.worlds import WorldService
 from shared.config import Settings
 from shared.logs import quiet_store_retries
 from shared.natsconn import nats_cleanup_ctx
+from shared.schemas.fastload import check_marshmallow_internals
 from shared.subjects import experience_updates
 from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
@@ -145,6 +146,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.kb_ownership not in ("single", "lease"):
         raise ValueError(f"GAIA_KB_OWNERSHIP must be 'single' or 'lease', not {settings.kb_ownership!r}")
     quiet_store_retries()
+    check_marshmallow_internals()
     app = web.Application(middlewares=[views.service_key_middleware, store_errors_middleware(StoreOutage())],
                           client_max_size=views.MAX_PRESENCE_BODY)
     app[SETTINGS] = settings

@@ -94,6 +94,7 @@ class Settings:
     chat_burst: int = 10  # PER PROCESS
     sub_pending_msgs: int = 1024  # live messages a stream holds while catching up (more: read from the stream)
     sub_pending_bytes: int = 1024 * 1024  # a live message this large is dropped (and caught up)
+    read_copies_once: int = 1  # the gateway parses a run of copies of one NATS message once (shared/natscopies.py)
     stream_sweep_s: float = 5.0  # how often streams are checked for a lost tail
     catchup_concurrency: int = 32  # catch-up JetStream requests in flight per gateway process
     catchup_inactive_s: float = 10.0  # a catch-up consumer left by a dead gateway goes after this

@@ -16,6 +16,7 @@ from nats.js.kv import KeyValue
 
 from shared.config import Settings
 from shared.natsauth import inbox_prefix, redacted, user_of
+from shared.natscopies import read_copies_once
 from shared.subjects import REPUBLISH_DEST, REPUBLISH_SOURCE, STREAM_SUBJECTS
 from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
@@ -65,10 +66,11 @@ class NatsLink:
     credentials may not) it waits until the stream exists.
     """
 
-    def __init__(self, settings: Settings, name: str, manage_stream: bool = True) -> None:
+    def __init__(self, settings: Settings, name: str, manage_stream: bool = True, read_copies: bool = False) -> None:
         self.settings = settings
         self.name = name
         self.manage_stream = manage_stream
+        self.read_copies = read_copies  # many subscriptions on one subject: read a run of copies once
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.jetstream_ok = False
@@ -154,7 +156,8 @@ class NatsLink:
         delay = 0.1
         while True:
             try:
-                self.nc = await nats.connect(
+                nc = read_copies_once(NATS()) if self.read_copies else NATS()
+                await nc.connect(
                     servers=self.settings.nats_url.split(","),
                     name=self.name,
                     **credentials(self.settings),
@@ -162,13 +165,14 @@ class NatsLink:
                     connect_timeout=2,
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.5,
+                    reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py sleeps on a float
                     ping_interval=5,
                     max_outstanding_pings=3,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
                 )
+                self.nc = nc
                 break
             except Exception as exc:  # noqa: BLE001 - any failure means "retry later"
                 raise_if_cancelled()
@@ -248,12 +252,13 @@ async def connect_tool(url: str, **options: Any) -> NATS:
 
 
 def nats_cleanup_ctx(
-    settings_key: web.AppKey[Settings], link_key: web.AppKey[NatsLink], name: str, manage_stream: bool = True
+    settings_key: web.AppKey[Settings], link_key: web.AppKey[NatsLink], name: str, manage_stream: bool = True,
+    read_copies: bool = False,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx generator that owns a NatsLink stored under link_key."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        link = NatsLink(app[settings_key], name, manage_stream)
+        link = NatsLink(app[settings_key], name, manage_stream, read_copies)
         app[link_key] = link
         link.start()
         yield

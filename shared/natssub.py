@@ -36,11 +36,19 @@ class _Handoff:
         self.on_msg = on_msg
 
     def put_nowait(self, msg: Msg) -> None:
-        self.sub._pending_size -= len(msg.data)
+        self.sub._pending_size -= len(msg.data)  # nats-py counted it as pending just before
+        self.deliver(msg)
+
+    def deliver(self, msg: Msg) -> None:
+        """Hand a message to the handler now."""
         try:
             self.on_msg(msg)
         except Exception:  # noqa: BLE001 - an error here must not reach nats-py's read loop
-            log.exception("message handler for %s failed", self.sub.subject)
+            self.failed()
+
+    def failed(self) -> None:
+        """The handler raised (shared/natscopies.py calls `on_msg` itself, then this)."""
+        log.exception("message handler for %s failed", self.sub.subject)
 
     def qsize(self) -> int:
         return 0
@@ -61,7 +69,8 @@ class DirectSubscription(Subscription):
     def __init__(self, conn: NATS, sid: int, subject: str, on_msg: Callable[[Msg], None],
                  pending_bytes_limit: int) -> None:
         super().__init__(conn, sid, subject, pending_msgs_limit=1, pending_bytes_limit=pending_bytes_limit)
-        self._pending_queue = _Handoff(self, on_msg)  # type: ignore[assignment]
+        self.handoff = _Handoff(self, on_msg)
+        self._pending_queue = self.handoff  # type: ignore[assignment]
         self._pending_next_msgs_calls = None  # type: ignore[assignment]  # nats-py internals (pinned)
 
 
@@ -114,6 +123,21 @@ def share_repeated_headers(nc: NATS) -> None:
     nc._shares_headers = True  # type: ignore[attr-defined]
 
 
+def parser_internals_missing() -> list[str]:
+    """What shared/natscopies.py's parser needs of nats-py's Parser and does not find."""
+    import inspect
+
+    from nats.protocol import parser
+
+    reset_code = inspect.getsource(parser.Parser.reset)
+    missing = [f"Parser.{name}" for name in ("buf", "state") if f"self.{name}" not in reset_code]
+    if not inspect.iscoroutinefunction(getattr(parser.Parser, "parse", None)):
+        missing.append("Parser.parse()")
+    if not hasattr(parser, "AWAITING_CONTROL_LINE"):
+        missing.append("parser.AWAITING_CONTROL_LINE")
+    return missing
+
+
 def check_nats_internals() -> None:
     """Fail fast, naming what moved, when nats-py lacks what a DirectSubscription relies on."""
     import inspect
@@ -128,12 +152,17 @@ def check_nats_internals() -> None:
     missing += [f"Client.{name}" for name in ("_sid", "_subs") if f"self.{name}" not in client_code]
     if not inspect.iscoroutinefunction(getattr(NATS, "_process_headers", None)):
         missing.append("Client._process_headers()")
-    if not inspect.iscoroutinefunction(getattr(NATS, "_send_subscribe", None)):
-        missing.append("Client._send_subscribe()")
+    missing += [f"Client.{name}()" for name in ("_send_subscribe", "_process_msg")
+                if not inspect.iscoroutinefunction(getattr(NATS, name, None))]
+    if not callable(getattr(NATS, "_build_message", None)):
+        missing.append("Client._build_message()")
+    if "self._ps" not in client_code:
+        missing.append("Client._ps")
+    missing += parser_internals_missing()
     sub_code = inspect.getsource(Subscription.__init__)
     missing += [f"Subscription.{name}" for name in ("_pending_queue", "_pending_size", "_pending_next_msgs_calls")
                 if f"self.{name}" not in sub_code]
     if missing:
         raise NatsInternalsMoved(
-            "shared/natssub.py builds on nats-py internals that this nats-py lacks: " + ", ".join(missing)
-            + f"; install nats-py {PINNED_NATS_PY}x (setup.cfg pins it) or port DirectSubscription")
+            "shared/natssub.py and natscopies.py build on nats-py internals that this nats-py lacks: "
+            + ", ".join(missing) + f"; install nats-py {PINNED_NATS_PY}x (setup.cfg pins it) or port them")

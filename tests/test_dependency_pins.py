@@ -1,11 +1,14 @@
 """Internals of pinned dependencies: checked at start, with a message that names what moved."""
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import pytest
 from aiohttp.base_protocol import BaseProtocol
 from nats.aio import client as nats_client
 from nats.aio.client import Client as NATS
+from nats.protocol.parser import Parser
 
 from gateway.app import create_app
 from gateway.ws.socket import AiohttpInternalsMoved, check_aiohttp_internals
@@ -13,9 +16,11 @@ from shared.config import Settings
 from shared.natssub import NatsInternalsMoved, check_nats_internals
 
 
-def test_the_installed_aiohttp_and_nats_py_have_the_internals_we_use() -> None:
+def test_the_installed_aiohttp_nats_py_and_marshmallow_have_the_internals_we_use() -> None:
+    from shared.schemas.fastload import check_marshmallow_internals
     check_aiohttp_internals()
     check_nats_internals()
+    check_marshmallow_internals()
 
 
 def test_an_aiohttp_of_another_minor_version_stops_the_gateway_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,3 +40,23 @@ def test_a_nats_py_without_send_subscribe_or_of_another_version_is_named(monkeyp
     monkeypatch.delattr(NATS, "_send_subscribe")
     with pytest.raises(NatsInternalsMoved, match=r"2\.16\.x \(found 2\.17\.0\).*Client\._send_subscribe"):
         check_nats_internals()
+
+
+def test_a_nats_py_parser_that_keeps_its_buffer_elsewhere_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    def reset(self: Any) -> None:
+        self.data = bytearray()
+        self.state = 1
+    monkeypatch.setattr(Parser, "reset", reset)
+    monkeypatch.delattr(NATS, "_build_message")
+    with pytest.raises(NatsInternalsMoved, match=r"Client\._build_message\(\).*Parser\.buf"):
+        check_nats_internals()
+
+
+def test_a_marshmallow_of_another_minor_version_or_without_hooks_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from marshmallow import Schema
+
+    from shared.schemas import fastload
+    monkeypatch.setattr(fastload, "version", lambda name: "4.5.0")
+    monkeypatch.delattr(Schema, "_hooks")
+    with pytest.raises(fastload.MarshmallowInternalsMoved, match=r"4\.4\.x \(found 4\.5\.0\).*Schema\._hooks"):
+        fastload.check_marshmallow_internals()
