@@ -215,3 +215,53 @@ def test_keyed_buckets_keep_keys_apart_and_forget_the_oldest_past_the_bound() ->
     assert keyed.allow("a") and not keyed.allow("a")
     assert keyed.allow("b") and keyed.allow("c")  # "a" forgotten: a full bucket again
     assert keyed.allow("a")
+
+
+async def test_event_timings_stamp_a_run_of_copies_once_when_the_loop_turn_ends() -> None:
+    from gateway.streams.timings import FIRST_WRITE, LAST_WRITE, WRITES, EventTimings
+
+    timings = EventTimings()
+    for seq in (7, 8):
+        timings.received(seq, {"timestamp": 1_000})
+    frame = {seq: b'{"seq":%d,"user_id":"u","type":"world_update"}' % seq for seq in (7, 8)}
+    for _ in range(3):  # three sockets take event 7, then two take event 8, in one turn
+        timings.wrote(frame[7])
+    timings.wrote(b'{"type":"action_response"}')  # not an event: no stamp
+    timings.wrote(frame[8])
+    timings.wrote(frame[8])
+    stamps = {row[0]: row[1:] for row in timings.recent()}
+    assert stamps[7][WRITES] == 3 and stamps[7][LAST_WRITE] >= stamps[7][FIRST_WRITE] > 0
+    assert stamps[8][WRITES] == 0 and stamps[8][FIRST_WRITE] > 0  # its run is still being written
+    await asyncio.sleep(0)  # the turn ends
+    await asyncio.sleep(0)
+    stamps = {row[0]: row[1:] for row in timings.recent()}
+    assert stamps[8][WRITES] == 2 and stamps[8][LAST_WRITE] >= stamps[8][FIRST_WRITE]
+    timings.wrote_all([frame[7], frame[8]])  # a send tick's one write: both events at one instant
+    stamps = {row[0]: row[1:] for row in timings.recent()}
+    assert (stamps[7][WRITES], stamps[8][WRITES]) == (4, 3) and stamps[7][LAST_WRITE] == stamps[8][LAST_WRITE]
+
+
+async def test_an_event_that_arrives_while_the_stream_opens_follows_the_fresh_snapshot() -> None:
+    """The stream reads the subject's end, and a message stored just after it arrives before the answer:
+    it is delivered when the stream goes live, and must still reach the client after the snapshot."""
+    from gateway.delivery.client import StreamClient
+    from gateway.streams.sink import OpenResult
+
+    out: list[Any] = []
+    kb = OneView(version=8)
+    kb.answer.set_result(None)
+
+    class Opening:
+        label = "c1"
+
+        async def open(self, after_seq: int | None) -> OpenResult:
+            client.gate.event("e8", world_update(8))  # the splice delivers it as the stream goes live
+            return OpenResult("live", 7, 7)
+
+    class Client(StreamClient[Any]):
+        pass
+    client = Client()
+    client.gate, client.stream = new_gate(kb, out), Opening()  # type: ignore[assignment]
+    client.conn_id = "c1"
+    await client.open_with_snapshot()
+    assert out == ["area_of_interest", "e8"]

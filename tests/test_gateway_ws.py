@@ -226,3 +226,38 @@ async def test_sessions_connecting_at_once_get_their_snapshots_from_one_kb_reque
     assert all(v["type"] == "area_of_interest" for v in views)
     assert batcher.requests - before < 40  # sessions asking in the same turn shared a request
     await asyncio.gather(*(c.close() for c in clients))
+
+
+async def test_no_event_reaches_a_connecting_player_before_its_snapshot(gateway_server, nats_server, token) -> None:
+    """Events flow all the while 40 players connect: for each, `area_of_interest` comes before any event
+    (an event that arrives while the stream opens waits behind the snapshot)."""
+    nc = await connect_tool(nats_server.url_as("kb"))
+    connecting = True
+    published = 0
+
+    async def publish() -> None:  # core publishes into the stream, flushed one by one: a steady flow
+        nonlocal published
+        while connecting:
+            await nc.publish(f"world.updates.exp.{EXPERIENCE}", broadcast(1000 + published))
+            await nc.flush()
+            published += 1
+
+    async def first_frames(user: str, http: aiohttp.ClientSession) -> list[str]:
+        url = gateway_server.make_url(f"/ws/experience?experience={EXPERIENCE}&token={token(user)}")
+        async with http.ws_connect(url) as ws:
+            types: list[str] = []
+            while "area_of_interest" not in types:
+                types.append((await ws.receive_json(timeout=10))["type"])
+            return types
+
+    publisher = asyncio.create_task(publish())
+    try:
+        async with aiohttp.ClientSession() as http:
+            orders = await asyncio.gather(*(first_frames(f"p{i}", http) for i in range(40)))
+    finally:
+        connecting = False
+        await publisher
+        await nc.close()
+    assert published > 5, "events flowed while the players connected"
+    assert all(order[0] == "connected" and order[-1] == "area_of_interest" and "world_update" not in order
+               for order in orders), [o for o in orders if "world_update" in o][:3]

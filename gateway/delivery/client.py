@@ -53,6 +53,14 @@ class StreamClient(Generic[T]):
         with self.gate.holding():
             await open_stream(self.stream, cursor)
 
+    async def open_with_snapshot(self) -> None:
+        """Open at the subject's end, then queue a fresh snapshot, with events held across both: one that
+        arrives while the stream opens (stored just after the end was read) follows the snapshot instead
+        of reaching a client that has no world yet."""
+        with self.gate.holding():
+            await self.open_at(None)
+            await self.gate.send_view()
+
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run a request concurrently so a slow kb never blocks pings or events.
 

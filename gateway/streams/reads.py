@@ -18,6 +18,7 @@ from nats.js.errors import NotFoundError
 from gateway.streams.directget import DirectReader, DirectReadError, StoredMsg
 from gateway.streams.foreign import ForeignMessages
 from gateway.streams.frames import EventValidator
+from gateway.streams.headers import LiveVerdicts
 from shared.config import Settings
 from shared.natsconn import NatsLink
 from shared.singleflight import SingleFlight
@@ -45,6 +46,7 @@ class StreamReads:
         self.link = link
         self.settings = settings
         self.validator = EventValidator()
+        self.live = LiveVerdicts(settings.stream_name)
         self.foreign = ForeignMessages()
         self.direct = DirectReader(settings.stream_name, self.foreign.drop)
         self.stats = StreamStats()

@@ -20,12 +20,12 @@ import logging
 import time
 
 import orjson
-from marshmallow import ValidationError
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from gateway.streams.directget import StoredMsg
-from gateway.streams.headers import ack_sequences, delivery_problem, live_sequences, republish_problem
+from gateway.streams.frames import InvalidBroadcast
+from gateway.streams.headers import ack_sequences, delivery_problem
 from gateway.streams.reads import StreamReads
 from gateway.streams.sink import OpenResult, StreamSink
 from shared.natssub import subscribe_direct
@@ -142,11 +142,14 @@ class ConnectionStream:
         read loop: nothing here waits)."""
         if self._closed:
             return  # read before the server had our UNSUB (the stream was replaced by a resume)
-        problem = republish_problem(msg, self.reads.settings.stream_name, self.subject)
+        live = self.reads.live
+        if msg is live.msg and self.subject == live.subject:  # a copy of the message just judged
+            problem, seq, last = live.verdict
+        else:
+            problem, seq, last = live.judge(msg, self.subject)
         if problem:  # an answer someone aimed at the live subject: never an event, never a cursor
             self.reads.foreign.drop("live", msg.subject, problem)
             return
-        seq, last = live_sequences(msg)
         held = self._held
         if held is not None:
             if len(held) >= self.reads.settings.sub_pending_msgs:
@@ -186,32 +189,32 @@ class ConnectionStream:
         return True
 
     def _deliver(self, seq: int, payload: bytes) -> None:
+        """Move the cursor to `seq` and pass on this player's copy; an invalid event (counted, and
+        logged once per process), or a copy with nothing for this player, only moves the cursor."""
         self.cursor = seq
-        forwarded = self._forward(seq, payload)
+        reads = self.reads
+        try:
+            broadcast = reads.validator.broadcast(seq, payload)
+        except InvalidBroadcast:
+            reads.stats.invalid += 1
+            frame = None
+        else:
+            # Every copy of a broadcast comes through here: the common frame is made inline.
+            tail = broadcast.tail
+            frame = broadcast.head + self.user_json + tail if tail is not None else \
+                broadcast.frame_for(self.user_id, self.user_json)
+            if frame is not None:
+                reads.stats.delivered[self.transport] += 1
+                self.sink.on_event(seq, frame, broadcast.event)
         if self._replay is not None:
             start, replayed = self._replay
-            self._replay = (start, replayed + int(forwarded))
+            self._replay = (start, replayed + (frame is not None))
 
     def _finish_replay(self) -> None:
         if self._replay is not None:
             start, replayed = self._replay
             self._replay = None
             self.sink.on_replayed(start, self.cursor or 0, replayed)
-
-    def _forward(self, seq: int, payload: bytes) -> bool:
-        """Validate and pass on this player's copy; anything else only moves the cursor."""
-        try:
-            broadcast = self.reads.validator.broadcast(seq, payload)
-            frame = broadcast.frame_for(self.user_id, self.user_json)
-        except (orjson.JSONDecodeError, ValidationError) as exc:
-            log.error("[%s] dropped invalid event seq=%d: %s", self.label, seq, exc)
-            self.reads.stats.invalid += 1
-            return False
-        if frame is None:
-            return False
-        self.reads.stats.delivered[self.transport] += 1
-        self.sink.on_event(seq, frame, broadcast.event)
-        return True
 
     def _resync(self, reason: str) -> None:
         self.reads.stats.resyncs += 1

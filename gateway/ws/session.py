@@ -161,9 +161,8 @@ class Session(StreamClient[bytes]):
         if last_seq is not None:
             await self._resume(last_seq)
             return
-        await self.open_at(None)
         try:
-            await self.gate.send_view()
+            await self.open_with_snapshot()
         except KbRejected as exc:
             if exc.body.get("error") != "too_many_sessions":
                 raise

@@ -6,6 +6,7 @@ and `check_aiohttp_internals` fails the start with a clear message if an upgrade
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import struct
 
@@ -32,7 +33,7 @@ class GatewayWebSocket(web.WebSocketResponse):
             for frame in frames:
                 await self.send_frame(frame, WSMsgType.TEXT)
             return
-        data = b"".join(text_frame_header(len(frame)) + frame for frame in frames)
+        data = b"".join(framed(frames))
         if self.closed or writer.transport.is_closing():
             raise ConnectionResetError("the socket is closing")
         writer.transport.write(data)
@@ -46,10 +47,12 @@ class GatewayWebSocket(web.WebSocketResponse):
         False means: queue it for the writer.
         """
         writer = self._writer
-        if (writer is None or writer.compress or self.closed or writer.protocol.writing_paused
-                or writer.transport.is_closing()):
+        if writer is None or writer.compress or self._closed or writer.protocol.writing_paused:
             return False
-        writer.transport.write(text_frame_header(len(frame)) + frame)
+        transport = writer.transport
+        if transport.is_closing():
+            return False
+        transport.write(text_frame_header(len(frame)) + frame)
         return True
 
     def try_write_all(self, frames: list[bytes]) -> bool:
@@ -58,7 +61,7 @@ class GatewayWebSocket(web.WebSocketResponse):
         if (writer is None or writer.compress or self.closed or writer.protocol.writing_paused
                 or writer.transport.is_closing()):
             return False
-        writer.transport.write(b"".join([text_frame_header(len(frame)) + frame for frame in frames]))
+        writer.transport.write(b"".join(framed(frames)))
         return True
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
@@ -67,6 +70,15 @@ class GatewayWebSocket(web.WebSocketResponse):
         return await super().close(code=code, message=message, drain=drain)
 
 
+def framed(frames: list[bytes]) -> list[bytes]:
+    """Each frame after its header, ready for one join (one copy of the bytes, not two)."""
+    parts: list[bytes] = []
+    for frame in frames:
+        parts += (text_frame_header(len(frame)), frame)
+    return parts
+
+
+@functools.lru_cache(maxsize=4096)  # a broadcast's copies mostly share a length: one pack per length, not per copy
 def text_frame_header(length: int) -> bytes:
     """RFC 6455 header of a final, unmasked text frame (server to client)."""
     if length < 126:
@@ -88,8 +100,8 @@ def check_aiohttp_internals() -> None:
     missing = []
     if not aiohttp.__version__.startswith(PINNED_AIOHTTP):
         missing.append(f"version {PINNED_AIOHTTP}x (found {aiohttp.__version__})")
-    if "_writer" not in getattr(web.WebSocketResponse, "__annotations__", {}):
-        missing.append("WebSocketResponse._writer")
+    missing += [f"WebSocketResponse.{name}" for name in ("_writer", "_closed")
+                if name not in getattr(web.WebSocketResponse, "__annotations__", {})]
     if not inspect.iscoroutinefunction(getattr(BaseProtocol, "_drain_helper", None)):
         missing.append("BaseProtocol._drain_helper()")
     if not isinstance(getattr(BaseProtocol, "writing_paused", None), property):
