@@ -262,7 +262,10 @@ async def bench_fanout(clients: int, events: int, rate: float, run: Run) -> None
                        f"| gateway CPU per delivery with per-player audiences (us) | "
                        f"{rounds.spread('audience_us_per_delivery', 1)} |",
                        "", "A client process near 100% of a core means that line's deliveries/s is the client's "
-                           "limit, not the server's."]
+                           "limit, not the server's. nats-server sends one copy of each message per subscription: the "
+                           "gateway reads a run of copies once (shared/natscopies.py) and judges and validates each "
+                           "message once; the forwarder, the design's floor, reads every copy as nats-py does and "
+                           "writes its bytes."]
     finally:
         stop_process(forwarder)  # type: ignore[arg-type]
         system.stop()

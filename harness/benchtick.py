@@ -15,7 +15,7 @@ import nats
 import psutil
 
 from harness.benchclients import GatewayListener
-from harness.benchkit import EXPERIENCE, cpu_quiet, cpu_seconds, event_payload, wait_all
+from harness.benchkit import EXPERIENCE, cpu_quiet, event_payload, wait_all
 from harness.benchreport import Phase, pct, tail_value
 from harness.benchrounds import Rounds
 from harness.procs import ServiceProcess, free_port
@@ -69,8 +69,8 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
                             nats_password=system.nats.passwords["gateway"]).start()
     gateways = {0: (system.gateway_url, system.server_procs()[2]),
                 TICK_MS: (ticked.url, psutil.Process(ticked.proc.pid))}  # type: ignore[union-attr]
-    phase.rows += ["| round, line | delivered/expected | gateway CPU per delivery (us) | p50 (ms) | p99 (ms) |",
-                   "|---|---|---|---|---|"]
+    phase.rows += ["| round, line | delivered/expected | gateway CPU per delivery (us) | of it, user / kernel (us) | "
+                   "p50 (ms) | p99 (ms) |", "|---|---|---|---|---|---|"]
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             for r in range(rounds):
@@ -81,11 +81,13 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
                         listeners = await connect_to(http, base, f"tick{tick}r{rate}_", clients)
                         await cpu_quiet([gw, *system.server_procs()])
                         count = int(rate * seconds)
-                        before = cpu_seconds(gw)
+                        before = gw.cpu_times()
                         sent = await publish_paced(system.nats_url, count, rate, (50 + 10 * r) * 10**6 + rate * 1000
                                                    + tick)
                         got = await wait_all(listeners, clients * count, timeout=30 + seconds)
-                        used = cpu_seconds(gw) - before
+                        after = gw.cpu_times()
+                        user, system = after.user - before.user, after.system - before.system
+                        used = user + system
                         waits = [(got_at.by_version[v] - at) * 1000 for got_at in (x.arrivals for x in listeners)
                                  for v, at in sent.items() if v in got_at.by_version]
                         await asyncio.gather(*(listener.close() for listener in listeners))
@@ -94,10 +96,13 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
                         us = used / max(got, 1) * 1e6
                         per[(rate, tick)] = us
                         spreads.add(f"tick{tick}_{rate}_us", us)
+                        spreads.add(f"tick{tick}_{rate}_user_us", user / max(got, 1) * 1e6)
+                        spreads.add(f"tick{tick}_{rate}_system_us", system / max(got, 1) * 1e6)
                         spreads.add(f"tick{tick}_{rate}_p99_ms", tail_value(waits))
                         label = f"{rate} events/s to {clients} clients, " + (f"send tick {tick} ms" if tick else
                                                                              "no tick")
                         phase.rows.append(f"| {r + 1}: {label} | {got}/{clients * count} | {us:.1f} | "
+                                          f"{user / max(got, 1) * 1e6:.1f} / {system / max(got, 1) * 1e6:.1f} | "
                                           f"{pct(waits, 50):.1f} | {tail_value(waits):.1f} |")
                         print(f"  send tick, round {r + 1}, {label}: {us:.1f} us/delivery, "
                               f"p99 {tail_value(waits):.1f} ms")
@@ -108,6 +113,11 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
             phase.rows += [
                 f"| {rate} events/s: gateway CPU per delivery without / with the tick (us) | "
                 f"{spreads.spread(f'tick0_{rate}_us', 1)} / {spreads.spread(f'tick{TICK_MS}_{rate}_us', 1)} |",
+                f"| {rate} events/s: kernel CPU per delivery without / with the tick (us) | "
+                f"{spreads.spread(f'tick0_{rate}_system_us', 1)} / "
+                f"{spreads.spread(f'tick{TICK_MS}_{rate}_system_us', 1)} |",
+                f"| {rate} events/s: user CPU per delivery without / with the tick (us) | "
+                f"{spreads.spread(f'tick0_{rate}_user_us', 1)} / {spreads.spread(f'tick{TICK_MS}_{rate}_user_us', 1)} |",
                 f"| {rate} events/s: p99 without / with the tick (ms) | {spreads.spread(f'tick0_{rate}_p99_ms', 1)} / "
                 f"{spreads.spread(f'tick{TICK_MS}_{rate}_p99_ms', 1)} |",
                 f"| **{rate} events/s: CPU per delivery with the tick / without, each round's ratio** | "
@@ -126,10 +136,12 @@ def tick_section(spreads: Rounds, command: str) -> str:
     rows = [TICK_START, f"Written by `{command}` on {time.strftime('%Y-%m-%d')}: each cell is the median of the "
             "rounds with their range (docs/benchmarks.md, \"Send tick\", has every round).", "",
             "| broadcasts | gateway CPU per delivery, no tick / 50 ms tick (us) | with / without | "
-            "p99, no tick / 50 ms tick (ms) |", "|---|---|---|---|"]
+            "of it in the kernel, no tick / tick (us) | p99, no tick / 50 ms tick (ms) |", "|---|---|---|---|---|"]
     for rate, clients, _ in LINES:
         rows.append(f"| {rate}/s to {clients} clients | {spreads.spread(f'tick0_{rate}_us', 1)} / "
                     f"{spreads.spread(f'tick{TICK_MS}_{rate}_us', 1)} | {spreads.spread(f'tick_cpu_ratio_{rate}')} | "
+                    f"{spreads.median(f'tick0_{rate}_system_us'):.1f} / "
+                    f"{spreads.median(f'tick{TICK_MS}_{rate}_system_us'):.1f} | "
                     f"{spreads.spread(f'tick0_{rate}_p99_ms', 1)} / "
                     f"{spreads.spread(f'tick{TICK_MS}_{rate}_p99_ms', 1)} |")
     rows.append(TICK_END)
