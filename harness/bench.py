@@ -381,6 +381,7 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
              "fanout": (50, 50) if quick else (300, 300), "idle": 300 if quick else 10000,
              "connects": 100 if quick else 500}
     print(f"benchmark on {machine()}")
+    os.sync()  # what an install just wrote goes to disk now, not under the first fsync-bound phase
     system = await LocalSystem().start()
     try:
         phase = run.phase("Latency: action -> world_update", system)

@@ -86,8 +86,8 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
                                                    + tick)
                         got = await wait_all(listeners, clients * count, timeout=30 + seconds)
                         after = gw.cpu_times()
-                        user, system = after.user - before.user, after.system - before.system
-                        used = user + system
+                        user, kernel = after.user - before.user, after.system - before.system
+                        used = user + kernel
                         waits = [(got_at.by_version[v] - at) * 1000 for got_at in (x.arrivals for x in listeners)
                                  for v, at in sent.items() if v in got_at.by_version]
                         await asyncio.gather(*(listener.close() for listener in listeners))
@@ -97,12 +97,12 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
                         per[(rate, tick)] = us
                         spreads.add(f"tick{tick}_{rate}_us", us)
                         spreads.add(f"tick{tick}_{rate}_user_us", user / max(got, 1) * 1e6)
-                        spreads.add(f"tick{tick}_{rate}_system_us", system / max(got, 1) * 1e6)
+                        spreads.add(f"tick{tick}_{rate}_system_us", kernel / max(got, 1) * 1e6)
                         spreads.add(f"tick{tick}_{rate}_p99_ms", tail_value(waits))
                         label = f"{rate} events/s to {clients} clients, " + (f"send tick {tick} ms" if tick else
                                                                              "no tick")
                         phase.rows.append(f"| {r + 1}: {label} | {got}/{clients * count} | {us:.1f} | "
-                                          f"{user / max(got, 1) * 1e6:.1f} / {system / max(got, 1) * 1e6:.1f} | "
+                                          f"{user / max(got, 1) * 1e6:.1f} / {kernel / max(got, 1) * 1e6:.1f} | "
                                           f"{pct(waits, 50):.1f} | {tail_value(waits):.1f} |")
                         print(f"  send tick, round {r + 1}, {label}: {us:.1f} us/delivery, "
                               f"p99 {tail_value(waits):.1f} ms")
