@@ -1,6 +1,7 @@
 """Copies of one message read once: the same deliveries as nats-py's own parser, however the bytes are cut."""
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -172,3 +173,35 @@ async def test_a_handler_failing_on_a_copy_is_logged_and_the_other_copies_still_
     await nc._ps.parse(data + b"PING\r\n")
     assert seen == [1, 3] and nc._ps.copies == 2
     assert "message handler for live.s failed" in caplog.text
+
+
+async def test_the_gateway_reads_copies_once_by_default_and_with_nats_pys_parser_when_told(
+        aiohttp_server: Any, gateway_settings: Any, token: Any, nats_server: Any) -> None:
+    """GAIA_READ_COPIES_ONCE=0 is a working switch: the same events reach every player either way."""
+    from dataclasses import replace
+
+    from gateway.app import create_app
+    from gateway.keys import NATS as GW_NATS
+    from harness.client import GaiaClient
+    from shared.natsconn import connect_tool
+    from tests.conftest import EXPERIENCE, broadcast
+
+    for read_once, parser in ((1, CopyParser), (0, Parser)):
+        settings = replace(gateway_settings, read_copies_once=read_once)
+        server = await aiohttp_server(create_app(settings, f"gw{read_once}"))
+        assert await server.app[GW_NATS].wait_ready(10)
+        assert type(server.app[GW_NATS].nc._ps) is parser
+        players = [GaiaClient(str(server.make_url("")).rstrip("/"), token(f"p{read_once}{i}"), EXPERIENCE)
+                   for i in range(3)]
+        for player in players:
+            await player.connect()
+            await player.next("area_of_interest")
+        nc = await connect_tool(nats_server.url_as("kb"))
+        await nc.publish(f"world.updates.exp.{EXPERIENCE}", broadcast(500 + read_once, f"note{read_once}"))
+        await nc.flush()
+        for player in players:
+            while (update := await player.next("world_update"))["changes"][0]["value"] != f"note{read_once}":
+                pass
+            assert update["user_id"] == player.user_id
+        await nc.close()
+        await asyncio.gather(*(player.close() for player in players))
