@@ -32,6 +32,7 @@ from harness.benchkit import (
     event_payload,
     publish_broadcasts,
     run_load,
+    toggle_item,
     wait_all,
 )
 from harness.benchreport import (
@@ -87,20 +88,7 @@ class Run:
 async def drive_actions(actor: GatewayListener, actions: int, gap_s: float) -> list[tuple[int, float]]:
     """Collect and drop the quill in turn; (snapshot_version, sent_at) of each change, quill put back."""
     await actor.act("go", "go", destination="main_room")
-    sent, holding = [], False
-    for i in range(actions):
-        action = "drop_item" if holding else "collect_item"
-        started = time.perf_counter()
-        answer = await actor.act(f"b{i}{time.monotonic_ns()}", action, instance_id="feather_quill_1",
-                                 destination="display_table")
-        if answer.get("success"):
-            sent.append((answer["snapshot_version"], started))
-            holding = not holding
-        await asyncio.sleep(gap_s)
-    if holding:
-        await actor.act(f"back{time.monotonic_ns()}", "drop_item", instance_id="feather_quill_1",
-                        destination="display_table")
-    return sent
+    return await toggle_item(actor, actions, "feather_quill_1", "display_table", gap_s)
 
 
 async def all_arrived(sent: list[tuple[int, float]], arrivals: list[Arrivals], timeout: float = 30.0) -> int:

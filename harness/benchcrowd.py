@@ -22,7 +22,7 @@ import orjson
 import psutil
 
 from harness.benchclients import GatewayListener
-from harness.benchkit import EXPERIENCE, connect_many, cpu_quiet, cpu_seconds, event_payload, ws_url
+from harness.benchkit import EXPERIENCE, connect_many, cpu_quiet, cpu_seconds, event_payload, toggle_item, ws_url
 from harness.benchreport import Phase, pct, tail_value
 from harness.benchrounds import Rounds
 from harness.crowdclients import Copy, CrowdProcess
@@ -92,21 +92,7 @@ class Crowd:
 async def act_round(actor: GatewayListener, actions: int) -> dict[int, float]:
     """The umbrella at the entrance (where the crowd stands) collected and dropped in turn; {snapshot_version:
     sent at (wall clock)}; the umbrella put back."""
-    sent: dict[int, float] = {}
-    holding = False
-    for i in range(actions):
-        action = "drop_item" if holding else "collect_item"
-        started = time.time()
-        answer = await actor.act(f"c{i}{time.monotonic_ns()}", action, instance_id="umbrella_1",
-                                 destination="umbrella_stand")
-        if answer.get("success"):
-            sent[answer["snapshot_version"]] = started
-            holding = not holding
-        await asyncio.sleep(GAP_S)
-    if holding:
-        await actor.act(f"back{time.monotonic_ns()}", "drop_item", instance_id="umbrella_1",
-                        destination="umbrella_stand")
-    return sent
+    return dict(await toggle_item(actor, actions, "umbrella_1", "umbrella_stand", GAP_S, clock=time.time))
 
 
 async def publish_round(nats_url: str, names: list[str], events: int, first: int) -> dict[int, float]:

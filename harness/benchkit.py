@@ -101,12 +101,18 @@ def event_payload(version: int, only: list[str] | None = None) -> bytes:
 
 
 async def publish_broadcasts(nats_url: str, count: int, rate: float, first: int = 10**6,
-                             make: Callable[[int], bytes] = event_payload) -> float:
-    """Publish `count` events (`make(version)`) into the stream at `rate` per second; returns when it started."""
+                             make: Callable[[int], bytes] = event_payload,
+                             sent: dict[int, float] | None = None) -> float:
+    """Publish `count` events (`make(version)`) into the stream at `rate` per second; returns when it started.
+
+    `sent`, if given, gets each version's publish time (perf_counter).
+    """
     nc = await nats.connect(nats_url)
     payloads = [make(first + v) for v in range(count)]
     started = time.perf_counter()
     for index, payload in enumerate(payloads):
+        if sent is not None:
+            sent[first + index] = time.perf_counter()
         await nc.publish(experience_updates(EXPERIENCE), payload)
         due = started + (index + 1) / rate
         if due > time.perf_counter():
@@ -115,6 +121,24 @@ async def publish_broadcasts(nats_url: str, count: int, rate: float, first: int 
     await nc.flush()
     await nc.close()
     return started
+
+
+async def toggle_item(actor: GatewayListener, actions: int, item: str, place: str, gap_s: float,
+                      clock: Callable[[], float] = time.perf_counter) -> list[tuple[int, float]]:
+    """Collect and drop `item` at `place` in turn; (snapshot_version, sent at by `clock`) of each change;
+    the item put back at the end."""
+    sent, holding = [], False
+    for i in range(actions):
+        started = clock()
+        answer = await actor.act(f"{item}{i}{time.monotonic_ns()}", "drop_item" if holding else "collect_item",
+                                 instance_id=item, destination=place)
+        if answer.get("success"):
+            sent.append((answer["snapshot_version"], started))
+            holding = not holding
+        await asyncio.sleep(gap_s)
+    if holding:
+        await actor.act(f"back{time.monotonic_ns()}", "drop_item", instance_id=item, destination=place)
+    return sent
 
 
 async def wait_all(listeners: list[Any], total: int, timeout: float) -> int:

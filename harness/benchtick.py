@@ -11,18 +11,16 @@ import time
 from pathlib import Path
 
 import aiohttp
-import nats
 import psutil
 
 from harness.benchclients import GatewayListener
-from harness.benchkit import EXPERIENCE, cpu_quiet, event_payload, wait_all
+from harness.benchkit import EXPERIENCE, cpu_quiet, publish_broadcasts, wait_all
 from harness.benchreport import Phase, pct, tail_value
 from harness.benchrounds import Rounds
 from harness.procs import ServiceProcess, free_port
 from harness.system import LocalSystem
 from shared.auth import issue_token
 from shared.config import Settings
-from shared.subjects import experience_updates
 
 TICK_MS = 50
 LINES = ((100, 200, 3.0), (1000, 20, 3.0))  # events/s, clients, seconds
@@ -30,20 +28,8 @@ LINES = ((100, 200, 3.0), (1000, 20, 3.0))  # events/s, clients, seconds
 
 async def publish_paced(nats_url: str, count: int, rate: float, first: int) -> dict[int, float]:
     """Publish `count` broadcasts at `rate`/s; {version: when published (perf_counter)}."""
-    nc = await nats.connect(nats_url)
     sent: dict[int, float] = {}
-    started = time.perf_counter()
-    for i in range(count):
-        version = first + i
-        payload = event_payload(version)
-        sent[version] = time.perf_counter()
-        await nc.publish(experience_updates(EXPERIENCE), payload)
-        due = started + (i + 1) / rate
-        if due > time.perf_counter():
-            await nc.flush()
-            await asyncio.sleep(due - time.perf_counter())
-    await nc.flush()
-    await nc.close()
+    await publish_broadcasts(nats_url, count, rate, first, sent=sent)
     return sent
 
 

@@ -39,14 +39,14 @@ class CopyParser(Parser):
     """nats-py's parser with a fast path for messages to direct subscriptions (see the module's note)."""
 
     def __init__(self, nc: NATS) -> None:
+        self._resets = 0  # a reconnect may reset us while an operation awaits (nats-py's __init__ resets once)
         super().__init__(nc)
         self.copies = 0  # messages handed on as an earlier copy's Msg (a test and the bench read this)
-        self._resets = 0
 
     def reset(self) -> None:
         super().reset()
         self._forget()
-        self._resets = getattr(self, "_resets", 0) + 1  # a reconnect may reset us while an operation awaits
+        self._resets += 1
 
     def _forget(self) -> None:
         """No message to compare with: the next is parsed in full."""
@@ -92,10 +92,11 @@ class CopyParser(Parser):
     async def _messages(self, buf: bytearray) -> tuple[int, bool]:
         """Dispatch every whole message from the buffer's start; (bytes used, stopped at a partial message)."""
         subs = self.nc._subs
-        pos = copies = copied_bytes = 0
+        pos = copies = handed = handed_bytes = 0
         try:
             while True:
                 # A copy of the last message: its line and bytes compared in place, nothing parsed or made.
+                sub = None
                 head = self._head
                 if buf.startswith(head, pos):
                     sid_at = pos + len(head)
@@ -105,46 +106,44 @@ class CopyParser(Parser):
                         if type(sub) is DirectSubscription and not 0 < sub._pending_bytes_limit <= self._size:
                             pos = space + len(self._tail)
                             copies += 1
-                            copied_bytes += self._data_size
-                            sub._received += 1
-                            try:  # the handoff's `deliver`, inline: this runs once per copy
-                                sub.handoff.on_msg(self._msg)  # type: ignore[arg-type]
-                            except Exception:  # noqa: BLE001 - an error here must not reach the read loop
-                                sub.handoff.failed()
-                            continue
-                pos, done = await self._message(buf, pos)
-                if done is not None:
-                    return pos, done
+                        else:
+                            sub = None
+                if sub is None:
+                    pos, done, sub = await self._message(buf, pos)
+                    if done is not None:
+                        return pos, done
+                    if sub is None:
+                        continue  # nats-py handled it
+                handed += 1
+                handed_bytes += self._data_size
+                sub._received += 1
+                sub.handoff.deliver(self._msg)  # type: ignore[arg-type]
         finally:
-            if copies:
-                self.copies += copies
-                self.nc.stats["in_msgs"] += copies
-                self.nc.stats["in_bytes"] += copied_bytes
+            self.copies += copies
+            self.nc.stats["in_msgs"] += handed
+            self.nc.stats["in_bytes"] += handed_bytes
 
-    async def _message(self, buf: bytearray, pos: int) -> tuple[int, bool | None]:
-        """Parse and dispatch the message at `pos`: (where the next starts, None) or (pos, partial?) to stop."""
+    async def _message(self, buf: bytearray, pos: int) -> tuple[int, bool | None, DirectSubscription | None]:
+        """Parse the message at `pos`: (where the next starts, None, the direct subscription to hand it to,
+        or None when nats-py took it), or (pos, partial?, None) to stop."""
         line = (HMSG_LINE if buf.startswith(b"H", pos) else MSG_LINE).match(buf, pos)
         if line is None:
-            return pos, buf.startswith(_MESSAGE_OPS, pos) and buf.find(b"\r\n", pos) < 0
+            return pos, buf.startswith(_MESSAGE_OPS, pos) and buf.find(b"\r\n", pos) < 0, None
         start = line.end()
         stop = start + int(line[5])
         if stop + 2 > len(buf):
-            return pos, True
+            return pos, True, None
         sid, subject, reply, header_size = int(line[2]), line[1], line[3] or b"", line[4]
         raw = bytes(buf[start:stop])
         cut = int(header_size) if header_size else 0
         sub = self.nc._subs.get(sid)
         if type(sub) is DirectSubscription and not 0 < sub._pending_bytes_limit <= len(raw):
             headers = (plain_headers(raw[:cut]) or await self.nc._process_headers(raw[:cut])) if cut else None
-            msg: Msg = self.nc._build_message(sid, subject, reply, raw[cut:], headers)
-            self._remember(buf, pos, line, msg, raw)
-            self.nc.stats["in_msgs"] += 1
-            self.nc.stats["in_bytes"] += len(msg.data)
-            sub._received += 1
-            sub.handoff.deliver(msg)
-        else:  # any other subscription's: nats-py's own handling, bytes as it would pass them
-            await self.nc._process_msg(sid, subject, reply, raw[cut:], raw[:cut] if cut else None)
-        return stop + 2, None
+            self._remember(buf, pos, line, self.nc._build_message(sid, subject, reply, raw[cut:], headers), raw)
+            return stop + 2, None, sub
+        # Any other subscription's: nats-py's own handling, bytes as it would pass them.
+        await self.nc._process_msg(sid, subject, reply, raw[cut:], raw[:cut] if cut else None)
+        return stop + 2, None, None
 
     def _remember(self, buf: bytearray, pos: int, line: re.Match[bytes], msg: Msg, raw: bytes) -> None:
         """Keep what a copy of this message looks like: its line around the sid, its bytes, its Msg."""

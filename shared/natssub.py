@@ -40,15 +40,11 @@ class _Handoff:
         self.deliver(msg)
 
     def deliver(self, msg: Msg) -> None:
-        """Hand a message to the handler now."""
+        """Hand a message to the handler now (shared/natscopies.py calls this for every copy it reads)."""
         try:
             self.on_msg(msg)
         except Exception:  # noqa: BLE001 - an error here must not reach nats-py's read loop
-            self.failed()
-
-    def failed(self) -> None:
-        """The handler raised (shared/natscopies.py calls `on_msg` itself, then this)."""
-        log.exception("message handler for %s failed", self.sub.subject)
+            log.exception("message handler for %s failed", self.sub.subject)
 
     def qsize(self) -> int:
         return 0

@@ -51,10 +51,7 @@ class SnapshotGate(Generic[T]):
         """A stream event: passed on now, or held behind a snapshot being fetched."""
         if event["type"] == "world_update":
             self.last_snapshot = event["snapshot_version"]
-        if not self._holds:  # `_in_order`, inline: every copy of every broadcast passes here
-            self.emit_event(item)
-        else:
-            self._in_order(item, True)
+        self._in_order(item, True)
         if self._waiting:
             self._wake_waiting()
 

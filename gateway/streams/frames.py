@@ -27,7 +27,7 @@ class Broadcast:
     few times and each copy costs one concatenation.
     """
 
-    __slots__ = ("event", "head", "tail", "_whole", "_about", "_bodies", "_seen_by", "_for_all")
+    __slots__ = ("event", "_head", "_tail", "_whole", "_about", "_bodies", "_seen_by", "_for_all")
 
     def __init__(self, seq: int, payload: bytes, event: dict[str, Any]) -> None:
         self.event = event
@@ -35,22 +35,21 @@ class Broadcast:
         self._seen_by: dict[str, tuple[int, ...]] | None = None  # who sees which changes, built at the first copy
         self._for_all: tuple[int, ...] = ()
         self._about: str | None = None
-        self.head = b'{"seq":%d,"user_id":' % seq
-        # The shared part when every player gets the same copy: a frame is head + the player's id + tail.
-        self.tail: bytes | None = None
+        self._head = b'{"seq":%d,"user_id":' % seq
+        self._tail: bytes | None = None  # the shared part when every player gets the same copy
         self._whole: bytes | None = None  # the whole frame, when it carries no user_id (presence)
         if event["type"] in ("presence", "presence_batch"):  # in a batch a player skips its own entries
             self._about = event.get("user_id")
             self._whole = b'{"seq":%d,%s' % (seq, payload[1:])
         elif all(who is None for who in event["audience"]):
-            self.tail = b"," + orjson.dumps(copy_body(event, tuple(range(len(event["changes"])))))[1:]
+            self._tail = b"," + orjson.dumps(copy_body(event, tuple(range(len(event["changes"])))))[1:]
 
     def frame_for(self, user_id: str, user_json: bytes) -> bytes | None:
         """This player's frame (`user_json` is their id, JSON-encoded), or None for their own presence."""
         if self._whole is not None:
             return None if self._about == user_id else self._whole
-        if self.tail is not None:
-            return self.head + user_json + self.tail
+        if self._tail is not None:
+            return self._head + user_json + self._tail
         seen_by = self._seen_by
         if seen_by is None:
             seen_by = self._audiences()
@@ -58,7 +57,7 @@ class Broadcast:
         body = self._bodies.get(indexes)
         if body is None:
             body = self._bodies[indexes] = b"," + orjson.dumps(copy_body(self.event, indexes))[1:]
-        return self.head + user_json + body
+        return self._head + user_json + body
 
     def _audiences(self) -> dict[str, tuple[int, ...]]:
         """Each named player's visible changes, found in one pass over the audience lists per event (a

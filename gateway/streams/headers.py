@@ -82,22 +82,21 @@ def live_sequences(msg: Msg) -> tuple[int, int]:
 
 class LiveVerdicts:
     """The last live message's verdict, shared by its copies: `republish_problem` and `live_sequences`
-    once per message, not once per session (shared/natscopies.py hands every copy the same Msg).
+    once per message, not once per session (shared/natscopies.py hands every copy the same Msg)."""
 
-    A stream reads `verdict` itself when `msg` and `subject` are its own (the hot path), else `judge`s.
-    """
-
-    __slots__ = ("stream", "msg", "subject", "verdict")
+    __slots__ = ("stream", "_msg", "_subject", "_verdict")
 
     def __init__(self, stream: str) -> None:
         self.stream = stream
-        self.msg: Msg | None = None
-        self.subject = ""
-        self.verdict: tuple[str, int, int] = ("", 0, 0)
+        self._msg: Msg | None = None
+        self._subject = ""
+        self._verdict: tuple[str, int, int] = ("", 0, 0)
 
-    def judge(self, msg: Msg, subject: str) -> tuple[str, int, int]:
+    def of(self, msg: Msg, subject: str) -> tuple[str, int, int]:
         """(problem, stream sequence, previous sequence) of a live message for a stream of `subject`."""
+        if msg is self._msg and subject == self._subject:
+            return self._verdict
         problem = republish_problem(msg, self.stream, subject)
         seq, last = (0, 0) if problem else live_sequences(msg)
-        self.msg, self.subject, self.verdict = msg, subject, (problem, seq, last)
-        return self.verdict
+        self._msg, self._subject, self._verdict = msg, subject, (problem, seq, last)
+        return self._verdict

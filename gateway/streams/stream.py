@@ -142,11 +142,7 @@ class ConnectionStream:
         read loop: nothing here waits)."""
         if self._closed:
             return  # read before the server had our UNSUB (the stream was replaced by a resume)
-        live = self.reads.live
-        if msg is live.msg and self.subject == live.subject:  # a copy of the message just judged
-            problem, seq, last = live.verdict
-        else:
-            problem, seq, last = live.judge(msg, self.subject)
+        problem, seq, last = self.reads.live.of(msg, self.subject)
         if problem:  # an answer someone aimed at the live subject: never an event, never a cursor
             self.reads.foreign.drop("live", msg.subject, problem)
             return
@@ -199,10 +195,7 @@ class ConnectionStream:
             reads.stats.invalid += 1
             frame = None
         else:
-            # Every copy of a broadcast comes through here: the common frame is made inline.
-            tail = broadcast.tail
-            frame = broadcast.head + self.user_json + tail if tail is not None else \
-                broadcast.frame_for(self.user_id, self.user_json)
+            frame = broadcast.frame_for(self.user_id, self.user_json)
             if frame is not None:
                 reads.stats.delivered[self.transport] += 1
                 self.sink.on_event(seq, frame, broadcast.event)

@@ -6,6 +6,7 @@ and `check_aiohttp_internals` fails the start with a clear message if an upgrade
 """
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import struct
@@ -46,23 +47,27 @@ class GatewayWebSocket(web.WebSocketResponse):
         The session calls this only while its writer is idle with nothing queued, so order holds;
         False means: queue it for the writer.
         """
-        writer = self._writer
-        if writer is None or writer.compress or self._closed or writer.protocol.writing_paused:
-            return False
-        transport = writer.transport
-        if transport.is_closing():
+        transport = self._ready_transport()
+        if transport is None:
             return False
         transport.write(text_frame_header(len(frame)) + frame)
         return True
 
     def try_write_all(self, frames: list[bytes]) -> bool:
         """Write text frames now, in order, as one write, if the socket takes them at once (as `try_write`)."""
-        writer = self._writer
-        if (writer is None or writer.compress or self.closed or writer.protocol.writing_paused
-                or writer.transport.is_closing()):
+        transport = self._ready_transport()
+        if transport is None:
             return False
-        writer.transport.write(b"".join(framed(frames)))
+        transport.write(b"".join(framed(frames)))
         return True
+
+    def _ready_transport(self) -> asyncio.Transport | None:
+        """The transport, if a frame handed to it now goes out as it is: uncompressed, open, not paused."""
+        writer = self._writer
+        if writer is None or writer.compress or self._closed or writer.protocol.writing_paused:
+            return None
+        transport = writer.transport
+        return None if transport.is_closing() else transport
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
         if code == WSCloseCode.MESSAGE_TOO_BIG:

@@ -73,9 +73,8 @@ class SocketWriter:
             self._push_for_tick(ticker, data)
             return
         # Nothing queued and no write in progress: hand the frame to the socket now (a task switch
-        # per frame would be most of what a session adds to a delivery). `_nothing_waits`, inline.
-        queue = self.queue
-        if (queue.writer_idle if self._task is not None else not queue.frames) and self.ws.try_write(data):
+        # per frame would be most of what a session adds to a delivery).
+        if self._nothing_waits() and self.ws.try_write(data):
             if self.timings is not None:
                 self.timings.wrote(data)
             return
