@@ -82,12 +82,14 @@ async def test_workers_share_one_port_and_close_their_sessions_with_1001_on_sigt
         await wait_healthy(gateway.url)
         seen: set[str] = set()
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
-            for _ in range(200):  # each request a new connection: the kernel spreads them over the workers
+            async def both_answered() -> bool:
+                """One more request on a new connection: the kernel spreads them over the listening workers."""
                 async with http.get(f"{gateway.url}/health") as resp:
                     seen.add((await resp.json())["gateway_id"])
-                if len(seen) == 2:
-                    break
-        assert len(seen) == 2 and all(g.endswith(("-w0", "-w1")) for g in seen)
+                return len(seen) == 2
+            # The first worker to listen answers wait_healthy; the other may still be starting.
+            await eventually(both_answered, timeout=30, interval=0.01)
+        assert all(g.endswith(("-w0", "-w1")) for g in seen)
         clients = [GaiaClient(gateway.url, issue_token(settings, f"p{i}"), EXPERIENCE) for i in range(6)]
         for client in clients:
             await client.connect()
