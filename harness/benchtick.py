@@ -7,20 +7,23 @@ alternate round after round (100 and 1,000 events/s, tick off and on).
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import psutil
 
-from harness.benchclients import GatewayListener
+from harness.benchclients import ForwarderListener, GatewayListener
 from harness.benchkit import EXPERIENCE, cpu_quiet, publish_broadcasts, wait_all
 from harness.benchreport import Phase, pct, tail_value
 from harness.benchrounds import Rounds
-from harness.procs import ServiceProcess, free_port
+from harness.procs import ServiceProcess, free_port, stop_process, wait_for_port
 from harness.system import LocalSystem
 from shared.auth import issue_token
 from shared.config import Settings
+from shared.subjects import experience_updates, live_subject
 
 TICK_MS = 50
 LINES = ((100, 200, 3.0), (1000, 20, 3.0))  # events/s, clients, seconds
@@ -48,68 +51,130 @@ async def connect_to(http: aiohttp.ClientSession, base: str, prefix: str, count:
     return listeners
 
 
+async def start_forwarders(system: LocalSystem) -> dict[int, tuple[psutil.Popen, int]]:
+    """The minimal forwarder without a tick and with one (harness/forwarder.py): {tick: (process, port)}."""
+    forwarders = {}
+    for tick in (0, TICK_MS):
+        port = free_port()
+        forwarders[tick] = (psutil.Popen([sys.executable, "-m", "harness.forwarder", "--port", str(port),
+                                          "--nats", system.nats.url_as("gateway"), "--tick-ms", str(tick)]), port)
+    for proc, port in forwarders.values():
+        wait_for_port(port, proc=proc)
+    return forwarders
+
+
+async def connect_forwarder(http: aiohttp.ClientSession, port: int, count: int) -> list[ForwarderListener]:
+    """`count` sockets of the forwarder on `port`, each with its subscription in place."""
+    live = live_subject(experience_updates(EXPERIENCE))
+    listeners = [ForwarderListener(http, f"ws://127.0.0.1:{port}/ws?subject={live}") for _ in range(count)]
+    await asyncio.gather(*(listener.start() for listener in listeners))
+    return listeners
+
+
+async def measure_line(system: LocalSystem, server: psutil.Process, listeners: list[Any], rate: int, seconds: float,
+                       first: int) -> tuple[int, float, float, list[float]]:
+    """Publish at `rate` for `seconds` to connected listeners: (delivered, user s, kernel s, waits in ms)."""
+    await cpu_quiet([server, *system.server_procs()])
+    count = int(rate * seconds)
+    before = server.cpu_times()
+    sent = await publish_paced(system.nats_url, count, rate, first)
+    got = await wait_all(listeners, len(listeners) * count, timeout=30 + seconds)
+    after = server.cpu_times()
+    waits = [(got_at.by_version[v] - at) * 1000 for got_at in (x.arrivals for x in listeners)
+             for v, at in sent.items() if v in got_at.by_version]
+    await asyncio.gather(*(listener.close() for listener in listeners))
+    return got, after.user - before.user, after.system - before.system, waits
+
+
 async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Rounds, failures: list[str]) -> None:
-    """Rounds of every line; each round's CPU ratio (tick on / off) at each rate kept for the verdicts."""
+    """Rounds of every line; each round's CPU ratio (tick on / off) at each rate kept for the verdicts, and
+    the minimal forwarder's own ratio at the last rate (the floor of the design with a tick)."""
     ticked = ServiceProcess("gateway", free_port(), {**system.gateway.env, "GAIA_SEND_TICK_MS": str(TICK_MS)},
                             log_path=str(Path(system.work) / "gateway-tick.log"),
                             nats_password=system.nats.passwords["gateway"]).start()
+    forwarders = await start_forwarders(system)
     gateways = {0: (system.gateway_url, system.server_procs()[2]),
                 TICK_MS: (ticked.url, psutil.Process(ticked.proc.pid))}  # type: ignore[union-attr]
-    phase.rows += ["| round, line | delivered/expected | gateway CPU per delivery (us) | of it, user / kernel (us) | "
+    floor_rate, floor_clients, floor_seconds = LINES[-1]
+    phase.rows += ["| round, line | delivered/expected | CPU per delivery (us) | of it, user / kernel (us) | "
                    "p50 (ms) | p99 (ms) |", "|---|---|---|---|---|---|"]
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
             for r in range(rounds):
-                per: dict[tuple[int, int], float] = {}
-                for rate, clients, seconds in LINES:
-                    for tick in (0, TICK_MS):
-                        base, gw = gateways[tick]
-                        listeners = await connect_to(http, base, f"tick{tick}r{rate}_", clients)
-                        await cpu_quiet([gw, *system.server_procs()])
-                        count = int(rate * seconds)
-                        before = gw.cpu_times()
-                        sent = await publish_paced(system.nats_url, count, rate, (50 + 10 * r) * 10**6 + rate * 1000
-                                                   + tick)
-                        got = await wait_all(listeners, clients * count, timeout=30 + seconds)
-                        after = gw.cpu_times()
-                        user, kernel = after.user - before.user, after.system - before.system
-                        used = user + kernel
-                        waits = [(got_at.by_version[v] - at) * 1000 for got_at in (x.arrivals for x in listeners)
-                                 for v, at in sent.items() if v in got_at.by_version]
-                        await asyncio.gather(*(listener.close() for listener in listeners))
-                        if got < clients * count:
-                            failures.append(f"send tick, {rate}/s, tick {tick}: delivered {got} of {clients * count}")
-                        us = used / max(got, 1) * 1e6
-                        per[(rate, tick)] = us
-                        spreads.add(f"tick{tick}_{rate}_us", us)
-                        spreads.add(f"tick{tick}_{rate}_user_us", user / max(got, 1) * 1e6)
-                        spreads.add(f"tick{tick}_{rate}_system_us", kernel / max(got, 1) * 1e6)
-                        spreads.add(f"tick{tick}_{rate}_p99_ms", tail_value(waits))
-                        label = f"{rate} events/s to {clients} clients, " + (f"send tick {tick} ms" if tick else
-                                                                             "no tick")
-                        phase.rows.append(f"| {r + 1}: {label} | {got}/{clients * count} | {us:.1f} | "
-                                          f"{user / max(got, 1) * 1e6:.1f} / {kernel / max(got, 1) * 1e6:.1f} | "
-                                          f"{pct(waits, 50):.1f} | {tail_value(waits):.1f} |")
-                        print(f"  send tick, round {r + 1}, {label}: {us:.1f} us/delivery, "
-                              f"p99 {tail_value(waits):.1f} ms")
+                per: dict[tuple[str, int, int], float] = {}
+                plan = [("gateway", rate, clients, seconds, tick) for rate, clients, seconds in LINES
+                        for tick in (0, TICK_MS)]
+                plan += [("forwarder", floor_rate, floor_clients, floor_seconds, tick) for tick in (0, TICK_MS)]
+                for server, rate, clients, seconds, tick in plan:
+                    if server == "gateway":
+                        base, proc = gateways[tick]
+                        listeners: list[Any] = await connect_to(http, base, f"tick{tick}r{rate}_", clients)
+                    else:
+                        fwd, port = forwarders[tick]
+                        proc = psutil.Process(fwd.pid)
+                        listeners = await connect_forwarder(http, port, clients)
+                    first = (50 + 10 * r) * 10**6 + rate * 1000 + tick + (500 if server == "forwarder" else 0)
+                    got, user, kernel, waits = await measure_line(system, proc, listeners, rate, seconds, first)
+                    expected = clients * int(rate * seconds)
+                    label = (f"{'minimal forwarder' if server == 'forwarder' else 'gateway'}, {rate} events/s to "
+                             f"{clients} clients, " + (f"send tick {tick} ms" if tick else "no tick"))
+                    if got < expected:
+                        failures.append(f"send tick, {label}: delivered {got} of {expected}")
+                    key = f"{'fwd_' if server == 'forwarder' else ''}tick{tick}_{rate}"
+                    us = (user + kernel) / max(got, 1) * 1e6
+                    per[(server, rate, tick)] = us
+                    spreads.add(f"{key}_us", us)
+                    spreads.add(f"{key}_user_us", user / max(got, 1) * 1e6)
+                    spreads.add(f"{key}_system_us", kernel / max(got, 1) * 1e6)
+                    spreads.add(f"{key}_p99_ms", tail_value(waits))
+                    phase.rows.append(f"| {r + 1}: {label} | {got}/{expected} | {us:.1f} | "
+                                      f"{user / max(got, 1) * 1e6:.1f} / {kernel / max(got, 1) * 1e6:.1f} | "
+                                      f"{pct(waits, 50):.1f} | {tail_value(waits):.1f} |")
+                    print(f"  send tick, round {r + 1}, {label}: {us:.1f} us/delivery, p99 {tail_value(waits):.1f} ms")
                 for rate, _, _ in LINES:
-                    spreads.add(f"tick_cpu_ratio_{rate}", per[(rate, TICK_MS)] / max(per[(rate, 0)], 1e-9))
+                    spreads.add(f"tick_cpu_ratio_{rate}", per[("gateway", rate, TICK_MS)]
+                                / max(per[("gateway", rate, 0)], 1e-9))
+                spreads.add(f"fwd_tick_cpu_ratio_{floor_rate}", per[("forwarder", floor_rate, TICK_MS)]
+                            / max(per[("forwarder", floor_rate, 0)], 1e-9))
         phase.rows += ["", "| per round, then the median (min, max) | value |", "|---|---|"]
-        for rate, _, _ in LINES:
-            phase.rows += [
-                f"| {rate} events/s: gateway CPU per delivery without / with the tick (us) | "
-                f"{spreads.spread(f'tick0_{rate}_us', 1)} / {spreads.spread(f'tick{TICK_MS}_{rate}_us', 1)} |",
-                f"| {rate} events/s: kernel CPU per delivery without / with the tick (us) | "
-                f"{spreads.spread(f'tick0_{rate}_system_us', 1)} / "
-                f"{spreads.spread(f'tick{TICK_MS}_{rate}_system_us', 1)} |",
-                f"| {rate} events/s: user CPU per delivery without / with the tick (us) | "
-                f"{spreads.spread(f'tick0_{rate}_user_us', 1)} / {spreads.spread(f'tick{TICK_MS}_{rate}_user_us', 1)} |",
-                f"| {rate} events/s: p99 without / with the tick (ms) | {spreads.spread(f'tick0_{rate}_p99_ms', 1)} / "
-                f"{spreads.spread(f'tick{TICK_MS}_{rate}_p99_ms', 1)} |",
-                f"| **{rate} events/s: CPU per delivery with the tick / without, each round's ratio** | "
-                f"{spreads.spread(f'tick_cpu_ratio_{rate}')} |"]
+        for rate, clients, _ in LINES:
+            phase.rows += tick_rows(spreads, "", f"{rate} events/s to {clients} clients", rate)
+        floor_name = f"the minimal forwarder, {floor_rate} events/s to {floor_clients} sockets"
+        phase.rows += tick_rows(spreads, "fwd_", floor_name, floor_rate)
+        phase.rows += ["", floor_note(spreads, floor_rate)]
     finally:
         ticked.stop()
+        for proc, _ in forwarders.values():
+            stop_process(proc)
+
+
+def floor_note(spreads: Rounds, rate: int) -> str:
+    """What the floor's lines say about any tick's ratio, from this run's medians."""
+    user = spreads.median(f"fwd_tick{TICK_MS}_{rate}_user_us")
+    whole = spreads.median(f"fwd_tick0_{rate}_us")
+    return ("The minimal forwarder's lines are the floor of the design with a tick: one core subscription per "
+            "socket, the gateway's own ticker, no validation, cursor or per-player frame. The tick takes most of "
+            "the kernel's share of a delivery (one write per socket per tick instead of one per event); what is "
+            "left is user-space work per copy (its read from NATS at the least), which no tick shares. Here the "
+            f"floor's user time alone with the tick, {user:.1f} us, is {user / max(whole, 1e-9):.2f} of its whole "
+            f"cost without ({whole:.1f} us): the floor's ratio cannot go below that, and the gateway's only with "
+            "less Python work per copy than the floor's.")
+
+
+def tick_rows(spreads: Rounds, prefix: str, name: str, rate: int) -> list[str]:
+    """One line's medians without and with the tick, and its ratio."""
+    key = f"{prefix}tick"
+    return [
+        f"| {name}: CPU per delivery without / with the tick (us) | "
+        f"{spreads.spread(f'{key}0_{rate}_us', 1)} / {spreads.spread(f'{key}{TICK_MS}_{rate}_us', 1)} |",
+        f"| {name}: kernel CPU per delivery without / with the tick (us) | "
+        f"{spreads.spread(f'{key}0_{rate}_system_us', 1)} / {spreads.spread(f'{key}{TICK_MS}_{rate}_system_us', 1)} |",
+        f"| {name}: user CPU per delivery without / with the tick (us) | "
+        f"{spreads.spread(f'{key}0_{rate}_user_us', 1)} / {spreads.spread(f'{key}{TICK_MS}_{rate}_user_us', 1)} |",
+        f"| {name}: p99 without / with the tick (ms) | {spreads.spread(f'{key}0_{rate}_p99_ms', 1)} / "
+        f"{spreads.spread(f'{key}{TICK_MS}_{rate}_p99_ms', 1)} |",
+        f"| **{name}: CPU per delivery with the tick / without, each round's ratio** | "
+        f"{spreads.spread(f'{prefix}tick_cpu_ratio_{rate}')} |"]
 
 
 TICK_START, TICK_END = "<!-- bench:tick:start -->", "<!-- bench:tick:end -->"
@@ -121,15 +186,22 @@ def tick_section(spreads: Rounds, command: str) -> str:
         return ""
     rows = [TICK_START, f"Written by `{command}` on {time.strftime('%Y-%m-%d')}: each cell is the median of the "
             "rounds with their range (docs/benchmarks.md, \"Send tick\", has every round).", "",
-            "| broadcasts | gateway CPU per delivery, no tick / 50 ms tick (us) | with / without | "
+            "| broadcasts | CPU per delivery, no tick / 50 ms tick (us) | with / without | "
             "of it in the kernel, no tick / tick (us) | p99, no tick / 50 ms tick (ms) |", "|---|---|---|---|---|"]
-    for rate, clients, _ in LINES:
-        rows.append(f"| {rate}/s to {clients} clients | {spreads.spread(f'tick0_{rate}_us', 1)} / "
-                    f"{spreads.spread(f'tick{TICK_MS}_{rate}_us', 1)} | {spreads.spread(f'tick_cpu_ratio_{rate}')} | "
-                    f"{spreads.median(f'tick0_{rate}_system_us'):.1f} / "
-                    f"{spreads.median(f'tick{TICK_MS}_{rate}_system_us'):.1f} | "
-                    f"{spreads.spread(f'tick0_{rate}_p99_ms', 1)} / "
-                    f"{spreads.spread(f'tick{TICK_MS}_{rate}_p99_ms', 1)} |")
+    lines = [(f"{rate}/s to {clients} clients", "", rate) for rate, clients, _ in LINES]
+    floor_rate, floor_clients, _ = LINES[-1]
+    if f"fwd_tick_cpu_ratio_{floor_rate}" in spreads.values:
+        lines.append((f"{floor_rate}/s to {floor_clients} sockets of the minimal forwarder (the floor)", "fwd_",
+                      floor_rate))
+    for name, prefix, rate in lines:
+        key = f"{prefix}tick"
+        rows.append(f"| {name} | {spreads.spread(f'{key}0_{rate}_us', 1)} / "
+                    f"{spreads.spread(f'{key}{TICK_MS}_{rate}_us', 1)} | "
+                    f"{spreads.spread(f'{prefix}tick_cpu_ratio_{rate}')} | "
+                    f"{spreads.median(f'{key}0_{rate}_system_us'):.1f} / "
+                    f"{spreads.median(f'{key}{TICK_MS}_{rate}_system_us'):.1f} | "
+                    f"{spreads.spread(f'{key}0_{rate}_p99_ms', 1)} / "
+                    f"{spreads.spread(f'{key}{TICK_MS}_{rate}_p99_ms', 1)} |")
     rows.append(TICK_END)
     return "\n".join(rows)
 
