@@ -2,23 +2,28 @@
 
 The checkers (harness/verify.py, the tests) read what kb stored with the gateway's credentials, which
 may not create a consumer of their own choosing (shared/natsauth.py): like the gateway's catch-up,
-they ask for runs of stored messages by direct get and follow `Nats-Num-Pending` to the end.
+they ask for runs of stored messages by direct get and follow `Nats-Num-Pending` to the end, then
+read whatever the stream's leader holds beyond that end (a replica's answer may lag after a fault).
 """
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Callable
+from typing import Any, Callable
 
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
+from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from shared.natsconn import connect_tool
 
 BATCH = 1000
 END_STATUSES = ("204", "404", "408")
 READ_ATTEMPTS = 3
+LEADER_RETRY_S = 0.2
 
 
 async def read_subject(nats_url: str, stream: str, subject: str,
@@ -26,18 +31,58 @@ async def read_subject(nats_url: str, stream: str, subject: str,
     """Call each(seq, payload, stored_at) for every message on a subject, in order."""
     nc = await connect_tool(nats_url)
     try:
-        seq = 1
-        while True:
-            run = await _read_run_retried(nc, stream, subject, seq, timeout)
-            for msg in run:
-                headers = msg.headers or {}
-                seq = int(headers["Nats-Sequence"])
-                each(seq, msg.data, _stored_at(headers.get("Nats-Time-Stamp", "")))
-            if not run or int((run[-1].headers or {}).get("Nats-Num-Pending") or 0) == 0:
-                return
-            seq += 1
+        last = await _read_direct(nc, stream, subject, each, timeout)
+        await _read_rest_from_leader(nc, stream, subject, last, each, timeout)
     finally:
         await nc.close()
+
+
+async def _read_direct(nc: NATS, stream: str, subject: str, each: Callable[[int, bytes, float], None],
+                       timeout: float) -> int:
+    """Batched direct gets to the end the answering replicas know; the last sequence read (0: none)."""
+    seq, last = 1, 0
+    while True:
+        run = await _read_run_retried(nc, stream, subject, seq, timeout)
+        for msg in run:
+            headers = msg.headers or {}
+            last = int(headers["Nats-Sequence"])
+            each(last, msg.data, _stored_at(headers.get("Nats-Time-Stamp", "")))
+        if not run or int((run[-1].headers or {}).get("Nats-Num-Pending") or 0) == 0:
+            return last
+        seq = last + 1
+
+
+async def _read_rest_from_leader(nc: NATS, stream: str, subject: str, after: int,
+                                 each: Callable[[int, bytes, float], None], timeout: float) -> None:
+    """What the stream's leader holds on the subject after `after`, one message at a time.
+
+    Any replica answers a direct get, and one still catching up after a fault (a restart, a healed
+    partition) answers with the end it has, `Nats-Num-Pending` 0 included: a check reading only that
+    would call everything after it missing. The leader's last message on the subject decides.
+    """
+    js = nc.jetstream(timeout=timeout)
+    try:
+        newest = (await _leader_msg(js, stream, timeout, subject=subject)).seq or 0
+    except NotFoundError:
+        return
+    seq = after
+    while seq < newest:
+        msg = await _leader_msg(js, stream, timeout, seq=seq + 1, subject=subject, next=True)
+        seq = msg.seq or newest
+        each(seq, msg.data or b"", msg.time.timestamp() if msg.time else 0.0)  # (microseconds, not nanoseconds)
+
+
+async def _leader_msg(js: JetStreamContext, stream: str, timeout: float, **query: Any) -> RawStreamMsg:
+    """One message asked of the stream's leader, asked again while the stream has none to answer (an
+    election after a fault answers 503)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await js.get_msg(stream, **query)
+        except (ServiceUnavailableError, TimeoutError):
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(LEADER_RETRY_S)  # a retry's pause, not a wait for a state
 
 
 async def _read_run_retried(nc: NATS, stream: str, subject: str, from_seq: int, timeout: float) -> list[Msg]:
