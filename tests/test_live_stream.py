@@ -128,7 +128,10 @@ async def test_a_resume_from_a_cursor_the_stream_no_longer_holds_gets_a_fresh_sn
 
 async def test_a_long_resume_makes_a_consumer_paced_by_the_socket_that_is_gone_once_caught_up(
         aiohttp_server, gateway_settings, nats_server, token) -> None:
-    server = await aiohttp_server(create_gateway(replace(gateway_settings, catchup_direct_max=100), "gwlong"))
+    # A small outbox and a phone with a small receive buffer: what it has not read cannot all sit in buffers
+    # (a socket's own grows up to tcp_rmem's maximum, tens of MB on some machines), so the replay must wait.
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, catchup_direct_max=100,
+                                                         session_outbox_size=16), "gwlong"))
     assert await server.app[GW_NATS].wait_ready(10)
     alice = GaiaClient(str(server.make_url("")).rstrip("/"), token("alice"), EXPERIENCE)
     await alice.connect()
@@ -137,7 +140,7 @@ async def test_a_long_resume_makes_a_consumer_paced_by_the_socket_that_is_gone_o
     await alice.close()
     backlog = await publish_broadcasts(nats_server.url_as("kb"), 400, note="x" * 16000)  # 6 MB the phone has not read
     url = str(server.make_url("/ws/experience")).replace("http", "ws", 1)
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(socket_factory=small_receive_buffer)) as http:
         async with http.ws_connect(f"{url}?experience={EXPERIENCE}&token={token('alice')}&last_seq={cursor}") as ws:
             # The phone reads nothing yet: the replay waits for room, its consumer alive meanwhile.
             await eventually(lambda: _is(nats_server.consumer_filters(), [[SUBJECT]]))
