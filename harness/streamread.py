@@ -23,6 +23,8 @@ from shared.natsconn import connect_tool
 BATCH = 1000
 END_STATUSES = ("204", "404", "408")
 READ_ATTEMPTS = 3
+LEADER_ASK_S = 2.0  # one request to the leader; unanswered, it is asked again
+LEADER_PATIENCE_S = 30.0  # longer than an election after a healed partition takes
 LEADER_RETRY_S = 0.2
 
 
@@ -60,28 +62,32 @@ async def _read_rest_from_leader(nc: NATS, stream: str, subject: str, after: int
     partition) answers with the end it has, `Nats-Num-Pending` 0 included: a check reading only that
     would call everything after it missing. The leader's last message on the subject decides.
     """
-    js = nc.jetstream(timeout=timeout)
+    js = nc.jetstream(timeout=min(timeout, LEADER_ASK_S))
+    patience = max(timeout, LEADER_PATIENCE_S)
     try:
-        newest = (await _leader_msg(js, stream, timeout, subject=subject)).seq or 0
+        newest = (await _leader_msg(js, stream, patience, subject=subject)).seq or 0
     except NotFoundError:
         return
     seq = after
     while seq < newest:
-        msg = await _leader_msg(js, stream, timeout, seq=seq + 1, subject=subject, next=True)
+        msg = await _leader_msg(js, stream, patience, seq=seq + 1, subject=subject, next=True)
         seq = msg.seq or newest
         each(seq, msg.data or b"", msg.time.timestamp() if msg.time else 0.0)  # (microseconds, not nanoseconds)
 
 
-async def _leader_msg(js: JetStreamContext, stream: str, timeout: float, **query: Any) -> RawStreamMsg:
-    """One message asked of the stream's leader, asked again while the stream has none to answer (an
-    election after a fault answers 503)."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def _leader_msg(js: JetStreamContext, stream: str, patience: float, **query: Any) -> RawStreamMsg:
+    """One message asked of the stream's leader, asked again for up to `patience` seconds while the stream
+    has none to answer (an election after a fault answers 503, or nothing)."""
+    deadline = asyncio.get_running_loop().time() + patience
+    attempts = 0
     while True:
+        attempts += 1
         try:
             return await js.get_msg(stream, **query)
-        except (ServiceUnavailableError, TimeoutError):
+        except (ServiceUnavailableError, TimeoutError) as exc:
             if asyncio.get_running_loop().time() > deadline:
-                raise
+                raise TimeoutError(f"the leader of {stream} did not answer {query} in {patience:g} s "
+                                   f"({attempts} attempts, the last: {exc!r})") from exc
             await asyncio.sleep(LEADER_RETRY_S)  # a retry's pause, not a wait for a state
 
 
