@@ -2,20 +2,18 @@
 
 The checkers (harness/verify.py, the tests) read what kb stored with the gateway's credentials, which
 may not create a consumer of their own choosing (shared/natsauth.py): like the gateway's catch-up,
-they ask for runs of stored messages by direct get and follow `Nats-Num-Pending` to the end, then
-read whatever the stream's leader holds beyond that end (a replica's answer may lag after a fault).
+they ask for runs of stored messages by direct get and follow `Nats-Num-Pending` to the end, and on
+to the newest message the stream's leader holds (a replica's answer may lag after a fault).
 """
 from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any, Callable
+from typing import Callable
 
 import orjson
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from shared.natsconn import connect_tool
@@ -24,25 +22,34 @@ BATCH = 1000
 END_STATUSES = ("204", "404", "408")
 READ_ATTEMPTS = 3
 LEADER_ASK_S = 2.0  # one request to the leader; unanswered, it is asked again
-LEADER_PATIENCE_S = 30.0  # longer than an election after a healed partition takes
+LEADER_PATIENCE_S = 30.0  # longer than an election or a replica's catch-up after a healed partition
 LEADER_RETRY_S = 0.2
 
 
 async def read_subject(nats_url: str, stream: str, subject: str,
                        each: Callable[[int, bytes, float], None], timeout: float = 10.0) -> None:
-    """Call each(seq, payload, stored_at) for every message on a subject, in order."""
+    """Call each(seq, payload, stored_at) for every message on a subject, in order, up to at least the
+    newest the stream's leader held when the read began.
+
+    Any replica answers a direct get, and one still catching up after a fault (a restart, a healed
+    partition) answers with the end it has, `Nats-Num-Pending` 0 included: a check that stopped there
+    would call everything after it missing. So the leader is asked for the subject's newest message
+    once (a JetStream API request, busy right after faults), and direct gets read on until they reach it.
+    """
     nc = await connect_tool(nats_url)
     try:
+        newest = await _leader_newest(nc, stream, subject, timeout)
         last = await _read_direct(nc, stream, subject, each, timeout)
-        await _read_rest_from_leader(nc, stream, subject, last, each, timeout)
+        await _read_on_to(nc, stream, subject, last, newest, each, timeout)
     finally:
         await nc.close()
 
 
 async def _read_direct(nc: NATS, stream: str, subject: str, each: Callable[[int, bytes, float], None],
-                       timeout: float) -> int:
-    """Batched direct gets to the end the answering replicas know; the last sequence read (0: none)."""
-    seq, last = 1, 0
+                       timeout: float, from_seq: int = 1) -> int:
+    """Batched direct gets from `from_seq` to the end the answering replicas know; the last sequence
+    read (`from_seq - 1` if none)."""
+    seq, last = from_seq, from_seq - 1
     while True:
         run = await _read_run_retried(nc, stream, subject, seq, timeout)
         for msg in run:
@@ -54,39 +61,35 @@ async def _read_direct(nc: NATS, stream: str, subject: str, each: Callable[[int,
         seq = last + 1
 
 
-async def _read_rest_from_leader(nc: NATS, stream: str, subject: str, after: int,
-                                 each: Callable[[int, bytes, float], None], timeout: float) -> None:
-    """What the stream's leader holds on the subject after `after`, one message at a time.
+async def _read_on_to(nc: NATS, stream: str, subject: str, last: int, newest: int,
+                      each: Callable[[int, bytes, float], None], timeout: float) -> None:
+    """Direct gets on from `last` until `newest` is read: the lagging replica catches up, or another
+    answers the next request."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(timeout, LEADER_PATIENCE_S)
+    while last < newest:
+        if loop.time() > deadline:
+            raise TimeoutError(f"direct gets of {subject} stop at {last}; the stream's leader holds {newest}")
+        await asyncio.sleep(LEADER_RETRY_S)  # a retry's pause, not a wait for a state
+        last = await _read_direct(nc, stream, subject, each, timeout, last + 1)
 
-    Any replica answers a direct get, and one still catching up after a fault (a restart, a healed
-    partition) answers with the end it has, `Nats-Num-Pending` 0 included: a check reading only that
-    would call everything after it missing. The leader's last message on the subject decides.
-    """
+
+async def _leader_newest(nc: NATS, stream: str, subject: str, timeout: float) -> int:
+    """The sequence of the subject's newest message as the stream's leader knows it (0: none), asked
+    again for a while when no leader answers (an election after a fault answers 503, or nothing)."""
     js = nc.jetstream(timeout=min(timeout, LEADER_ASK_S))
-    patience = max(timeout, LEADER_PATIENCE_S)
-    try:
-        newest = (await _leader_msg(js, stream, patience, subject=subject)).seq or 0
-    except NotFoundError:
-        return
-    seq = after
-    while seq < newest:
-        msg = await _leader_msg(js, stream, patience, seq=seq + 1, subject=subject, next=True)
-        seq = msg.seq or newest
-        each(seq, msg.data or b"", msg.time.timestamp() if msg.time else 0.0)  # (microseconds, not nanoseconds)
-
-
-async def _leader_msg(js: JetStreamContext, stream: str, patience: float, **query: Any) -> RawStreamMsg:
-    """One message asked of the stream's leader, asked again for up to `patience` seconds while the stream
-    has none to answer (an election after a fault answers 503, or nothing)."""
-    deadline = asyncio.get_running_loop().time() + patience
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(timeout, LEADER_PATIENCE_S)
     attempts = 0
     while True:
         attempts += 1
         try:
-            return await js.get_msg(stream, **query)
+            return (await js.get_msg(stream, subject=subject)).seq or 0
+        except NotFoundError:
+            return 0
         except (ServiceUnavailableError, TimeoutError) as exc:
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"the leader of {stream} did not answer {query} in {patience:g} s "
+            if loop.time() > deadline:
+                raise TimeoutError(f"the leader of {stream} did not say the newest of {subject} "
                                    f"({attempts} attempts, the last: {exc!r})") from exc
             await asyncio.sleep(LEADER_RETRY_S)  # a retry's pause, not a wait for a state
 
