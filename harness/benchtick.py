@@ -26,6 +26,8 @@ from shared.config import Settings
 from shared.subjects import experience_updates, live_subject
 
 TICK_MS = 50
+PREFIX = {"gateway": "", "forwarder": "fwd_"}  # each server's figures are named with its prefix
+NAME = {"gateway": "gateway", "forwarder": "minimal forwarder"}
 LINES = ((100, 200, 3.0), (1000, 20, 3.0))  # events/s, clients, seconds
 
 
@@ -116,11 +118,11 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
                     first = (50 + 10 * r) * 10**6 + rate * 1000 + tick + (500 if server == "forwarder" else 0)
                     got, user, kernel, waits = await measure_line(system, proc, listeners, rate, seconds, first)
                     expected = clients * int(rate * seconds)
-                    label = (f"{'minimal forwarder' if server == 'forwarder' else 'gateway'}, {rate} events/s to "
-                             f"{clients} clients, " + (f"send tick {tick} ms" if tick else "no tick"))
+                    label = (f"{NAME[server]}, {rate} events/s to {clients} clients, "
+                             + (f"send tick {tick} ms" if tick else "no tick"))
                     if got < expected:
                         failures.append(f"send tick, {label}: delivered {got} of {expected}")
-                    key = f"{'fwd_' if server == 'forwarder' else ''}tick{tick}_{rate}"
+                    key = f"{PREFIX[server]}tick{tick}_{rate}"
                     us = (user + kernel) / max(got, 1) * 1e6
                     per[(server, rate, tick)] = us
                     spreads.add(f"{key}_us", us)
@@ -131,16 +133,15 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
                                       f"{user / max(got, 1) * 1e6:.1f} / {kernel / max(got, 1) * 1e6:.1f} | "
                                       f"{pct(waits, 50):.1f} | {tail_value(waits):.1f} |")
                     print(f"  send tick, round {r + 1}, {label}: {us:.1f} us/delivery, p99 {tail_value(waits):.1f} ms")
-                for rate, _, _ in LINES:
-                    spreads.add(f"tick_cpu_ratio_{rate}", per[("gateway", rate, TICK_MS)]
-                                / max(per[("gateway", rate, 0)], 1e-9))
-                spreads.add(f"fwd_tick_cpu_ratio_{floor_rate}", per[("forwarder", floor_rate, TICK_MS)]
-                            / max(per[("forwarder", floor_rate, 0)], 1e-9))
+                for server, rate, _, _, tick in plan:
+                    if tick:
+                        spreads.add(f"{PREFIX[server]}tick_cpu_ratio_{rate}",
+                                    per[(server, rate, tick)] / max(per[(server, rate, 0)], 1e-9))
         phase.rows += ["", "| per round, then the median (min, max) | value |", "|---|---|"]
         for rate, clients, _ in LINES:
-            phase.rows += tick_rows(spreads, "", f"{rate} events/s to {clients} clients", rate)
+            phase.rows += tick_rows(spreads, PREFIX["gateway"], f"{rate} events/s to {clients} clients", rate)
         floor_name = f"the minimal forwarder, {floor_rate} events/s to {floor_clients} sockets"
-        phase.rows += tick_rows(spreads, "fwd_", floor_name, floor_rate)
+        phase.rows += tick_rows(spreads, PREFIX["forwarder"], floor_name, floor_rate)
         phase.rows += ["", floor_note(spreads, floor_rate)]
     finally:
         ticked.stop()
@@ -150,8 +151,9 @@ async def bench_tick(system: LocalSystem, rounds: int, phase: Phase, spreads: Ro
 
 def floor_note(spreads: Rounds, rate: int) -> str:
     """What the floor's lines say about any tick's ratio, from this run's medians."""
-    user = spreads.median(f"fwd_tick{TICK_MS}_{rate}_user_us")
-    whole = spreads.median(f"fwd_tick0_{rate}_us")
+    floor = PREFIX["forwarder"]
+    user = spreads.median(f"{floor}tick{TICK_MS}_{rate}_user_us")
+    whole = spreads.median(f"{floor}tick0_{rate}_us")
     return ("The minimal forwarder's lines are the floor of the design with a tick: one core subscription per "
             "socket, the gateway's own ticker, no validation, cursor or per-player frame. The tick takes most of "
             "the kernel's share of a delivery (one write per socket per tick instead of one per event); what is "
@@ -188,10 +190,11 @@ def tick_section(spreads: Rounds, command: str) -> str:
             "rounds with their range (docs/benchmarks.md, \"Send tick\", has every round).", "",
             "| broadcasts | CPU per delivery, no tick / 50 ms tick (us) | with / without | "
             "of it in the kernel, no tick / tick (us) | p99, no tick / 50 ms tick (ms) |", "|---|---|---|---|---|"]
-    lines = [(f"{rate}/s to {clients} clients", "", rate) for rate, clients, _ in LINES]
+    lines = [(f"{rate}/s to {clients} clients", PREFIX["gateway"], rate) for rate, clients, _ in LINES]
     floor_rate, floor_clients, _ = LINES[-1]
-    if f"fwd_tick_cpu_ratio_{floor_rate}" in spreads.values:
-        lines.append((f"{floor_rate}/s to {floor_clients} sockets of the minimal forwarder (the floor)", "fwd_",
+    floor = PREFIX["forwarder"]
+    if f"{floor}tick_cpu_ratio_{floor_rate}" in spreads.values:
+        lines.append((f"{floor_rate}/s to {floor_clients} sockets of the minimal forwarder (the floor)", floor,
                       floor_rate))
     for name, prefix, rate in lines:
         key = f"{prefix}tick"

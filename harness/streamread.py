@@ -84,7 +84,7 @@ async def _leader_newest(nc: NATS, stream: str, subject: str, timeout: float) ->
     while True:
         attempts += 1
         try:
-            return (await js.get_msg(stream, subject=subject)).seq or 0
+            return (await js.get_last_msg(stream, subject)).seq or 0
         except NotFoundError:
             return 0
         except (ServiceUnavailableError, TimeoutError) as exc:
