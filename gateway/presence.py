@@ -6,7 +6,7 @@ import logging
 from typing import Callable
 
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
-from shared.tasks import raise_if_cancelled, wait_event
+from shared.service.tasks import raise_if_cancelled, wait_event
 
 log = logging.getLogger(__name__)
 RENEW_CHUNK = 500

@@ -6,7 +6,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from harness.chaos import run_chaos, write_report
+from harness.chaos.single import run_chaos, write_report
 from harness.scenario import ExternalTarget, run_scenario
 
 
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> None:
             write_report(report, Path("docs/reliability.md"), "gaia-harness " + " ".join(argv or sys.argv[1:]))
         sys.exit(0 if report.ok else 1)
     if args.command == "sse-restart":
-        from harness.ssebrowser import run_sse_restart
-        from harness.ssebrowser import write_report as write_sse
+        from harness.chaos.ssebrowser import run_sse_restart
+        from harness.chaos.ssebrowser import write_report as write_sse
         sse_report = asyncio.run(run_sse_restart(args.pages, args.down_events))
         print("\n".join(sse_report.lines()))
         if args.write:
@@ -84,16 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "soak":
         run_soak_command(args, argv)
     if args.command == "bench":
-        from harness.bench import run_bench
-        from harness.benchkit import run_load
+        from harness.bench.kit import run_load
+        from harness.bench.run import run_bench
         sys.exit(run_load(run_bench(quick=args.quick, write=not args.no_write)))
 
 
 def run_cluster_chaos_command(args: argparse.Namespace, argv: list[str] | None) -> None:
     """Run the cluster chaos, print its summary and fault table, write them on --write; exit 1 on any finding."""
-    from harness.clusterchaos import run_cluster_chaos
-    from harness.clusterreport import lines, table
-    from harness.clusterreport import write_report as write_cluster
+    from harness.chaos.cluster import run_cluster_chaos
+    from harness.chaos.clusterreport import lines, table
+    from harness.chaos.clusterreport import write_report as write_cluster
     faults = args.faults.split(",") if args.faults else None
     report = asyncio.run(run_cluster_chaos(args.players, args.sse, args.seed, faults))
     print("\n".join([*lines(report), *table(report)]))
@@ -105,8 +105,8 @@ def run_cluster_chaos_command(args: argparse.Namespace, argv: list[str] | None) 
 
 def run_soak_command(args: argparse.Namespace, argv: list[str] | None) -> None:
     """Run the soak, print its figures and verdicts, write them on --write; exit 1 unless every target is met."""
-    from harness.soak import SoakConfig, run_soak
-    from harness.soakreport import write_report as write_soak
+    from harness.soak.report import write_report as write_soak
+    from harness.soak.run import SoakConfig, run_soak
     config = SoakConfig(players=args.players, churn=args.churn, act_every_s=args.act_every, sse=args.sse,
                         chats_per_s=args.chats, duration_s=args.duration, warmup_s=args.warmup,
                         settle_s=args.settle, seed=args.seed)

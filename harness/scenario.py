@@ -7,9 +7,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from harness.player import SimPlayer
-from harness.system import LocalSystem
-from harness.verify import EXPERIENCE, RunReport, Target, check, settle
+from harness.checks.verify import EXPERIENCE, RunReport, Target, check, settle
+from harness.client.player import SimPlayer
+from harness.system.local import LocalSystem
 from shared.auth import issue_token
 from shared.config import Settings
 

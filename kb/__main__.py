@@ -9,9 +9,9 @@ from aiohttp import web
 from kb.app import create_app
 from shared.auth import refuse_weak_jwt_secret
 from shared.config import Settings, refuse_dev_secrets
-from shared.gcpacer import gc_pacer_ctx
-from shared.logs import setup_logging
-from shared.runtime import new_event_loop
+from shared.service.gcpacer import gc_pacer_ctx
+from shared.service.logs import setup_logging
+from shared.service.runtime import new_event_loop
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -10,7 +10,7 @@ from typing import Awaitable, Callable
 from kb.events import OutboxEvent, presence_batch_event, presence_event
 from kb.outbox import now_ms
 from kb.presence import PresenceChange
-from shared.tasks import raise_if_cancelled
+from shared.service.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 BATCH_LIMIT = 200  # changes per presence_batch frame: a frame stays a few KB however big the storm

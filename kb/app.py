@@ -17,16 +17,16 @@ from kb.metrics import KbMetrics
 from kb.outbox import OutboxPublisher
 from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
-from kb.storeerrors import StoreOutage, store_errors_middleware
 from kb.stores import open_store
+from kb.stores.errors import StoreOutage, store_errors_middleware
 from kb.world.content import available_experiences, load_content
-from kb.worlds import WorldService
+from kb.worldservice import WorldService
 from shared.config import Settings
-from shared.logs import quiet_store_retries
 from shared.natsconn import nats_cleanup_ctx
 from shared.schemas.fastload import check_marshmallow_internals
+from shared.service.logs import quiet_store_retries
+from shared.service.tasks import bounded, raise_if_cancelled, stop_tasks
 from shared.subjects import experience_updates
-from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
 log = logging.getLogger(__name__)
 PRESENCE_SWEEP_S = 1.0

@@ -9,10 +9,10 @@ from typing import Callable
 from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-from kb.worlds import WorldService
+from kb.worldservice import WorldService
 from shared.natsconn import NatsLink, lease_bucket
+from shared.service.tasks import raise_if_cancelled
 from shared.subjects import CLOCK_LEASE_BUCKET
-from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 LEASE_KEY = "world-clock"

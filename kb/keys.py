@@ -11,7 +11,7 @@ from kb.outbox import OutboxPublisher
 from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
 from kb.stores import Store
-from kb.worlds import WorldService
+from kb.worldservice import WorldService
 from shared.config import Settings
 from shared.natsconn import NatsLink
 

@@ -10,9 +10,9 @@ from prometheus_client.metrics_core import Metric
 from kb.outbox import OutboxPublisher
 from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
-from kb.worlds import WorldService
-from shared.metrics import LATENCY_BUCKETS, new_registry
+from kb.worldservice import WorldService
 from shared.natsconn import NatsLink
+from shared.service.metrics import LATENCY_BUCKETS, new_registry
 
 
 class KbMetrics:

@@ -12,7 +12,7 @@ from nats.js.errors import NotFoundError
 from kb.stores import OutboxRow, Store
 from shared.config import Settings
 from shared.natsconn import NatsLink
-from shared.tasks import raise_if_cancelled, wait_event
+from shared.service.tasks import raise_if_cancelled, wait_event
 
 log = logging.getLogger(__name__)
 BATCH = 512

@@ -10,8 +10,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFound
 from nats.js.kv import KeyValue
 
 from shared.natsconn import NatsLink, lease_bucket
+from shared.service.tasks import raise_if_cancelled
 from shared.subjects import OWNER_BUCKET
-from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 Acquired = Callable[[str], Awaitable[None]]

@@ -9,15 +9,15 @@ import orjson
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from kb.forward import forward_presence, local_world_or_forward
+from kb.apidocs import document
 from kb.keys import METRICS, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
-from kb.worlds import TooManySessions
-from shared.apidocs import document
+from kb.leaseforward import forward_presence, local_world_or_forward
+from kb.worldservice import TooManySessions
 from shared.auth import same_secret
-from shared.metrics import metrics_response
-from shared.problems import json_response, problem
 from shared.schemas.kbapi import ActionRequestSchema, PresenceUpdateSchema, ViewsRequestSchema
 from shared.schemas.messages import ACTIONS
+from shared.service.metrics import metrics_response
+from shared.service.problems import json_response, problem
 from shared.subjects import BadSubjectToken, check_token
 
 log = logging.getLogger(__name__)

@@ -94,7 +94,8 @@ class Settings:
     chat_burst: int = 10  # PER PROCESS
     sub_pending_msgs: int = 1024  # live messages a stream holds while catching up (more: read from the stream)
     sub_pending_bytes: int = 1024 * 1024  # a live message this large is dropped (and caught up)
-    read_copies_once: int = 1  # the gateway parses a run of copies of one NATS message once (shared/natscopies.py)
+    # the gateway parses a run of copies of one NATS message once (gateway/streams/natscopies.py)
+    read_copies_once: int = 1
     stream_sweep_s: float = 5.0  # how often streams are checked for a lost tail
     catchup_concurrency: int = 32  # catch-up JetStream requests in flight per gateway process
     catchup_inactive_s: float = 10.0  # a catch-up consumer left by a dead gateway goes after this
@@ -108,7 +109,8 @@ class Settings:
     sse_keepalive_s: float = 15.0
     sse_retry_ms: int = 500  # EventSource reconnect delay: each stream gets this plus up to as much again
     shutdown_timeout_s: float = 10.0
-    gc_full_every_s: float = 30.0  # a grown heap is fully collected within this (shared/gcpacer.py); 0: CPython's own
+    # a grown heap is fully collected within this (shared/service/gcpacer.py); 0: CPython's own
+    gc_full_every_s: float = 30.0
     # The narrator (gateway/chat): no URL keeps the embedded intent narrator; an OpenAI-compatible
     # base URL (a hosted API, vLLM, Ollama, llama.cpp's server: ".../v1") makes a language model write it.
     narrator_url: str = ""

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from shared.docsections import between_markers, write_or_check
 from shared.subjects import (
     CLOCK_LEASE_BUCKET,
     EXPERIENCE_UPDATES_PREFIX,
@@ -115,8 +113,6 @@ def redacted(url: str) -> str:
                     for one in url.split(","))
 
 
-TABLE_START = "<!-- permissions: generated from shared/natsauth.py by `make docs`; do not edit -->"
-TABLE_END = "<!-- end of generated permissions -->"
 
 
 def permission_table() -> str:
@@ -127,17 +123,3 @@ def permission_table() -> str:
             for user, rights in PERMISSIONS.items()]
     return "\n".join(["| user | may publish | may subscribe |", "|---|---|---|", *rows,
                       "| anyone else | nothing: no connection without credentials | nothing |"])
-
-
-def with_permission_table(document: str) -> str:
-    """`document` with the text between the table markers replaced by the current table."""
-    return between_markers(document, TABLE_START, TABLE_END, permission_table())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m shared.natsauth --write|--check docs/security.md`: the permission table, from the code."""
-    return write_or_check(argv, "permission table", with_permission_table)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,9 +16,8 @@ from nats.js.kv import KeyValue
 
 from shared.config import Settings
 from shared.natsauth import inbox_prefix, redacted, user_of
-from shared.natscopies import read_copies_once
+from shared.service.tasks import bounded, raise_if_cancelled, stop_tasks
 from shared.subjects import REPUBLISH_DEST, REPUBLISH_SOURCE, STREAM_SUBJECTS
-from shared.tasks import bounded, raise_if_cancelled, stop_tasks
 
 log = logging.getLogger(__name__)
 Listener = Callable[[], Awaitable[None]]
@@ -66,11 +65,12 @@ class NatsLink:
     credentials may not) it waits until the stream exists.
     """
 
-    def __init__(self, settings: Settings, name: str, manage_stream: bool = True, read_copies: bool = False) -> None:
+    def __init__(self, settings: Settings, name: str, manage_stream: bool = True,
+                 new_client: Callable[[], NATS] = NATS) -> None:
         self.settings = settings
         self.name = name
         self.manage_stream = manage_stream
-        self.read_copies = read_copies  # many subscriptions on one subject: read a run of copies once
+        self.new_client = new_client  # the gateway's hands its copy-reading parser in here
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
         self.jetstream_ok = False
@@ -156,7 +156,7 @@ class NatsLink:
         delay = 0.1
         while True:
             try:
-                nc = read_copies_once(NATS()) if self.read_copies else NATS()
+                nc = self.new_client()
                 await nc.connect(
                     servers=self.settings.nats_url.split(","),
                     name=self.name,
@@ -253,12 +253,12 @@ async def connect_tool(url: str, **options: Any) -> NATS:
 
 def nats_cleanup_ctx(
     settings_key: web.AppKey[Settings], link_key: web.AppKey[NatsLink], name: str, manage_stream: bool = True,
-    read_copies: bool = False,
+    new_client: Callable[[], NATS] = NATS,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx generator that owns a NatsLink stored under link_key."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        link = NatsLink(app[settings_key], name, manage_stream, read_copies)
+        link = NatsLink(app[settings_key], name, manage_stream, new_client)
         app[link_key] = link
         link.start()
         yield

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import replace
-from typing import Any, AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
 import aiohttp
 import pytest
@@ -12,16 +12,15 @@ from aiohttp.test_utils import TestServer
 
 from gateway.app import create_app as create_gateway
 from gateway.keys import NATS as GW_NATS
-from harness.client import GaiaClient
-from harness.pg import PostgresServer, pg_bin
-from harness.procs import NatsServer
+from harness.client.ws import GaiaClient
+from harness.system.llmserver import ModelServer
+from harness.system.pg import PostgresServer
+from harness.system.procs import NatsServer
 from kb.app import create_app as create_kb
 from kb.keys import NATS as KB_NATS
 from shared.auth import issue_token
 from shared.config import Settings
-from tests.llmfix import model_server  # noqa: F401 - the real local model, for tests named *llm*
-
-EXPERIENCE = "wylding-woods"
+from tests.helpers import EXPERIENCE, NO_POSTGRES, SEND_TICK_MS, missing_tool, need_model
 
 
 @pytest.fixture
@@ -56,10 +55,23 @@ async def kb_server(aiohttp_server: Any, settings: Settings) -> TestServer:
     return server
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked `also_with_send_tick` runs twice: the gateway as shipped, and with a 50 ms send tick."""
+    if metafunc.definition.get_closest_marker("also_with_send_tick"):
+        metafunc.parametrize("send_tick_ms", [0.0, SEND_TICK_MS], ids=["no-tick", "tick-50ms"])
+
+
 @pytest.fixture
-def gateway_settings(settings: Settings, kb_server: TestServer, nats_server: NatsServer) -> Settings:
+def send_tick_ms() -> float:
+    """The gateway's send tick in the tests' gateway (0: as shipped, every frame written at once)."""
+    return 0.0
+
+
+@pytest.fixture
+def gateway_settings(settings: Settings, kb_server: TestServer, nats_server: NatsServer,
+                     send_tick_ms: float) -> Settings:
     return replace(settings, kb_url=str(kb_server.make_url("")).rstrip("/"), nats_user="gateway",
-                   nats_password=nats_server.passwords["gateway"])
+                   nats_password=nats_server.passwords["gateway"], send_tick_ms=send_tick_ms)
 
 
 @pytest.fixture
@@ -101,44 +113,6 @@ async def players(gateway_server: TestServer, token: Callable[..., str]) -> Asyn
     await asyncio.gather(*(c.close() for c in made), return_exceptions=True)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 10.0,
-                     interval: float = 0.05) -> None:
-    """Poll until check() is true (for states reached asynchronously, never for timing claims)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not reached within {timeout}s")
-        await asyncio.sleep(interval)
-
-
-async def outbox_drained(kb_server: TestServer) -> None:
-    """Announce the presence changes kb holds for its window, then wait until every committed event
-    is published (so a resume sees all of them as missed)."""
-    from kb.keys import STORE, WORLDS
-    store = kb_server.app[STORE]
-    for world in kb_server.app[WORLDS].values():
-        await world.announcer.flush()
-
-    async def empty() -> bool:
-        return await store.outbox_depth() == 0
-    await eventually(empty)
-
-
-def broadcast(version: int, note: str = "n", only: list[str] | None = None) -> bytes:
-    """A valid kb broadcast (one change to environment.note) for tests that publish as kb would."""
-    import orjson
-    return orjson.dumps({
-        "type": "world_update", "version": "0.4", "experience": EXPERIENCE, "actor_id": "world",
-        "base_version": version, "snapshot_version": version + 1, "timestamp": 1,
-        "changes": [{"operation": "update", "area_id": None, "path": "environment.note", "value": note}],
-        "audience": [None if only is None else {"only": only}]})
-
-
 @pytest.fixture
 async def outbox_parts(nats_server: NatsServer, tmp_path: Any) -> AsyncIterator[tuple[Settings, Any, Any]]:
     """kb's store and NATS link as kb logs in, without the app: (settings, store, link)."""
@@ -156,24 +130,6 @@ async def outbox_parts(nats_server: NatsServer, tmp_path: Any) -> AsyncIterator[
     await store.close()
 
 
-async def published_all(store: Any) -> None:
-    """Wait until the outbox has nothing left to publish."""
-    async def empty() -> bool:
-        return await store.outbox_depth() == 0
-    await eventually(empty, timeout=4)
-
-
-NO_POSTGRES = pg_bin("initdb") is None or pg_bin("pg_ctl") is None
-UNDER_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def missing_tool(why: str) -> None:
-    """A tool `make test` installs is missing: skipped on a developer's machine, a failure under CI=true."""
-    if UNDER_CI:
-        pytest.fail(f"{why} (CI=true: every tool must be installed)")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Any:
     """One real PostgreSQL server for the run (each test takes a fresh database in it)."""
@@ -184,9 +140,10 @@ def postgres() -> Any:
     server.stop()
 
 
-_databases = iter(range(1, 10_000))
-
-
-async def fresh_database(server: PostgresServer) -> str:
-    """A new empty database on the server: its URL."""
-    return await server.database(f"t{next(_databases)}")
+@pytest.fixture
+def model_server(tmp_path: Path) -> Iterator[ModelServer]:
+    """llama-cpp-python's server with SmolLM2-135M-Instruct on a free port, for one test."""
+    need_model()
+    server = ModelServer(log_path=str(tmp_path / "model-server.log")).start()
+    yield server
+    server.stop()

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import openai
 
 from gateway.chat.narratormetrics import NarratorMetrics
-from shared.schemas.chat import narrative_chunks
+from gateway.chat.schema import narrative_chunks
 
 log = logging.getLogger(__name__)
 MODEL, BUILTIN, FALLBACK = "model", "builtin", "fallback"

@@ -5,12 +5,12 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
+import gateway.chat.schema as chat_schema
 from gateway.chat.model import ModelNarrator
 from gateway.chat.narration import BUILTIN, FALLBACK, Narration
 from gateway.chat.narratormetrics import NarratorMetrics
 from gateway.chat.prompt import Scene
 from shared.config import Settings
-from shared.schemas import chat as chat_schema
 
 
 class Narrator(Protocol):

@@ -16,8 +16,8 @@ from gateway.edge.buckets import KeyedBuckets
 from gateway.kbclient import KbClient
 from shared.auth import Identity, TokenError, TokenVerifier, bearer_token
 from shared.config import Settings
-from shared.problems import refuse
 from shared.schemas.errors import ErrorCode
+from shared.service.problems import refuse
 
 MAX_EXPERIENCE_ID = 128
 REFUSALS: dict[int, type[web.HTTPException]] = {400: web.HTTPBadRequest, 401: web.HTTPUnauthorized,

@@ -9,10 +9,7 @@ limit setting.
 """
 from __future__ import annotations
 
-import sys
-
 from shared.config import Settings
-from shared.docsections import between_markers, write_or_check
 
 SESSION = "per session"
 PROCESS = "per gateway process"
@@ -40,8 +37,6 @@ LIMIT_SCOPES: dict[str, tuple[str, str]] = {
     "session_outbox_size": ("frames queued for the client", SESSION),
 }
 SHIPPED_WORKERS = 2  # GAIA_GATEWAY_WORKERS in every deploy/ file
-TABLE_START = "<!-- limits: generated from gateway/edge/scopes.py by `make docs`; do not edit -->"
-TABLE_END = "<!-- end of generated limits -->"
 
 
 def limits_table(settings: Settings | None = None, workers: int = SHIPPED_WORKERS) -> str:
@@ -60,17 +55,3 @@ def limits_table(settings: Settings | None = None, workers: int = SHIPPED_WORKER
 def _times(value: float, workers: int) -> str:
     total = value * workers
     return str(int(total)) if float(total).is_integer() else f"{total:g}"
-
-
-def with_limits_table(document: str) -> str:
-    """`document` with the text between the table markers replaced by the current table."""
-    return between_markers(document, TABLE_START, TABLE_END, limits_table())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m gateway.edge.scopes --write|--check docs/security.md`: the limits table, from the code."""
-    return write_or_check(argv, "limits table", with_limits_table)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,13 +13,13 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 from marshmallow import ValidationError
 
+from gateway.chat import schema as chat
 from gateway.keys import CHAT, CHAT_LIMITS, EDGE, GATEWAY_ID, KB, METRICS, REGISTRY, SETTINGS, STREAMS
 from shared.auth import Identity
-from shared.problems import problem
-from shared.schemas import chat
 from shared.schemas.errors import ErrorCode
 from shared.schemas.messages import error_frame
-from shared.tasks import wait_event
+from shared.service.problems import problem
+from shared.service.tasks import wait_event
 
 log = logging.getLogger(__name__)
 _CHAT = chat.ChatRequestSchema()

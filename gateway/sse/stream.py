@@ -18,9 +18,9 @@ from gateway.delivery.gate import SnapshotGate
 from gateway.delivery.sendqueue import SendQueue
 from gateway.edge.admission import parse_cursor
 from gateway.keys import EDGE, GATEWAY_ID, KB, METRICS, PRESENCE, REGISTRY, SETTINGS, STREAMS
-from shared.problems import problem
 from shared.schemas.errors import CloseCode, ErrorCode
 from shared.schemas.messages import error_frame
+from shared.service.problems import problem
 
 log = logging.getLogger(__name__)
 Item = tuple[str | None, bytes, str | None]  # (id, data, event type)

@@ -82,7 +82,7 @@ def live_sequences(msg: Msg) -> tuple[int, int]:
 
 class LiveVerdicts:
     """The last live message's verdict, shared by its copies: `republish_problem` and `live_sequences`
-    once per message, not once per session (shared/natscopies.py hands every copy the same Msg)."""
+    once per message, not once per session (gateway/streams/natscopies.py hands every copy the same Msg)."""
 
     __slots__ = ("stream", "_msg", "_subject", "_verdict")
 

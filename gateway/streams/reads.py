@@ -15,14 +15,14 @@ from typing import Awaitable
 from nats.js import api as js_api
 from nats.js.errors import NotFoundError
 
+from gateway.singleflight import SingleFlight
 from gateway.streams.directget import DirectReader, DirectReadError, StoredMsg
 from gateway.streams.foreign import ForeignMessages
 from gateway.streams.frames import EventValidator
 from gateway.streams.headers import LiveVerdicts
 from shared.config import Settings
 from shared.natsconn import NatsLink
-from shared.singleflight import SingleFlight
-from shared.tasks import raise_if_cancelled
+from shared.service.tasks import raise_if_cancelled
 
 DIRECT_BATCH_BYTES = 1024 * 1024  # one direct get answers at most this much (at least one message)
 

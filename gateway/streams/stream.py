@@ -26,11 +26,11 @@ from nats.aio.subscription import Subscription
 from gateway.streams.directget import StoredMsg
 from gateway.streams.frames import InvalidBroadcast
 from gateway.streams.headers import ack_sequences, delivery_problem
+from gateway.streams.natssub import subscribe_direct
 from gateway.streams.reads import StreamReads
 from gateway.streams.sink import OpenResult, StreamSink
-from shared.natssub import subscribe_direct
+from shared.service.tasks import raise_if_cancelled
 from shared.subjects import experience_updates, live_subject
-from shared.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 CATCHUP_BATCH = 256

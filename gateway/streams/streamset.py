@@ -11,7 +11,7 @@ from gateway.streams.sink import StreamSink
 from gateway.streams.stream import ConnectionStream
 from shared.config import Settings
 from shared.natsconn import NatsLink
-from shared.tasks import raise_if_cancelled
+from shared.service.tasks import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from gateway.ws.session import Session, SessionDeps
 from gateway.ws.socket import GatewayWebSocket
 from shared.auth import TokenError
 from shared.config import Settings
-from shared.problems import refuse
 from shared.schemas.errors import CloseCode, ErrorCode
+from shared.service.problems import refuse
 
 log = logging.getLogger(__name__)
 

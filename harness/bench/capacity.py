@@ -1,0 +1,135 @@
+"""Capacity of one gateway process, and a restart storm its sessions must all come back from."""
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+
+import aiohttp
+import psutil
+
+from harness.bench.clients import GatewayListener
+from harness.bench.kit import EXPERIENCE, connect_many, cpu_quiet, cpu_seconds, publish_broadcasts
+from harness.report import Phase
+from harness.system.local import LocalSystem
+from shared.subjects import experience_updates, live_subject
+
+RESTART_EVENTS = 5  # published while the gateway is down: every session must replay them
+SLOWEST = 3  # sessions named in the restart report, with what each attempt waited for
+
+
+async def nats_counts(system: LocalSystem) -> tuple[int, int]:
+    """(subscriptions on the experience's live subject, JetStream consumers) from NATS monitoring."""
+    live = live_subject(experience_updates(EXPERIENCE))
+    subs = sum(1 for s in await system.nats.subscriptions() if s == live)
+    return subs, len(await system.nats.consumer_filters())
+
+
+async def gateway_counters(http: aiohttp.ClientSession, gateway_url: str, names: tuple[str, ...]) -> dict[str, float]:
+    """`gaia_gateway_stream_<name>_total` counters from the gateway's /metrics."""
+    async with http.get(f"{gateway_url}/metrics") as resp:
+        text = await resp.text()
+    values = {name: float("nan") for name in names}
+    for line in text.splitlines():
+        for name in names:
+            if line.startswith(f"gaia_gateway_stream_{name}_total "):
+                values[name] = float(line.split()[1])
+    return values
+
+
+async def bench_capacity(http: aiohttp.ClientSession, system: LocalSystem, sessions: int,
+                         figures: dict[str, float], phase: Phase) -> list[GatewayListener]:
+    """Connect `sessions` idle players: connect rate, memory per session in the gateway and nats-server."""
+    nats_proc, _, gateway = system.server_procs()
+    await cpu_quiet(system.server_procs())
+    before, nats_before = gateway.memory_info().rss, nats_proc.memory_info().rss
+    me, client_before = psutil.Process(), cpu_seconds(psutil.Process())
+    servers_before = [cpu_seconds(p) for p in system.server_procs()]
+    started = time.perf_counter()
+    idle: list[GatewayListener] = []
+    for start in range(0, sessions, 500):
+        idle += await connect_many(http, system, f"idle{start}_", min(500, sessions - start), in_flight=250)
+    elapsed = time.perf_counter() - started
+    client_share = (cpu_seconds(me) - client_before) / elapsed
+    # CPU per connect, by process: what the connect rate on this shared machine is made of.
+    per_connect = [(cpu_seconds(p) - b) / sessions * 1000 for p, b in zip(system.server_procs(), servers_before)]
+    per_connect.append((cpu_seconds(me) - client_before) / sessions * 1000)
+    await cpu_quiet(system.server_procs())
+    after, nats_after = gateway.memory_info().rss, nats_proc.memory_info().rss
+    async with http.get(f"{system.gateway_url}/health") as resp:
+        held = (await resp.json())["sessions"]["websocket"]
+    subs, consumers = await nats_counts(system)
+    figures.update({
+        "sessions_held": held, "connects_per_s": sessions / elapsed, "consumers_per_live_session": consumers / max(held, 1),
+        "gateway_kb_per_idle_session": (after - before) / sessions / 1024,
+        "nats_kb_per_idle_session": (nats_after - nats_before) / sessions / 1024})
+    phase.rows += [
+        "| measure | value |", "|---|---|",
+        f"| idle sessions held by one gateway process | {held} of {sessions} |",
+        f"| core subscriptions on the live subject / JetStream consumers | {subs} / {consumers} |",
+        f"| connect rate (sessions/s, each with its snapshot) | {figures['connects_per_s']:.0f} |",
+        f"| client process CPU while connecting | {client_share * 100:.0f}% of a core |",
+        "| CPU per connect: nats-server / kb / gateway / client (ms) | "
+        + " / ".join(f"{ms:.2f}" for ms in per_connect) + " |",
+        f"| gateway RSS per session (KB) | {figures['gateway_kb_per_idle_session']:.1f} |",
+        f"| nats-server RSS per session (KB) | {figures['nats_kb_per_idle_session']:.2f} |",
+        f"| gateway RSS total (MB) | {after / 2**20:.0f} |"]
+    print(f"  capacity: {held}/{sessions} sessions, {subs} subscriptions, {consumers} consumers, "
+          f"{figures['connects_per_s']:.0f} connects/s (client at {client_share * 100:.0f}%), "
+          f"{figures['gateway_kb_per_idle_session']:.1f} KB/session gateway, "
+          f"{figures['nats_kb_per_idle_session']:.2f} KB nats-server")
+    return idle
+
+
+async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listeners: list[GatewayListener],
+                        figures: dict[str, float], failures: list[str], phase: Phase, round_no: int = 0) -> None:
+    """SIGTERM the gateway, publish while it is down, start it again: every session resumes, nothing lost."""
+    base = round_no * 10**5  # each round's versions apart from the others'
+    await publish_broadcasts(system.nats_url, 1, 1000.0, first=5 * 10**6 + base)  # every session gets a cursor
+    deadline = time.monotonic() + 60
+    while any(l.last_seq is None for l in listeners) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    assert system.gateway.proc is not None
+    killed = time.perf_counter()
+    system.gateway.proc.send_signal(signal.SIGTERM)
+    await asyncio.get_running_loop().run_in_executor(None, system.gateway.proc.wait, 60)
+    down = time.perf_counter()
+    missed = [6 * 10**6 + base + i for i in range(RESTART_EVENTS)]
+    await publish_broadcasts(system.nats_url, RESTART_EVENTS, 1000.0, first=missed[0])
+    # Clients retry from here (backoff with jitter) while the new process starts.
+    me, client_before = psutil.Process(), cpu_seconds(psutil.Process())
+    rejoins = [asyncio.create_task(l.rejoin(time.monotonic() + 120)) for l in listeners]
+    await asyncio.get_running_loop().run_in_executor(None, system.gateway.start)
+    up = time.perf_counter()
+    results = await asyncio.gather(*rejoins, return_exceptions=True)
+    resumed = [r for r in results if isinstance(r, float)]
+    last = max(resumed, default=float("nan"))
+    client_share = (cpu_seconds(me) - client_before) / max(last - down, 1e-9)
+    await asyncio.sleep(1.0)
+    lost = sum(1 for l in listeners for v in missed if v not in l.arrivals.by_version)
+    resyncs = sum(l.resyncs for l in listeners)
+    _, consumers = await nats_counts(system)
+    catchups = await gateway_counters(http, system.gateway_url, ("catchups", "catchup_consumers", "direct_reads"))
+    figures["restart_resumed_s"] = last - killed if len(resumed) == len(listeners) else float("inf")
+    figures["restart_lost"] = float(lost)
+    if len(resumed) < len(listeners) or lost:
+        failures.append(f"restart, round {round_no + 1}: {len(resumed)} of {len(listeners)} resumed, {lost} events lost")
+    phase.rows += [
+        "", f"| gateway restart, round {round_no + 1} (SIGTERM, start again on the same port) | value |", "|---|---|",
+        f"| sessions resumed with last_seq / dropped | {len(resumed)} / {len(listeners)} |",
+        f"| events published while the gateway was down, lost / expected | {lost} / "
+        f"{RESTART_EVENTS * len(listeners)} |",
+        f"| resync_required instead of a replay | {resyncs} |",
+        f"| SIGTERM to exit (s) | {down - killed:.1f} |",
+        f"| SIGTERM to listening again (s) | {up - killed:.1f} |",
+        f"| SIGTERM to the last session resumed (s) | {figures['restart_resumed_s']:.1f} |",
+        f"| client process CPU from the exit to the last resume | {client_share * 100:.0f}% of a core |",
+        f"| catch-ups in the new process / through a consumer / direct gets sent | {catchups['catchups']:.0f} / "
+        f"{catchups['catchup_consumers']:.0f} / {catchups['direct_reads']:.0f} |",
+        f"| catch-up consumers left afterwards | {consumers} |"]
+    slowest = [l.slowest_note() for l in sorted(listeners, key=lambda l: l.rejoin_s)[-SLOWEST:]]
+    phase.rows += [f"| slowest session {i + 1} (rejoin time: each attempt, what it waited for) | {note} |"
+                   for i, note in enumerate(reversed(slowest))]
+    print(f"  restart, round {round_no + 1}: {len(resumed)}/{len(listeners)} resumed {figures['restart_resumed_s']:.1f} s after SIGTERM "
+          f"(listening again after {up - killed:.1f} s), lost {lost}, resyncs {resyncs}, consumers left {consumers}")
+    print("    slowest: " + "\n    slowest: ".join(reversed(slowest)))

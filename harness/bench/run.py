@@ -1,0 +1,447 @@
+"""`gaia-harness bench`: latency, fan-out CPU against the floor and nats-server's own listener, capacity.
+
+Every figure it prints and writes is measured in this run; verdicts come from `harness/report.py`.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import aiohttp
+import nats
+import psutil
+
+from harness.bench.capacity import bench_capacity, bench_restart
+from harness.bench.chat import bench_chat
+from harness.bench.clients import ForwarderListener, NatsWsListener, SseListener
+from harness.bench.cluster import bench_cluster_restart
+from harness.bench.connect import bench_connect_floor
+from harness.bench.crowd import bench_crowd
+from harness.bench.kb import WORKERS, bench_kb_stores
+from harness.bench.kit import (
+    EXPERIENCE,
+    Run,
+    all_arrived,
+    connect_many,
+    cpu_quiet,
+    cpu_seconds,
+    drive_actions,
+    event_payload,
+    latencies,
+    latency_row,
+    publish_broadcasts,
+    run_load,
+    wait_all,
+)
+from harness.bench.tick import TICK_END, TICK_START, bench_tick, tick_section
+from harness.report import (
+    SCALING_END,
+    SCALING_START,
+    Phase,
+    all_met,
+    machine,
+    pct,
+    render,
+    replace_section,
+    scaling_section,
+    tail,
+    tail_value,
+    verdict_rows,
+)
+from harness.system.devstack import gateway_workers
+from harness.system.local import LocalSystem
+from harness.system.procs import NatsServer, free_port, stop_process, wait_for_port
+from shared.auth import issue_token
+from shared.config import Settings
+from shared.subjects import experience_updates, live_subject
+
+DOC = Path("docs/benchmarks.md")
+PLOT = Path("docs/latency.png")
+SCALING = Path("docs/scaling.md")
+ROUNDS = 3
+
+
+async def bench_latency(system: LocalSystem, players: int, actions: int, run: Run, phase: Phase) -> None:
+    """Action -> the actor's own world_update and every other player's copy, in rounds, each shown."""
+    procs = system.server_procs()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        listeners = await connect_many(http, system, f"lat{players}_", players)
+        actor, others = listeners[0], listeners[1:]
+        combined: dict[str, list[float]] = {"own": [], "others": []}
+        for r in range(ROUNDS):
+            await cpu_quiet(procs)
+            sent = await drive_actions(actor, actions, gap_s=0.05)
+            missing = await all_arrived(sent, [l.arrivals for l in listeners])
+            if missing:
+                run.failures.append(f"latency, {players} players, round {r + 1}: {missing} of "
+                                    f"{len(sent) * players} copies never arrived")
+            own, other = latencies(sent, [actor.arrivals]), latencies(sent, [o.arrivals for o in others])
+            combined["own"] += own
+            combined["others"] += other
+            phase.rows.append(latency_row(f"{players} players, round {r + 1}: acting player", own))
+            phase.rows.append(latency_row(f"{players} players, round {r + 1}: other players", other))
+        phase.rows.append(latency_row(f"**{players} players, all rounds: other players**", combined["others"]))
+        run.latency[players] = combined["others"]
+        run.figures[f"others_p99_{players}"] = tail_value(combined["others"])
+        await asyncio.gather(*(l.close() for l in listeners))
+    print(f"  latency @{players} players: others p50 {pct(combined['others'], 50):.1f} ms "
+          f"{tail(combined['others'])} ms (n={len(combined['others'])}); own p50 {pct(combined['own'], 50):.1f} ms")
+
+
+async def bench_transports(system: LocalSystem, watchers: int, actions: int, run: Run, phase: Phase) -> None:
+    """The same actions watched over WebSocket and over the legacy SSE stream."""
+    settings = Settings.from_env()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        actor = (await connect_many(http, system, "tr_actor", 1))[0]
+        ws_watchers = await connect_many(http, system, "tr_ws", watchers)
+        sse_url = f"{system.gateway_url}/sse/experience?experience={EXPERIENCE}"
+        sse_watchers = [SseListener(http, sse_url, issue_token(settings, f"tr_sse{i}")) for i in range(watchers)]
+        await asyncio.gather(*(s.start() for s in sse_watchers))
+        await cpu_quiet(system.server_procs())
+        sent = await drive_actions(actor, actions, gap_s=0.05)
+        everyone = [w.arrivals for w in ws_watchers] + [s.arrivals for s in sse_watchers]
+        if missing := await all_arrived(sent, everyone):
+            run.failures.append(f"transports: {missing} copies never arrived")
+        for name, group in (("WebSocket", ws_watchers), ("SSE", sse_watchers)):
+            values = latencies(sent, [w.arrivals for w in group])
+            phase.rows.append(latency_row(f"action -> {watchers} watchers over {name}", values))
+        await asyncio.gather(actor.close(), *(w.close() for w in ws_watchers), *(s.close() for s in sse_watchers))
+    print("  transports:", "; ".join(row.split("|")[1].strip() + " p50 " + row.split("|")[2].strip()
+                                       for row in phase.rows[-2:]))
+
+
+async def fanout_line(name: str, listeners: list[Any], servers: dict[str, psutil.Process], system: LocalSystem,
+                      events: int, rate: float, run: Run, phase: Phase, first: int,
+                      make: Callable[[int], bytes] = event_payload) -> dict[str, float]:
+    """One saturated fan-out to already-connected listeners: deliveries/s and CPU per delivery per process."""
+    expected = len(listeners) * events
+    me = psutil.Process()
+    if not await cpu_quiet(list(servers.values())):
+        name += " (CPU not quiet before it)"
+    before = {k: cpu_seconds(p) for k, p in servers.items()}
+    client_before = cpu_seconds(me)
+    started = await publish_broadcasts(system.nats_url, events, rate, first, make)
+    got = await wait_all(listeners, expected, timeout=max(60.0, 5 * events / rate))
+    last = max(l.arrivals.last_at for l in listeners)
+    used = {k: cpu_seconds(p) - before[k] for k, p in servers.items()}
+    client_share = (cpu_seconds(me) - client_before) / max(last - started, 1e-9)
+    if got < expected:
+        run.failures.append(f"fan-out, {name}: delivered {got} of {expected}")
+    per = {k: v / max(got, 1) * 1e6 for k, v in used.items()}
+    cpu_cells = ", ".join(f"{k} {v:.1f}" for k, v in per.items())
+    phase.rows.append(f"| {name} | {got}/{expected} | {got / max(last - started, 1e-9):.0f} | {cpu_cells} | "
+                      f"{sum(per.values()):.1f} | {client_share * 100:.0f}% |")
+    print(f"  fan-out, {name}: {got}/{expected} delivered, CPU us/delivery {cpu_cells}, "
+          f"client process at {client_share * 100:.0f}% of a core")
+    return {"delivered": got, "expected": expected, "total_us": sum(per.values()), **per}
+
+
+FANOUT_ROUNDS = 3  # the lines alternate, round after round, so a noisy moment hits all of them
+AREAS = 3  # the per-audience line: players spread over this many areas, each event seen in one of them
+
+
+async def bench_fanout(clients: int, events: int, rate: float, run: Run) -> None:
+    """Our gateway, the minimal forwarder and nats-server's WebSocket listener, in turn, same broadcasts."""
+    system = await LocalSystem(nats_ws_port=free_port(), sync_always=False).start()
+    fwd_port = free_port()
+    phase = run.phase(f"Fan-out: {events} events offered at {rate:.0f}/s to {clients} clients, "
+                      f"{FANOUT_ROUNDS} rounds", system)
+    phase.rows += ["| round, line | delivered/expected | deliveries/s | CPU per delivery by process (us) | "
+                   "servers' total (us) | client process CPU |", "|---|---|---|---|---|---|"]
+    forwarder = psutil.Popen([sys.executable, "-m", "harness.bench.floors.forwarder", "--port", str(fwd_port),
+                              "--nats", system.nats.url_as("gateway")])  # a gateway's rights, no more
+    used: dict[str, float] = {"gateway": 0.0, "nats-server": 0.0, "delivered": 0.0}
+    by_area = [[f"fan{i}" for i in range(clients) if i % AREAS == a] for a in range(AREAS)]
+    try:
+        wait_for_port(fwd_port, proc=forwarder)  # type: ignore[arg-type]
+        nats_proc, gw = system.server_procs()[0], system.server_procs()[2]
+        fwd = psutil.Process(forwarder.pid)
+        live = live_subject(experience_updates(EXPERIENCE))
+        lines = [
+            ("our gateway (one core subscription per session)", {"gateway": gw, "nats-server": nats_proc},
+             lambda http: connect_many(http, system, "fan", clients)),
+            ("minimal forwarder (one core subscription per socket, bytes as they come)",
+             {"forwarder": fwd, "nats-server": nats_proc},
+             lambda http: started([ForwarderListener(http, f"ws://127.0.0.1:{fwd_port}/ws?subject={live}")
+                                   for _ in range(clients)])),
+            ("nats-server's own WebSocket listener (NATS protocol)", {"nats-server": nats_proc},
+             lambda http: started([NatsWsListener(http, f"ws://127.0.0.1:{system.nats.ws_port}", live,
+                                                  "gateway", system.nats.passwords["gateway"])
+                                   for _ in range(clients)])),
+            (f"our gateway, per-player audiences (location visibility: each change seen by the players of one "
+             f"of {AREAS} areas, the others get the version step)", {"gateway": gw, "nats-server": nats_proc},
+             lambda http: connect_many(http, system, "fan", clients)),
+        ]
+        makers = [event_payload, event_payload, event_payload,
+                  lambda version: event_payload(version, by_area[version % AREAS])]
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            for r in range(FANOUT_ROUNDS):
+                per_line: dict[int, dict[str, float]] = {}
+                for i, (name, servers, connect) in enumerate(lines):
+                    listeners = await connect(http)
+                    line = await fanout_line(f"{r + 1}: {name}", listeners, servers, system, events, rate, run,
+                                             phase, (10 * r + i + 1) * 10**6, makers[i])
+                    await asyncio.gather(*(l.close() for l in listeners))
+                    per_line[i] = line
+                    if i == 0:
+                        used["gateway"] += line["gateway"] * line["delivered"]
+                        used["nats-server"] += line["nats-server"] * line["delivered"]
+                        used["delivered"] += line["delivered"]
+                run.rounds.add("cpu_vs_forwarder", per_line[0]["gateway"] / max(per_line[1]["forwarder"], 1e-9))
+                run.rounds.add("gateway_us_per_delivery", per_line[0]["gateway"])
+                run.rounds.add("forwarder_us_per_delivery", per_line[1]["forwarder"])
+                run.rounds.add("audience_us_per_delivery", per_line[3]["gateway"])
+        run.figures["gateway_us_per_delivery"] = used["gateway"] / max(used["delivered"], 1)
+        run.figures["nats_us_per_delivery"] = used["nats-server"] / max(used["delivered"], 1)
+        rounds = run.rounds
+        phase.rows += ["", "| per round, then the median (min, max) | value |", "|---|---|",
+                       f"| gateway CPU per broadcast delivery (us) | {rounds.spread('gateway_us_per_delivery', 1)} |",
+                       f"| minimal forwarder CPU per delivery (us) | {rounds.spread('forwarder_us_per_delivery', 1)} |",
+                       f"| **gateway / forwarder, each round's ratio** | {rounds.spread('cpu_vs_forwarder')} |",
+                       f"| gateway CPU per delivery with per-player audiences (us) | "
+                       f"{rounds.spread('audience_us_per_delivery', 1)} |",
+                       "", "A client process near 100% of a core means that line's deliveries/s is the client's "
+                           "limit, not the server's. nats-server sends one copy of each message per subscription: the "
+                           "gateway reads a run of copies once (gateway/streams/natscopies.py) and judges and validates each "
+                           "message once; the forwarder, the design's floor, reads every copy as nats-py does and "
+                           "writes its bytes."]
+    finally:
+        stop_process(forwarder)  # type: ignore[arg-type]
+        system.stop()
+
+
+async def started(listeners: list[Any]) -> list[Any]:
+    await asyncio.gather(*(l.start() for l in listeners))
+    return listeners
+
+
+async def bench_fanout_fsync(clients: int, events: int, run: Run) -> None:
+    """Our gateway with the shipped durability (fsync on every write)."""
+    system = await LocalSystem().start()
+    phase = run.phase(f"Fan-out with fsync: {events} broadcasts to {clients} clients", system)
+    phase.rows += ["| line | delivered/expected | deliveries/s | CPU per delivery by process (us) | "
+                   "servers' total (us) | client process CPU |", "|---|---|---|---|---|---|"]
+    try:
+        nats_proc, _, gw = system.server_procs()
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            ours = await connect_many(http, system, "fsync", clients)
+            await fanout_line("our gateway, stream fsyncs every write", ours, {"gateway": gw, "nats-server": nats_proc},
+                              system, events, 2000.0, run, phase, 10**6)
+            await asyncio.gather(*(l.close() for l in ours))
+    finally:
+        system.stop()
+
+
+async def bench_durability(count: int, run: Run) -> None:
+    """JetStream publish->ack with fsync on every write versus the default flush interval."""
+    phase = run.phase("JetStream publish -> ack", None, "a bare nats-server per line")
+    phase.rows += ["| line | p50 (ms) | tail (ms) | n |", "|---|---|---|---|"]
+    for label, sync in (("sync_interval: always (shipped)", True), ("nats-server default flush", False)):
+        server = NatsServer(sync_always=sync).start()
+        try:
+            nc = await nats.connect(server.url_as("operator"))
+            js = nc.jetstream()
+            await js.add_stream(name="D", subjects=["d.>"])
+            samples = []
+            for i in range(count):
+                started = time.perf_counter()
+                await js.publish("d.x", event_payload(1), headers={"Nats-Msg-Id": str(i)})
+                samples.append((time.perf_counter() - started) * 1000)
+            phase.rows.append(f"| {label} | {pct(samples, 50):.2f} | {tail(samples)} | {len(samples)} |")
+            if sync:
+                run.figures["ack_p50_fsync_ms"] = pct(samples, 50)
+            await nc.close()
+        finally:
+            server.cleanup()
+
+
+async def bench_live_path(count: int, run: Run) -> None:
+    """Publish -> receive, warm and interleaved: stored and republished (what sessions hear) vs plain core."""
+    phase = run.phase("Publish -> receive on one NATS connection", None,
+                      "a bare nats-server with fsync per write; 50 warm-up messages per line, lines interleaved")
+    phase.rows += ["| line | p50 (ms) | tail (ms) | n |", "|---|---|---|---|"]
+    server = NatsServer().start()
+    try:
+        nc = await nats.connect(server.url_as("operator"))
+        from shared.natsconn import ensure_stream
+        await ensure_stream(nc.jetstream(), Settings())
+        arrived: dict[bytes, float] = {}
+
+        async def stamp(msg: Any) -> None:
+            arrived[msg.data] = time.perf_counter()
+        lines = {"stored in the stream, received on the republished live subject (sessions)":
+                 ("world.updates.exp.bench", live_subject("world.updates.exp.bench")), "plain core publish": ("core.bench", "core.bench")}
+        for _, listen in lines.values():
+            await nc.subscribe(listen, cb=stamp)
+        samples: dict[str, list[float]] = {name: [] for name in lines}
+        for i in range(count + 50):
+            order = list(lines.items()) if i % 2 else list(reversed(lines.items()))
+            for name, (subject, _) in order:
+                key = f"{name[:5]}{i}".encode()
+                started = time.perf_counter()
+                await nc.publish(subject, key)
+                while key not in arrived:
+                    await asyncio.sleep(0)
+                if i >= 50:
+                    samples[name].append((arrived[key] - started) * 1000)
+        for name, values in samples.items():
+            phase.rows.append(f"| {name} | {pct(values, 50):.2f} | {tail(values)} | {len(values)} |")
+        await nc.close()
+    finally:
+        server.cleanup()
+
+
+def plot(run: Run) -> None:
+    """Other players' latency percentiles against players (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    players = sorted(run.latency)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for q, style in ((50, "-o"), (99, "--s")):
+        ax.plot(players, [pct(run.latency[p], q) for p in players], style, label=f"other players p{q} (all rounds)")
+    ax.set_xscale("log")
+    ax.set_xlabel("players in the experience")
+    ax.set_ylabel("action -> world_update (ms)")
+    ax.set_title("GAIA gateway latency (figures in benchmarks.md)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(PLOT, dpi=110)
+
+
+async def run_bench(quick: bool = False, write: bool = True) -> int:
+    """Run every part, print the verdicts, write docs/benchmarks.md; exit 1 on a failed phase."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    started = time.monotonic()
+    run = Run()
+    sizes = {"players": [10, 50] if quick else [10, 100], "crowd": 200 if quick else 1000,
+             "actions": 10 if quick else 20,
+             "fanout": (50, 50) if quick else (300, 300), "idle": 300 if quick else 10000,
+             "connects": 100 if quick else 500}
+    print(f"benchmark on {machine()}")
+    os.sync()  # what an install just wrote goes to disk now, not under the first fsync-bound phase
+    system = await LocalSystem().start()
+    try:
+        phase = run.phase("Latency: action -> world_update", system)
+        phase.rows += ["| players, round, who | p50 (ms) | tail (ms) | n |", "|---|---|---|---|"]
+        for players in sizes["players"]:
+            await bench_latency(system, players, sizes["actions"], run, phase)
+        phase = run.phase(f"The crowded room: {sizes['crowd']} players in one area, one gateway process, the latency "
+                          "split by stage", system)
+        await bench_crowd(system, sizes["crowd"] - 1, sizes["actions"], ROUNDS, phase, run.rounds, run.latency,
+                          run.failures, prefix="crowd_one")
+        if sizes["crowd"] == 1000:
+            run.rounds.values["others_p99_1000"] = run.rounds.values["crowd_one_p99_ms"]
+        phase = run.phase("Transports: the same actions over WebSocket and SSE", system)
+        phase.rows += ["| line | p50 (ms) | tail (ms) | n |", "|---|---|---|---|"]
+        await bench_transports(system, 20, sizes["actions"], run, phase)
+    finally:
+        system.stop()
+    await bench_crowd_as_shipped(sizes["crowd"], sizes["actions"], run)
+    await bench_chat(run, quick)  # the narrator: the local model, and the real-time path under narrative load
+    await bench_fanout(*sizes["fanout"], 100.0, run)
+    await bench_fanout_fsync(100, 100, run)
+    await bench_send_tick(run)
+    await bench_connect(sizes["connects"], run)
+    await bench_capacity_and_restart(sizes["idle"], run)
+    phase = run.phase(f"Gateway restart on a 3-node NATS cluster: {sizes['idle']} idle sessions, {ROUNDS} restarts",
+                      None, "harness/system/cluster.py: 3 nats-server nodes (R3 stream, fsync on every node), one kb, "
+                      "one gateway")
+    await bench_cluster_restart(sizes["idle"], run.figures, run.failures, phase, ROUNDS, run.rounds)
+    await bench_durability(300 if quick else 500, run)
+    await bench_live_path(300 if quick else 1000, run)
+    kb_seconds = 2.0 if quick else 5.0
+    phase = run.phase(f"kb commits per process: SQLite and PostgreSQL, fsync on, {ROUNDS} interleaved rounds", None,
+                      f"{WORKERS} players walking through kb's HTTP API at once, one world; a warm-up second, "
+                      f"then {kb_seconds:g} s timed; the world seeded with its players ever, all seen just now")
+    await bench_kb_stores(run.figures, phase.rows, seconds=kb_seconds, rounds=ROUNDS, spreads=run.rounds)
+    run.figures["fanout_short"] = float(sum(1 for f in run.failures if f.startswith("fan-out")))
+    for figure in ("cpu_vs_forwarder", "connect_cpu_vs_floor", "restart_resumed_s", "others_p99_1000",
+                   "crowd_p99_ms", "tick_cpu_ratio_1000"):
+        if figure in run.rounds.values:
+            run.figures[figure] = run.rounds.median(figure)
+    seconds = time.monotonic() - started
+    command = "gaia-harness bench" + (" --quick" if quick else "")
+    print(f"done in {seconds:.0f} s")
+    print("\n".join(verdict_rows(run.figures, run.rounds)))
+    for failure in run.failures:
+        print(f"FAILED: {failure}")
+    if write:
+        DOC.write_text(render(run.phases, run.figures, command, seconds, run.failures, PLOT.name, run.rounds))
+        plot(run)
+        if section := scaling_section(run.figures, command):
+            SCALING.write_text(replace_section(SCALING.read_text(), section, SCALING_START, SCALING_END))
+        if section := tick_section(run.rounds, command):
+            SCALING.write_text(replace_section(SCALING.read_text(), section, TICK_START, TICK_END))
+        print(f"wrote {DOC}, {PLOT} and the measured section of {SCALING}")
+    if not all_met(run.figures):
+        print("not every target is met (see the verdicts): exit 1")
+    return 1 if run.failures or not all_met(run.figures) else 0
+
+
+async def bench_crowd_as_shipped(players: int, actions: int, run: Run) -> None:
+    """The crowded room as `make run` and deploy/ ship the gateway: one process per core on its port."""
+    workers = gateway_workers()
+    system = await LocalSystem(gateway_workers=str(workers)).start()
+    phase = run.phase(f"The crowded room as shipped: {players} players in one area, {workers} gateway processes on "
+                      "the port (one per core), the latency split by stage", system)
+    try:
+        await bench_crowd(system, players - 1, actions, ROUNDS, phase, run.rounds, {}, run.failures, workers)
+    finally:
+        system.stop()
+
+
+async def bench_send_tick(run: Run) -> None:
+    """Gateway CPU per delivery and latency with a 50 ms send tick and without, in interleaved rounds."""
+    system = await LocalSystem(sync_always=False).start()
+    phase = run.phase(f"Send tick: a gateway with GAIA_SEND_TICK_MS=50 beside one without, {ROUNDS} interleaved "
+                      "rounds", system, "the second gateway's only difference: GAIA_SEND_TICK_MS=50")
+    try:
+        await bench_tick(system, ROUNDS, phase, run.rounds, run.failures)
+    finally:
+        system.stop()
+
+
+async def bench_connect(per_round: int, run: Run) -> None:
+    """The gateway's CPU per connect against the handshake floor, in interleaved rounds, shipped settings."""
+    phase = run.phase(f"Connects: our gateway and the handshake floor, {per_round} fresh players each, "
+                      f"{ROUNDS} interleaved rounds", None)
+    await bench_connect_floor(ROUNDS, per_round, phase, run.rounds)
+    phase.rows += ["", f"Gateway CPU per connect / the floor's, each round's ratio: "
+                       f"**{run.rounds.spread('connect_cpu_vs_floor')}**; connect rates (sessions/s, the client "
+                       f"included on this machine): gateway {run.rounds.spread('gateway_connects_per_s', 0)}, floor "
+                       f"{run.rounds.spread('floor_connects_per_s', 0)}."]
+    print(f"  connect CPU gateway/floor: {run.rounds.spread('connect_cpu_vs_floor')}")
+
+
+async def bench_capacity_and_restart(sessions: int, run: Run) -> None:
+    """Idle sessions in one gateway process, then a gateway restart they must all resume from."""
+    system = await LocalSystem(presence_announce="0").start()
+    phase = run.phase(f"Capacity and restart: {sessions} idle sessions (no roster), {ROUNDS} restarts", system,
+                      "presence announcements off, so snapshots carry no roster: 10,000 joins announced to 10,000 "
+                      "sessions are 50M frames (the connect phase measures snapshots with the roster, as shipped)")
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            listeners = await bench_capacity(http, system, sessions, run.figures, phase)
+            lost = 0.0
+            for r in range(ROUNDS):
+                local: dict[str, float] = {}
+                await bench_restart(http, system, listeners, local, run.failures, phase, r)
+                run.rounds.add("restart_resumed_s", local["restart_resumed_s"])
+                lost += local["restart_lost"]
+            run.figures["restart_lost"] = lost
+            phase.rows += ["", f"SIGTERM to the last session resumed, over the {ROUNDS} restarts: "
+                               f"**{run.rounds.spread('restart_resumed_s', 1)}** s."]
+            await asyncio.gather(*(l.close() for l in listeners))
+    finally:
+        system.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(run_load(run_bench(quick="--quick" in sys.argv)))
