@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 from marshmallow import ValidationError
 
+from gateway.streams.audience import copy_body
 from gateway.streams.timings import EventTimings
-from shared.broadcast import copy_body
 from shared.schemas.events import validate_broadcast
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.client.world import LocalWorld, normalise
-from shared.broadcast import personal_copy
+from gateway.streams.audience import personal_copy
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from gateway.streams.frames import Broadcast
-from shared.broadcast import personal_copy
+from gateway.streams.audience import personal_copy
 
 
 def event_with(audience: list[dict[str, Any] | None]) -> dict[str, Any]:

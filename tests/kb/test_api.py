@@ -8,7 +8,7 @@ import nats
 import orjson
 import pytest
 
-from shared.broadcast import personal_copy
+from gateway.streams.audience import personal_copy
 from shared.schemas.events import BroadcastWorldUpdateSchema, WorldUpdateEventSchema
 from tests.helpers import EXPERIENCE
 

@@ -166,7 +166,7 @@ def test_visibility_decides_who_sees_a_public_change(visibility: str, bob_area: 
     if bob_area == "counter":
         world = act(world, "bob", action="go", destination="counter").world
     out = act(world, "p1", action="collect_item", instance_id="dream_bottle_1")
-    from shared.broadcast import personal_copy
+    from gateway.streams.audience import personal_copy
     events = world_update_events(out, experience="wylding-woods", actor_id="p1", visibility=visibility,
                                  base_version=5, now_ms=NOW, trace_id="t",
                                  whereabouts={"p1": "main_room", "bob": bob_area})

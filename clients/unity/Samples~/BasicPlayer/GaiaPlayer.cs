@@ -17,7 +17,7 @@ public sealed class GaiaPlayer : MonoBehaviour
 
     private readonly QueueDispatcher mainThread = new QueueDispatcher();
     private readonly List<string> log = new List<string>();
-    private GaiaClient client;
+    private IGaiaClient client;  // the interface: a test of the game can hand it a fake
     private Vector2 scroll;
     private string chatLine = "";
 

@@ -11,7 +11,7 @@ using Newtonsoft.Json.Linq;
 
 /// <summary>
 /// A console game played the way Unity runs one: a main thread that pumps the dispatcher every
-/// frame (16 ms) and advances coroutines. The test (tests/test_unity_client.py) sends one JSON
+/// frame (16 ms) and advances coroutines. The test (tests/clients/test_unity_client.py) sends one JSON
 /// command per stdin line; each command runs as a coroutine and answers one JSON line on stdout.
 /// Anything the package lets escape Drain() is counted as a frame exception.
 /// </summary>
@@ -285,7 +285,7 @@ public static class ConsoleGame
     {
         var options = new GaiaClientOptions { GatewayUrl = p.Url, Token = token, Dispatcher = MainThread,
                                               InitialBackoff = TimeSpan.FromMilliseconds(200) };
-        var intruder = new GaiaClient(options);
+        IGaiaClient intruder = new GaiaClient(options);
         var authRequired = 0;
         intruder.AuthRequired += code => authRequired = code;
         var connecting = intruder.ConnectAsync();
@@ -338,7 +338,7 @@ public static class ConsoleGame
 
         var cancelled = new CancellationTokenSource();
         cancelled.Cancel();
-        var idle = new GaiaClient(new GaiaClientOptions { GatewayUrl = downUrl, Token = "t", Dispatcher = MainThread });
+        IGaiaClient idle = new GaiaClient(new GaiaClientOptions { GatewayUrl = downUrl, Token = "t", Dispatcher = MainThread });
         var act = idle.ActAsync("go", new { destination = "x" }, cancelled.Token);
         yield return Wait(act);
         results["act_unconnected"] = act.Exception == null ? "none" : act.Exception.InnerException.GetType().Name;
@@ -359,10 +359,10 @@ public static class ConsoleGame
         Console.Out.Flush();
     }
 
-    /// <summary>One player: its client and what its handlers saw.</summary>
+    /// <summary>One player: its client (typed as the interface a game's own tests would fake) and what its handlers saw.</summary>
     sealed class Player
     {
-        internal readonly GaiaClient Client;
+        internal readonly IGaiaClient Client;
         internal readonly List<JObject[]> Pairs = new List<JObject[]>();
         internal readonly List<int> Closes = new List<int>();
         internal readonly List<string> HandlerFailures = new List<string>();
@@ -376,7 +376,7 @@ public static class ConsoleGame
         internal bool ThrowOnNextUpdate;
         private JObject view;
 
-        internal Player(GaiaClient client)
+        internal Player(IGaiaClient client)
         {
             Client = client;
             client.SnapshotApplied += w =>

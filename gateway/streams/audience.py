@@ -1,4 +1,4 @@
-"""Each player's copy of a broadcast event: the one rule kb, gateway and tests share."""
+"""Each player's copy of a broadcast event, by its audience: the rule kb's events are written for (kb/events.py)."""
 from __future__ import annotations
 
 from typing import Any
