@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 USER_ID := $(if $(filter command line,$(origin USER)),$(USER),player2)
 
-.PHONY: install run run-llm llm test lint token bench docs screenshots browser mono postgres systemd-analyze clean
+.PHONY: install run run-llm llm test lint token bench docs screenshots browser mono postgres systemd-analyze clean unity-release check-world
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -18,6 +18,12 @@ install: $(STAMP)
 
 run: install
 	$(PY) -m harness.system.devstack
+
+# Every problem of an experience's content files (or a folder of experiences), one line each: file, JSON path, what
+# (docs/authoring.md). Exit 2 on any; the actions of GAIA_ACTION_MODULES (default: the example's) are known.
+DIR ?= examples/worlds
+check-world: install
+	@GAIA_ACTION_MODULES="$${GAIA_ACTION_MODULES-examples.tinkers.actions}" $(PY) -m kb check "$(DIR)"
 
 # The same system narrated by a real language model on this machine (SmolLM2 on llama-cpp-python's server).
 run-llm: install llm
@@ -35,7 +41,7 @@ test: install browser mono postgres systemd-analyze lint llm
 
 # Hygiene of the services' code, on every `make test`: ruff (lint and import order) and mypy.
 lint: install
-	$(PY) -m ruff check gateway kb shared tools
+	$(PY) -m ruff check gateway kb shared tools examples
 	$(PY) -m mypy
 
 # The live-page test drives Debian's chromium; install it when missing (it is skipped, saying so, if that fails;
@@ -82,6 +88,11 @@ docs: install
 # Screenshots of the live page for docs/, taken by its end-to-end test.
 screenshots: install browser
 	GAIA_SCREENSHOTS=docs/screenshots $(PY) -m pytest -q tests/gateway/test_live_page.py
+
+# Tag the Unity package's release unity-v<version> (tools/unityrelease.py): refused unless the tree is clean, package.json,
+# the CHANGELOG's top entry and Runtime/AssemblyInfo.cs agree, and the tag is new. Push the tag yourself after.
+unity-release: install
+	$(PY) -m tools.unityrelease
 
 token: install
 	@$(PY) -m shared.auth $(USER_ID)

@@ -2,18 +2,22 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+import socket
 import sys
-import uuid
-
-from aiohttp import web
 
 from gateway.app import create_app
-from gateway.workers import WorkerSupervisor
-from shared.auth import refuse_weak_jwt_secret
-from shared.config import Settings, refuse_dev_secrets
+from gateway.serve import serve
+from gateway.workers import SUPERVISOR_PID, WorkerSupervisor, kb_announcer, parent_watch_ctx
+from shared.auth import refuse_weak_api_key, refuse_weak_jwt_secret
+from shared.config import Settings, deprecation_warnings, refuse_dev_secrets
+from shared.schemas.actions import ActionError, load_modules
 from shared.service.gcpacer import gc_pacer_ctx
 from shared.service.logs import setup_logging
 from shared.service.runtime import new_event_loop
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,19 +35,29 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     refuse_dev_secrets(settings)
     refuse_weak_jwt_secret(settings)
+    refuse_weak_api_key(settings)
+    try:  # checked once, before any worker starts: a bad module stops the start with its reason, no crash loop
+        load_modules(settings.action_modules)
+    except ActionError as exc:
+        raise SystemExit(f"gateway cannot start: {exc}") from None
     setup_logging()
+    for warning in deprecation_warnings():  # workers get the new names from their supervisor: said once
+        log.warning(warning)
     host, port = args.host or settings.gateway_host, args.port or settings.gateway_port
+    # The same host and port is the same gateway across restarts: kb ends what its last run left behind.
+    gateway_id = args.id or settings.gateway_id or f"{socket.gethostname()}-{port}"
     if settings.gateway_workers > 1:
-        gateway_id = args.id or settings.gateway_id or f"gw{uuid.uuid4().hex[:6]}"
         supervisor = WorkerSupervisor(settings.gateway_workers, ["--host", host, "--port", str(port)], gateway_id,
-                                      settings.shutdown_timeout_s + 5.0)
-        sys.exit(supervisor.run())
-    app = create_app(settings, args.id)
+                                      settings.shutdown_timeout_s + 5.0,
+                                      announce=kb_announcer(settings.kb_url, settings.kb_api_key))
+        sys.exit(supervisor.run(host, port))
+    app = create_app(settings, gateway_id)
+    supervisor_pid = os.environ.get(SUPERVISOR_PID, "")
+    if supervisor_pid.isdigit() and not sys.platform.startswith("linux"):  # Linux: PR_SET_PDEATHSIG does it
+        app.cleanup_ctx.append(parent_watch_ctx(int(supervisor_pid)))
     if settings.gc_full_every_s > 0:  # 0: CPython's own collector
         app.cleanup_ctx.append(gc_pacer_ctx(settings.gc_full_every_s))
-    web.run_app(app, loop=new_event_loop(settings), host=host, port=port, access_log=None,
-                backlog=settings.listen_backlog, reuse_port=args.reuse_port or None,
-                shutdown_timeout=settings.shutdown_timeout_s, print=None)
+    serve(app, host, port, new_event_loop(settings), reuse_port=args.reuse_port or None)
 
 
 if __name__ == "__main__":

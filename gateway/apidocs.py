@@ -4,11 +4,14 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from apispec.ext.marshmallow import MarshmallowPlugin
+
 from gateway.chat.schema import ChatRequestSchema
 from shared.apidocs import CURSOR, JSON, VERSION, common_paths, json_schemas, new_spec, query, ref, render, schema_name
+from shared.schemas import actions
 from shared.schemas.errors import CloseCode, ErrorCode
 from shared.schemas.events import BroadcastWorldUpdateSchema
-from shared.schemas.messages import CLIENT_MESSAGES, SERVER_MESSAGES
+from shared.schemas.messages import ACTION_REQUIRES, ACTIONS, CLIENT_MESSAGES, SERVER_MESSAGES
 
 DOCUMENTS = {"asyncapi.json": lambda: asyncapi(), "openapi-gateway.json": lambda: openapi_gateway()}
 
@@ -26,31 +29,43 @@ def openapi_gateway() -> dict[str, Any]:
     spec.path("/ws/experience", operations={"get": {
         "summary": "Upgrade to the persistent WebSocket session (see asyncapi.json)", "security": auth,
         "parameters": [token, experience, query("last_seq", "resume cursor: last seq received", CURSOR)],
-        "responses": {"101": {"description": "switching protocols; auth failures close with 4401"},
-                      "400": {"description": "not a WebSocket request"}, "429": {"description": "handshake rate"}}}})
+        "responses": {"101": {"description": "switching protocols; then a bad token closes with 4401, an experience "
+                                             "not allowed with 4403, a user with too many connections with 4409"},
+                      "400": {"description": "not a WebSocket request"}, "403": {"description": "origin not allowed"},
+                      "429": {"description": "handshake rate, or connections per address"}}}})
     spec.path("/sse/experience", operations={"get": {
         "summary": "Persistent EventSource stream of world_update and presence events, id = seq", "security": auth,
         "parameters": [token, experience, query("last_seq", "resume cursor (or the Last-Event-ID header)", CURSOR)],
         "responses": {"200": {"description": "text/event-stream", "content": {"text/event-stream": {
             "schema": {"type": "string"}}}}, "401": {"description": "bad token"},
-            "403": {"description": "experience not allowed"}, "429": {"description": "too many streams"}}}})
+            "403": {"description": "origin or experience not allowed"}, "404": {"description": "unknown experience"},
+            "429": {"description": "handshake rate, or connections per address or user, or SSE streams per user"}}}})
     spec.path("/chat/unified", operations={"post": {
         "summary": "Legacy chat: one message, streamed answer (world updates before narrative)", "security": auth,
         "requestBody": {"required": True, "content": {JSON: {"schema": ref("ChatRequest")}}},
         "responses": {"200": {"description": "text/event-stream of metadata, world_update, chat.completion.chunk, "
                               "done, [DONE]", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
                       "400": {"description": "bad JSON"}, "401": {"description": "bad token"},
-                      "422": {"description": "schema errors"}}}})
+                      "403": {"description": "origin or experience not allowed"},
+                      "404": {"description": "unknown experience"}, "422": {"description": "schema errors"},
+                      "429": {"description": "handshake rate, connections per address or user, or chats per second"}}}})
     spec.path("/", operations={"get": {"summary": "The live page (plain HTML/JS)", "responses": {
         "200": {"description": "HTML", "content": {"text/html": {"schema": {"type": "string"}}}}}}})
     spec.path("/asyncapi.json", operations={"get": {"summary": "the AsyncAPI document", "responses": {
         "200": {"description": "AsyncAPI 3", "content": {JSON: {"schema": {"type": "object"}}}}}}})
+    admin = {"404": {"description": "without `Authorization: Bearer <GAIA_ADMIN_TOKEN>` (always, when that is unset)"}}
     spec.path("/debug/event-timings", operations={"get": {
-        "summary": "this process's stamps of its newest events (kb commit, received, first and last socket write)",
-        "parameters": [{"name": "after", "in": "query", "required": False, "schema": {"type": "integer"}}],
+        "summary": "this process's stamps of its newest events (kb commit, received, first and last socket write); "
+                   "operators only (GAIA_ADMIN_TOKEN)",
+        "parameters": [{"name": "after", "in": "query", "required": False,
+                        "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}],
         "responses": {"200": {"description": "fields and one row per event", "content": {JSON: {"schema": {
-            "type": "object"}}}}, "400": {"description": "after is not a non-negative integer"}}}})
+            "type": "object"}}}}, "400": {"description": "after is not a non-negative integer"}, **admin}}})
     common_paths(spec, "gateway")
+    text = {"text/plain": {"schema": {"type": "string"}}}
+    spec.path("/metrics", operations={"get": {"summary": "Prometheus metrics; operators only (GAIA_ADMIN_TOKEN)",
+                                              "responses": {"200": {"description": "text exposition format",
+                                                                    "content": text}, **admin}}})
     return spec.to_dict()
 
 
@@ -59,6 +74,8 @@ def asyncapi() -> dict[str, Any]:
     all_messages = {**CLIENT_MESSAGES, **SERVER_MESSAGES}
     schemas = json_schemas({**all_messages, "broadcast": BroadcastWorldUpdateSchema()})
     messages = {t: {"name": t, "title": t, "payload": ref(schema_name(s))} for t, s in all_messages.items()}
+    schemas.update(action_schemas())
+    messages["action"]["payload"] = {"oneOf": [ref(f"Action.{name}") for name in ACTIONS]}
     ws_query = {"type": "object", "required": ["experience"], "properties": {
         "token": {"type": "string"}, "experience": {"type": "string"}, "last_seq": CURSOR}}
     stream_types = ("world_update", "presence")
@@ -103,6 +120,24 @@ def asyncapi() -> dict[str, Any]:
             "name": "broadcast", "title": "world_update (bus form)", "payload": ref("BroadcastWorldUpdate")}},
             "schemas": schemas},
     }
+
+
+def action_schemas() -> dict[str, Any]:
+    """One schema per action (`Action.<name>`): the frame with that action, what it requires and its own arguments.
+
+    The added ones (GAIA_ACTION_MODULES; `make docs` documents make run's) name the module that added them.
+    """
+    plugin = new_spec("arguments", "").plugins[0]
+    assert isinstance(plugin, MarshmallowPlugin) and plugin.converter is not None
+    found = {}
+    for name in ACTIONS:
+        spec = actions.ADDED.get(name)
+        own = {arg: plugin.converter.field2property(f) for arg, f in (spec.arguments if spec else {}).items()}
+        found[f"Action.{name}"] = {"allOf": [ref("ActionMessage"), {
+            "type": "object", "description": actions.description(name), "required": ["action", *ACTION_REQUIRES[name]],
+            "properties": {"action": {"const": name}, **own},
+            **({"x-added-by": spec.module} if spec else {})}]}
+    return found
 
 
 def _close_codes() -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import uuid
 from pathlib import Path
@@ -16,8 +17,10 @@ from gateway.chat.narrators import make_narrator
 from gateway.chat.pipeline import ChatService
 from gateway.delivery.tick import SendTicks
 from gateway.edge.addresses import client_address_middleware, parse_networks
+from gateway.edge.admin import admin_only
 from gateway.edge.admission import Edge
 from gateway.edge.buckets import KeyedBuckets
+from gateway.edge.pending import PendingRequests
 from gateway.kbclient import KbClient
 from gateway.keys import (
     BACKGROUND,
@@ -28,8 +31,10 @@ from gateway.keys import (
     KB,
     METRICS,
     NATS,
+    PENDING,
     PRESENCE,
     REGISTRY,
+    SESSION_DEPS,
     SETTINGS,
     STREAMS,
     TICKS,
@@ -37,6 +42,7 @@ from gateway.keys import (
 from gateway.metrics import GatewayMetrics
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
+from gateway.sessiondeps import SessionDeps
 from gateway.sse.chat import chat_unified
 from gateway.sse.stream import sse_experience
 from gateway.streams.natscopies import nats_client
@@ -47,14 +53,18 @@ from gateway.ws.session import Session
 from gateway.ws.socket import check_aiohttp_internals
 from shared.auth import TokenVerifier
 from shared.config import Settings
+from shared.incarnations import new_incarnation
 from shared.natsconn import nats_cleanup_ctx
-from shared.schemas.errors import CloseCode
+from shared.schemas.actions import load_modules
+from shared.schemas.errors import CloseCode, ErrorCode
 from shared.schemas.fastload import check_marshmallow_internals
-from shared.service.logs import redact_library_loggers
+from shared.service.logs import quiet_client_errors, redact_library_loggers
 from shared.service.metrics import metrics_response
+from shared.service.problems import refuse
 from shared.service.tasks import bounded, stop_tasks
 
 log = logging.getLogger(__name__)
+SEQ = re.compile(r"[0-9]{1,19}")  # a stream sequence in a query: ASCII digits, below 2**64
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # The page talks only to this origin (HTTP and WebSocket) and runs only its own script.
 PAGE_CSP = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'"
@@ -69,21 +79,22 @@ async def health(request: web.Request) -> web.Response:
     link = request.app[NATS]
     status = link.status()
     body = {"status": "healthy" if status["jetstream"] else "degraded", "service": "gateway",
-            "gateway_id": request.app[GATEWAY_ID], "nats": status, "sessions": request.app[REGISTRY].counts()}
+            "gateway_id": request.app[GATEWAY_ID], "nats": status, "sessions": request.app[REGISTRY].counts(),
+            "narrator": request.app[CHAT].narrator.health()}  # informative: a failing model never makes it 503
     return web.Response(body=orjson.dumps(body), content_type="application/json",
                         status=200 if status["jetstream"] else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
-    return metrics_response(request.app[METRICS].registry)
+    return metrics_response(request.app[METRICS].exposed)
 
 
 async def event_timings(request: web.Request) -> web.Response:
     """GET /debug/event-timings?after=SEQ: this process's stamps of its newest events (the latency split)."""
     after = request.query.get("after", "0")
-    if not after.isdigit():
-        raise web.HTTPBadRequest(text="after must be a non-negative integer")
+    if not SEQ.fullmatch(after):  # ASCII digits, at most a uint64's: never int() of "²" or of 4,301 digits
+        raise refuse(web.HTTPBadRequest, ErrorCode.INVALID_MESSAGE, "after must be a non-negative integer")
     rows = request.app[STREAMS].reads.validator.timings.recent(int(after))
     return web.Response(body=orjson.dumps({"fields": ["seq", "committed", "received", "first_write", "last_write",
                                                       "writes"], "events": rows}), content_type="application/json")
@@ -106,14 +117,19 @@ async def api_document(request: web.Request) -> web.Response:
     return web.Response(text=document(name), content_type="application/json")
 
 
+def admin_token(request: web.Request) -> str:
+    """GAIA_ADMIN_TOKEN: what the operator routes answer to (empty: nobody)."""
+    return request.app[SETTINGS].admin_token
+
+
 def add_routes(app: web.Application) -> None:
     """Every gateway route, in one place."""
     app.router.add_get("/ws/experience", ws_experience)
     app.router.add_post("/chat/unified", chat_unified)
     app.router.add_get("/sse/experience", sse_experience)
     app.router.add_get("/health", health)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/debug/event-timings", event_timings)
+    app.router.add_get("/metrics", admin_only(admin_token, metrics))
+    app.router.add_get("/debug/event-timings", admin_only(admin_token, event_timings))
     app.router.add_get("/openapi.json", api_document)
     app.router.add_get("/asyncapi.json", api_document)
     app.router.add_get("/", live_page)
@@ -132,9 +148,17 @@ async def _chat_ctx(app: web.Application) -> AsyncIterator[None]:
     """The chat pipeline and its narrator (a model's client when GAIA_NARRATOR_URL is set)."""
     settings = app[SETTINGS]
     narrator = make_narrator(settings, app[METRICS].registry)
-    app[CHAT] = ChatService(app[KB], narrator, turns=settings.narrator_turns)
+    app[CHAT] = ChatService(app[KB], narrator, settings)
+    narrator.start()
     yield
     await narrator.close()
+
+
+async def _session_deps_ctx(app: web.Application) -> AsyncIterator[None]:
+    """What every WebSocket session shares, built once its parts exist (not once per connection)."""
+    app[SESSION_DEPS] = SessionDeps(app[SETTINGS], app[KB], app[NATS], app[STREAMS], app[REGISTRY], app[PRESENCE],
+                                    app[METRICS], app[CHAT], app[TICKS], app[STREAMS].reads.validator.timings)
+    yield
 
 
 async def finish_chats(app: web.Application) -> None:
@@ -148,9 +172,10 @@ async def _sessions_ctx(app: web.Application) -> AsyncIterator[None]:
     app[REGISTRY] = SessionRegistry()
     app[STREAMS] = StreamSet(app[NATS], settings)
     app[TICKS] = SendTicks(settings.send_tick_ms)
-    app[PRESENCE] = PresenceReporter(app[KB], app[GATEWAY_ID], settings.presence_renew_s)
+    # Presence names this process's incarnation of its slot: a restart ends what the last one left (kb/presence.py).
+    app[PRESENCE] = PresenceReporter(app[KB], new_incarnation(app[GATEWAY_ID]), settings.presence_renew_s)
     app[PRESENCE].on_refused = lambda session_ids: refuse_sessions(app[REGISTRY], session_ids)
-    app[METRICS] = GatewayMetrics(app[REGISTRY], app[STREAMS], app[NATS])
+    app[METRICS] = GatewayMetrics(app[REGISTRY], app[STREAMS], app[NATS], app[PENDING])
     tasks = [asyncio.create_task(app[STREAMS].sweep_forever(), name="stream-sweeper"),
              asyncio.create_task(app[PRESENCE].run(), name="presence-reporter")]
     app[BACKGROUND] = tasks
@@ -187,17 +212,22 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> web.Applica
     check_nats_internals()
     check_marshmallow_internals()
     redact_library_loggers()
-    app = web.Application(client_max_size=settings.max_frame_bytes,
-                          middlewares=[client_address_middleware(parse_networks(settings.trusted_proxies))])
+    quiet_client_errors()
+    load_modules(settings.action_modules)  # the actions games add: frames, chat verbs, the narrator's tool (kb: rules)
+    proxies = parse_networks(settings.trusted_proxies)
+    app = web.Application(client_max_size=settings.max_frame_bytes, middlewares=[client_address_middleware(proxies)])
     app[SETTINGS] = settings
+    app[PENDING] = PendingRequests(settings.max_pending_requests_per_address, proxies)  # on by gateway/serve.py
     app[CHAT_LIMITS] = KeyedBuckets(settings.chats_per_user_per_s, settings.chat_burst)
     app[GATEWAY_ID] = gateway_id or settings.gateway_id or f"gw{uuid.uuid4().hex[:6]}"
-    app[EDGE] = Edge(settings, TokenVerifier(settings))
+    app[EDGE] = Edge(settings, TokenVerifier(settings), lambda: app[KB].experiences(),  # KB: set once started
+                     lambda: app[KB].reserved_user_ids())
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}", manage_stream=False,
                                             new_client=nats_client(settings)))
     app.cleanup_ctx.append(_kb_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_chat_ctx)
+    app.cleanup_ctx.append(_session_deps_ctx)
     app.on_shutdown.append(finish_chats)
     app.on_shutdown.append(close_all_sessions)
     add_routes(app)

@@ -108,6 +108,8 @@ class KbClient:
             connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=30),
             json_serialize=lambda obj: orjson.dumps(obj).decode())
         self._experiences: set[str] | None = None
+        self._reserved: set[str] = set()  # user ids kb keeps for the world and its NPCs
+        self._added: dict[str, tuple[str, ...]] = {}  # experience -> the added actions it offers
         self._experiences_at = 0.0
         self._asking: SingleFlight[str, set[str] | None] = SingleFlight()
         self.batcher = ViewBatcher(self.views)
@@ -175,8 +177,21 @@ class KbClient:
 
     async def _ask_experiences(self) -> set[str] | None:
         try:
-            found = set((await self.health()).get("experiences", {}))
+            health = await self.health()
         except (KbUnavailable, KbRejected):
             return self._experiences
+        found = set(health.get("experiences", {}))
+        self._reserved = set(health.get("reserved_user_ids", []))
+        self._added = {e: tuple(names) for e, names in health.get("actions", {}).items()}
         self._experiences, self._experiences_at = found, time.monotonic()
         return found
+
+    async def added_actions(self, experience: str) -> tuple[str, ...]:
+        """The actions a game added that this experience offers, as kb last said (asked with the experiences)."""
+        await self.experiences()
+        return self._added.get(experience, ())
+
+    async def reserved_user_ids(self) -> set[str]:
+        """User ids no player may have (the world's actor, every NPC), as kb last said (asked with the experiences)."""
+        await self.experiences()
+        return self._reserved

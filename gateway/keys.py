@@ -9,10 +9,12 @@ from gateway.chat.pipeline import ChatService
 from gateway.delivery.tick import SendTicks
 from gateway.edge.admission import Edge
 from gateway.edge.buckets import KeyedBuckets
+from gateway.edge.pending import PendingRequests
 from gateway.kbclient import KbClient
 from gateway.metrics import GatewayMetrics
 from gateway.presence import PresenceReporter
 from gateway.registry import SessionRegistry
+from gateway.sessiondeps import SessionDeps
 from gateway.streams.streamset import StreamSet
 from shared.config import Settings
 from shared.natsconn import NatsLink
@@ -30,3 +32,5 @@ CHAT = web.AppKey("chat", ChatService)
 EDGE = web.AppKey("edge", Edge)
 CHAT_LIMITS = web.AppKey("chat_limits", KeyedBuckets)
 TICKS = web.AppKey("ticks", SendTicks)
+SESSION_DEPS = web.AppKey("session_deps", SessionDeps)
+PENDING = web.AppKey("pending", PendingRequests)

@@ -24,6 +24,8 @@ class PresenceReporter:
         self.live: dict[str, dict[str, str]] = {}
         self._pending: dict[str, list[dict[str, str]]] = {"join": [], "leave": [], "drop": []}
         self._wake = asyncio.Event()
+        self._wake.set()  # the first report goes at once: kb learns this incarnation started (even with no session)
+        self._hello = True
         # Sessions kb refused (their user already has the most sessions allowed, counted over
         # every gateway process): told to whoever closes them.
         self.on_refused: Callable[[list[str]], None] = lambda session_ids: None
@@ -74,8 +76,9 @@ class PresenceReporter:
         batch, self._pending = self._pending, {"join": [], "leave": [], "drop": []}
         alive = list(self.live.values()) if renew else []
         try:
-            if any(batch.values()):
-                answer = await self.kb.presence({"gateway_id": self.gateway_id, **batch})
+            if any(batch.values()) or self._hello:
+                answer = await self.kb.presence({"gateway_id": self.gateway_id, "hello": self._hello, **batch})
+                self._hello = False
                 if answer.get("refused"):
                     self.on_refused(answer["refused"])
             for start in range(0, len(alive), RENEW_CHUNK):

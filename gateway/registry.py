@@ -7,6 +7,18 @@ from typing import Any, Protocol
 from shared.schemas.errors import CloseCode
 
 SLOW_CONSUMER = CloseCode.SLOW_CONSUMER
+# The codes a close is counted under (gaia_gateway_session_closes): a fixed set whatever a client sends,
+# so a client's own code never becomes a metric series, nor passes for one of ours (4408).
+SERVER_CODES = frozenset({1001, 1002, 1011, *(code for name, code in vars(CloseCode).items() if name.isupper())})
+CLIENT_CODES = frozenset({1000, 1001, 1006})
+
+
+def close_label(by_server: bool, code: int | None) -> tuple[str, str]:
+    """(who closed, code) for the closes' metric: our own codes by the server, 1000/1001/1006 by the
+    client (1006: the connection went without a close frame), anything else `other`."""
+    if by_server:
+        return "server", str(code) if code in SERVER_CODES else "other"
+    return "client", str(code) if code in CLIENT_CODES else "other"
 
 
 class Closable(Protocol):
@@ -20,22 +32,28 @@ class Closable(Protocol):
 
 
 class SessionRegistry:
-    """Who is connected here; counts per user enforce the sessions-per-user limit."""
+    """Who is connected here, by transport and by user (the edge counts what it admits for the limits)."""
 
     def __init__(self) -> None:
         self.sessions: dict[str, Closable] = {}
         self.per_user: Counter[str] = Counter()
-        self.closed_by_code: Counter[int] = Counter()
+        self.closes: Counter[tuple[str, str]] = Counter()  # by close_label
         self.frames_dropped_slow = 0  # frames still queued when a session was closed as a slow consumer
 
     def add(self, session: Closable) -> None:
         self.sessions[session.conn_id] = session
         self.per_user[session.user_id] += 1
 
-    def remove(self, session: Closable, close_code: int | None = None) -> None:
-        if close_code is not None:
-            self.closed_by_code[close_code] += 1
-            if close_code == SLOW_CONSUMER:
+    @property
+    def closed_by_code(self) -> Counter[int]:
+        """Closes the server decided, by our code."""
+        return Counter({int(code): n for (by, code), n in self.closes.items() if by == "server" and code != "other"})
+
+    def remove(self, session: Closable, close: tuple[str, str] | None = None) -> None:
+        """`close`: the session's close_label, when it is counted."""
+        if close is not None:
+            self.closes[close] += 1
+            if close == ("server", str(SLOW_CONSUMER)):
                 self.frames_dropped_slow += len(getattr(session, "queue", ()))
         if self.sessions.pop(session.conn_id, None) is not None:
             self.per_user[session.user_id] -= 1

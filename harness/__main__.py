@@ -1,4 +1,4 @@
-"""`gaia-harness` (or `python -m harness`): scenario, chaos, sse-restart, soak and bench commands."""
+"""`gaia-harness` (or `python -m harness`): scenario, chaos, sse-restart, soak, bench and narrate commands."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="latency, fan-out throughput vs nats-server's WebSocket, capacity")
     bench.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     bench.add_argument("--no-write", action="store_true", help="do not write docs/benchmarks.md")
+    from harness.bench.narrate import add_arguments
+    add_arguments(sub.add_parser("narrate", help="the narrator scored on a fixed script: contradictions, leaks, "
+                                                 "cut stories, fallbacks, first chunk; the local model or --url"))
     return parser
 
 
@@ -83,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(0 if sse_report.ok else 1)
     if args.command == "soak":
         run_soak_command(args, argv)
+    if args.command == "narrate":
+        from harness.bench.narrate import run as run_narrate
+        sys.exit(run_narrate(args))
     if args.command == "bench":
         from harness.bench.kit import run_load
         from harness.bench.run import run_bench

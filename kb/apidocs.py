@@ -5,6 +5,7 @@ import functools
 from typing import Any
 
 from shared.apidocs import JSON, common_paths, new_spec, problem_responses, query, ref, render, schema_name
+from shared.schemas.errors import ErrorCode
 from shared.schemas.kbapi import ActionRequestSchema, ActionResultSchema, PresenceUpdateSchema, ViewsRequestSchema
 from shared.schemas.messages import SERVER_MESSAGES
 
@@ -43,9 +44,24 @@ def openapi_kb() -> dict[str, Any]:
         "responses": {"200": {"description": "a view per session, in order: an area_of_interest or a refusal",
                               "content": {JSON: {"schema": {"type": "object", "properties": {"views": {
                                   "type": "array", "items": {"oneOf": [ref("AreaOfInterest"), {
-                                      "type": "object", "properties": {"error": {"const": "too_many_sessions"},
+                                      "type": "object", "properties": {"error": {"const": ErrorCode.TOO_MANY_SESSIONS},
                                                                        "message": {"type": "string"}}}]}}}}}}},
                       **problem_responses(401, 404, 413, 422, 503)}}})
+    spec.path("/experiences/{experience}/reload", parameters=[exp], operations={"post": {
+        "summary": "Development (GAIA_ENV=dev): read the experience's content again; valid, the world adopts it "
+                   "in one version step that skips a version (every client asks for a snapshot)",
+        "security": secured,
+        "responses": {"200": {"description": "the versions before and after, and what the migration changed",
+                              "content": {JSON: {"schema": {"type": "object", "properties": {
+                                  "experience": {"type": "string"}, "from_version": {"type": "integer"},
+                                  "version": {"type": "integer"},
+                                  "notes": {"type": "array", "items": {"type": "string"}}}}}}},
+                      "403": {"description": "not a development kb: production adopts content when kb starts",
+                              "content": {JSON: {"schema": ref("Problem")}}},
+                      "422": {"description": "invalid_content: nothing changed; details.problems lists every "
+                                             "problem (file: JSON path: what)",
+                              "content": {JSON: {"schema": ref("Problem")}}},
+                      **problem_responses(401, 404, 503)}}})
     spec.path("/presence", operations={"post": {
         "summary": "A gateway reports sessions that joined, left, dropped or are alive", "security": secured,
         "requestBody": {"required": True, "content": {JSON: {"schema": ref("PresenceUpdate")}}},

@@ -4,13 +4,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from pathlib import Path
 from typing import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 
-from kb import views
+from kb import reload, views
+from kb.actions import AddedActions
 from kb.clock import ClockLease, run_clock
 from kb.keys import BACKGROUND, FORWARD_HTTP, METRICS, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STORE, WORLDS
 from kb.metrics import KbMetrics
@@ -19,7 +19,7 @@ from kb.ownership import WorldOwnership
 from kb.presence import PresenceBook
 from kb.stores import open_store
 from kb.stores.errors import StoreOutage, store_errors_middleware
-from kb.world.content import available_experiences, load_content
+from kb.world.content import data_dirs, experience_folders, load_content
 from kb.worldservice import WorldService
 from shared.config import Settings
 from shared.natsconn import nats_cleanup_ctx
@@ -37,6 +37,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/experiences/{experience}/actions", views.post_action)
     app.router.add_get("/experiences/{experience}/players/{user_id}/state", views.get_player_state)
     app.router.add_post("/experiences/{experience}/views", views.post_views)
+    app.router.add_post("/experiences/{experience}/reload", reload.post_reload)
     app.router.add_post("/presence", views.post_presence)
     app.router.add_get("/health", views.health)
     app.router.add_get("/metrics", views.metrics)
@@ -56,13 +57,13 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
     publisher = OutboxPublisher(app[STORE], app[NATS], settings)
     presence = PresenceBook(grace_s=settings.presence_grace_s, stale_s=settings.presence_renew_s * 3)
     presence.restore(await app[STORE].load_presence())
-    data_dir = Path(settings.kb_data_dir) if settings.kb_data_dir else None
+    actions = AddedActions.load(settings.action_modules)  # the same modules the gateways import
     worlds = {}
-    for experience in available_experiences(data_dir):
-        world = WorldService(load_content(experience, data_dir), app[STORE], publisher, presence,
+    for experience, data_dir in experience_folders(data_dirs(settings.kb_data_dir)).items():
+        world = WorldService(load_content(experience, data_dir, actions.checks), app[STORE], publisher, presence,
                              announce_presence=bool(settings.presence_announce),
                              presence_window_s=settings.presence_window_ms / 1000,
-                             players_hot_s=settings.kb_players_hot_s)
+                             players_hot_s=settings.kb_players_hot_s, actions=actions)
         await world.load()
         worlds[experience] = world
     app[PUBLISHER], app[PRESENCE], app[WORLDS] = publisher, presence, worlds
@@ -73,7 +74,7 @@ async def _worlds_ctx(app: web.Application) -> AsyncIterator[None]:
         await worlds[experience].take_over()
         publisher.notify()  # what the former owner committed and did not publish is ours to publish now
     app[OWNERSHIP] = WorldOwnership(app[NATS] if leased else None, list(worlds), my_url,
-                                    settings.kb_lease_ttl_s, take_over)
+                                    settings.kb_lease_ttl_s, take_over, settings.kb_lease_grace_s)
     if leased:  # each world's events are published by its owner alone
         owned = app[OWNERSHIP].owned
         publisher.subjects = lambda: [experience_updates(e) for e in owned()]

@@ -35,7 +35,8 @@ class ClockLease:
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
             assert self.link.js is not None
-            self._kv = await lease_bucket(self.link.js, CLOCK_LEASE_BUCKET, self.ttl_s)
+            replicas = self.link.settings.stream_replicas
+            self._kv = await lease_bucket(self.link.js, CLOCK_LEASE_BUCKET, self.ttl_s, replicas)
         return self._kv
 
     async def hold(self) -> bool:

@@ -96,10 +96,12 @@ async def forward_presence(request: web.Request, body: dict[str, Any]
     ownership, worlds = request.app[OWNERSHIP], request.app[WORLDS]
     kinds = ("join", "alive", "leave", "drop")
     remote = {e for k in kinds for s in body[k] if (e := s["experience"]) in worlds and not ownership.owns(e)}
+    if body["hello"]:  # a restarted gateway: every owner must learn of it, whoever holds its old sessions
+        remote |= {e for e in worlds if not ownership.owns(e)}
     present: dict[str, int] = {}
     refused: list[str] = []
     for experience in sorted(remote):
-        part = {"gateway_id": body["gateway_id"],
+        part = {"gateway_id": body["gateway_id"], "hello": body["hello"],
                 **{k: [s for s in body[k] if s["experience"] == experience] for k in kinds}}
         answer = await to_owner(request, experience, orjson.dumps(part))
         if answer is None:  # became ours while we looked
@@ -111,6 +113,6 @@ async def forward_presence(request: web.Request, body: dict[str, Any]
         answered = orjson.loads(answer.body)
         present.update(answered.get("present", {}))
         refused += answered.get("refused", [])
-    local = {"gateway_id": body["gateway_id"],
+    local = {"gateway_id": body["gateway_id"], "hello": body["hello"],
              **{k: [s for s in body[k] if s["experience"] not in remote] for k in kinds}}
     return local, present, refused

@@ -17,6 +17,13 @@ from shared.service.tasks import raise_if_cancelled, wait_event
 log = logging.getLogger(__name__)
 BATCH = 512
 PRUNE_EVERY_S = 60.0
+# How long a publish waits for JetStream's ack, and the longest pause between failed rounds. One sent to a
+# leader that had just been paused or cut off is never answered: its 5 s wait, and a backoff of up to 2 s
+# after it, kept the stream still for seconds after the new leader was elected. An ack takes milliseconds;
+# one that is late only sends the rest again (Nats-Msg-Id keeps that exactly-once). After a failed round
+# one row goes first, alone: a stream still without a leader is not sent a whole batch twice a second.
+ACK_TIMEOUT_S = 2.0
+BACKOFF_MAX_S = 0.5
 
 
 def now_ms() -> int:
@@ -36,6 +43,7 @@ class OutboxPublisher:
         self.forged = 0  # duplicate acks for messages that were not ours
         self._wake = asyncio.Event()
         self._last_prune = 0.0
+        self._failing = False  # the last round failed: the next one tries a single row first
         # Lease mode: the subjects of the worlds this process owns (two publishers of one row race, and
         # JetStream's answer to the loser, "duplicate message id is in process", stalls it 5 s).
         self.subjects: Callable[[], list[str]] | None = None
@@ -61,14 +69,16 @@ class OutboxPublisher:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep the rows, retry later
                 raise_if_cancelled()
+                self._failing = True
                 log.warning("outbox publish failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, backoff)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
                 self._wake.set()
 
     async def _drain(self) -> None:
         while True:
-            rows = await self.store.unpublished(BATCH, None if self.subjects is None else self.subjects())
+            rows = await self.store.unpublished(1 if self._failing else BATCH,
+                                                None if self.subjects is None else self.subjects())
             if not rows:
                 return
             acks = await self._publish(rows)
@@ -76,6 +86,7 @@ class OutboxPublisher:
             self.published += len(acks)
             if len(acks) < len(rows):
                 raise ConnectionError(f"{len(rows) - len(acks)} events not acknowledged")
+            self._failing = False
 
     async def _publish(self, rows: list[OutboxRow]) -> list[tuple[int, int]]:
         """Pipeline a batch; stop at the first unacknowledged row so order is kept on retry."""
@@ -85,7 +96,7 @@ class OutboxPublisher:
         acks: list[tuple[int, int]] = []
         try:
             for row, fut in zip(rows, futures, strict=True):
-                ack = await asyncio.wait_for(fut, timeout=5.0)
+                ack = await asyncio.wait_for(fut, timeout=ACK_TIMEOUT_S)
                 if ack.duplicate and not await self._stored_is(ack.seq, row.payload):
                     await self._forged(row, ack.seq)
                     break  # this row and the rest go again, in order

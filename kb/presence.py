@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from shared.incarnations import slot_and_start
+
 
 @dataclass
 class SessionEntry:
@@ -44,6 +46,8 @@ class PresenceBook:
     _live: dict[str, Counter[str]] = field(default_factory=dict)  # the same, live ones only (not dropped)
     _ids: dict[tuple[str, str], set[str]] = field(default_factory=dict)  # (experience, user) -> session ids
     generation: int = 0  # bumped whenever a user becomes present or absent anywhere
+    incarnations: dict[str, int] = field(default_factory=dict)  # gateway slot -> newest start seen (ms)
+    ended_by_restart: int = 0  # sessions dropped because a newer incarnation of their gateway reported
 
     def take_changes(self) -> tuple[list[tuple[str, str, str, str, float, float | None]], list[str]]:
         """Rows to upsert and session ids to delete since the last call."""
@@ -57,6 +61,8 @@ class PresenceBook:
         """Load persisted sessions (after a restart)."""
         for sid, user_id, experience, gateway_id, seen_at, dropped_at in rows:
             self._add(sid, SessionEntry(user_id, experience, gateway_id, seen_at, dropped_at))
+            slot, started = slot_and_start(gateway_id)
+            self.incarnations[slot] = max(started, self.incarnations.get(slot, 0))
 
     def reload_experience(self, experience: str, rows: list[tuple[str, str, str, str, float, float | None]]) -> None:
         """Replace one experience's sessions with the persisted ones (another kb owned it meanwhile)."""
@@ -124,8 +130,28 @@ class PresenceBook:
         self.generation += 1
         return [PresenceChange("leave", entry.user_id, entry.experience)]
 
+    def gateway_started(self, gateway_id: str, now: float) -> int:
+        """A gateway process reported: if it is a newer incarnation of its slot, the sessions the older
+        ones left behind are dropped now (their grace starts), not when their renewals would time out."""
+        slot, started = slot_and_start(gateway_id)
+        if started <= self.incarnations.get(slot, -1):
+            return 0
+        self.incarnations[slot] = started
+        ended = 0
+        for sid, entry in self.sessions.items():
+            if entry.dropped_at is None and entry.gateway_id != gateway_id:
+                old_slot, old_start = slot_and_start(entry.gateway_id)
+                if old_slot == slot and old_start < started:
+                    entry.dropped_at = now
+                    self._count_live(entry, -1)
+                    self.dirty.add(sid)
+                    ended += 1
+        self.ended_by_restart += ended
+        return ended
+
     def join(self, session_id: str, user_id: str, experience: str, gateway_id: str, now: float) -> list[PresenceChange]:
         """A session opened (or a gateway re-announced it)."""
+        self.gateway_started(gateway_id, now)
         self.dirty.add(session_id)
         return self._add(session_id, SessionEntry(user_id, experience, gateway_id, now))
 
@@ -157,6 +183,7 @@ class PresenceBook:
     def alive(self, session_id: str, user_id: str, experience: str, gateway_id: str,
               now: float) -> list[PresenceChange]:
         """A gateway's periodic renewal of a live session."""
+        self.gateway_started(gateway_id, now)
         entry = self.sessions.get(session_id)
         if entry is None or entry.dropped_at is not None:
             return self.join(session_id, user_id, experience, gateway_id, now)

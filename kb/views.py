@@ -14,6 +14,7 @@ from kb.keys import METRICS, NATS, OWNERSHIP, PRESENCE, PUBLISHER, SETTINGS, STO
 from kb.leaseforward import forward_presence, local_world_or_forward
 from kb.worldservice import TooManySessions
 from shared.auth import same_secret
+from shared.schemas.errors import ErrorCode
 from shared.schemas.kbapi import ActionRequestSchema, PresenceUpdateSchema, ViewsRequestSchema
 from shared.schemas.messages import ACTIONS
 from shared.service.metrics import metrics_response
@@ -68,7 +69,12 @@ async def post_action(request: web.Request) -> web.Response:
     if body["action"] not in ACTIONS:
         return problem(422, "unknown_action", f"unknown action {body['action'][:64]!r}",
                        {"action": [f"must be one of {', '.join(ACTIONS)}"]})
+    if not world.offers(body["action"]):  # an action another experience added
+        return problem(422, "unknown_action", f"{world.experience} has no action {body['action']!r}",
+                       {"action": [f"not offered by {world.experience} (its zone.json `actions`)"]})
     user_id, trace_id = body.pop("user_id"), body.pop("trace_id")
+    if user_id in world.reserved_ids():
+        return _reserved(user_id)
     metrics, started = request.app[METRICS], time.perf_counter()
     result = await world.act(user_id, body, trace_id)
     metrics.action_seconds.labels(body["action"]).observe(time.perf_counter() - started)
@@ -89,6 +95,8 @@ async def get_player_state(request: web.Request) -> web.Response:
         check_token(user_id)
     except BadSubjectToken:
         return problem(422, "invalid_message", "not a valid user id")
+    if user_id in world.reserved_ids():
+        return _reserved(user_id)
     session_id, gateway_id = request.query.get("session_id"), request.query.get("gateway_id", "unknown")
     if not session_id:
         await world.ensure_player(user_id)
@@ -97,9 +105,9 @@ async def get_player_state(request: web.Request) -> web.Response:
         return problem(422, "invalid_message", "session_id and gateway_id are at most 128 characters")
     try:
         view = await world.join_and_view(user_id, session_id, gateway_id, time.time(),
-                                         request.app[SETTINGS].max_sessions_per_user)
+                                         request.app[SETTINGS].max_connections_per_user)
     except TooManySessions as exc:
-        return problem(429, "too_many_sessions", str(exc))
+        return problem(429, ErrorCode.TOO_MANY_SESSIONS, str(exc))
     return json_response(view)  # the presence sweep persists the join within a second
 
 
@@ -117,7 +125,11 @@ async def post_views(request: web.Request) -> web.Response:
     body = await _load_body(request, _VIEWS, MAX_PRESENCE_BODY)
     if isinstance(body, web.Response):
         return body
-    views = await world.join_and_view_many(body["sessions"], time.time(), request.app[SETTINGS].max_sessions_per_user)
+    reserved = world.reserved_ids()
+    if taken := sorted({s["user_id"] for s in body["sessions"]} & reserved):
+        return _reserved(taken[0])
+    views = await world.join_and_view_many(body["sessions"], time.time(),
+                                           request.app[SETTINGS].max_connections_per_user)
     return json_response({"views": views})
 
 
@@ -130,8 +142,11 @@ async def post_presence(request: web.Request) -> web.Response:
     if isinstance(routed, web.Response):
         return routed
     body, present, refused = routed
+    body, ignored = _playable(body, request.app[WORLDS])
     book, worlds, now = request.app[PRESENCE], request.app[WORLDS], time.time()
-    gateway, limit = body["gateway_id"], request.app[SETTINGS].max_sessions_per_user
+    gateway, limit = body["gateway_id"], request.app[SETTINGS].max_connections_per_user
+    if ended := book.gateway_started(gateway, now):
+        log.info("gateway %s started again: %d sessions of its earlier incarnation enter their grace", gateway, ended)
     changes = []
     for s in body["join"]:
         # A session resumed on a gateway (no snapshot asked) is counted here: past the per-user
@@ -152,7 +167,29 @@ async def post_presence(request: web.Request) -> web.Response:
     # How many are present, not who: the whole sorted roster per report made a connect storm of
     # 10,000 players cost kb O(n log n) per batch of joins (a fifth of its CPU, measured).
     present.update({e: book.present_count(e) for e in {s["experience"] for k in ("join", "alive") for s in body[k]}})
-    return json_response({"present": present, "refused": refused})
+    return json_response({"present": present, "refused": refused, **({"ignored": ignored} if ignored else {})})
+
+
+def _playable(body: dict[str, Any], worlds: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The report without sessions of experiences this kb does not serve or of reserved user ids; how many went.
+
+    Such a session is a gateway's bug or a forged report: announcing it would tell every player of a
+    world about someone who cannot be there.
+    """
+    reserved = {e: w.reserved_ids() for e, w in worlds.items()}
+    kept, ignored = dict(body), 0
+    for kind in ("join", "alive", "leave", "drop"):
+        kept[kind] = [s for s in body[kind]
+                      if s["experience"] in worlds and s["user_id"] not in reserved[s["experience"]]]
+        ignored += len(body[kind]) - len(kept[kind])
+    if ignored:
+        log.warning("presence report from %s: %d sessions of unknown experiences or reserved ids ignored",
+                    body["gateway_id"], ignored)
+    return kept, ignored
+
+
+def _reserved(user_id: str) -> web.Response:
+    return problem(403, ErrorCode.RESERVED_USER_ID, f"{user_id[:64]!r} is reserved for the world and its NPCs")
 
 
 async def health(request: web.Request) -> web.Response:
@@ -168,6 +205,8 @@ async def health(request: web.Request) -> web.Response:
                    "republished": request.app[PUBLISHER].republished},
         "experiences": {e: w.world["version"] for e, w in request.app[WORLDS].items()},
         "owns": request.app[OWNERSHIP].owned(),
+        "reserved_user_ids": sorted({i for w in request.app[WORLDS].values() for i in w.reserved_ids()}),
+        "actions": {e: list(w.content.actions) for e, w in request.app[WORLDS].items()},  # added ones offered
     })
 
 

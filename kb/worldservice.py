@@ -7,6 +7,7 @@ import secrets
 import time
 from typing import Any
 
+from kb.actions import AddedActions
 from kb.announcer import PresenceAnnouncer
 from kb.events import OutboxEvent, presence_event, world_update_events
 from kb.outbox import OutboxPublisher, now_ms
@@ -14,8 +15,10 @@ from kb.presence import PresenceBook, PresenceChange
 from kb.stores import Store, VersionConflict, WorldDelta
 from kb.world import autonomy
 from kb.world.content import Content
+from kb.world.migrate import adopt, adopt_player
 from kb.world.model import TOUCHED, World, area_of_interest, initial_world, player_state
-from kb.world.rules import Outcome, apply_action
+from kb.world.rules import RULES, Outcome
+from shared.schemas.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 WORLD_ACTOR = "world"
@@ -30,8 +33,9 @@ class WorldService:
 
     def __init__(self, content: Content, store: Store, publisher: OutboxPublisher, presence: PresenceBook,
                  announce_presence: bool = True, presence_window_s: float = 0.0,
-                 players_hot_s: float = 86400.0) -> None:
+                 players_hot_s: float = 86400.0, actions: AddedActions | None = None) -> None:
         self.content = content
+        self.actions = actions or AddedActions()
         self.announce_presence = announce_presence
         self.store = store
         self.publisher = publisher
@@ -61,6 +65,42 @@ class WorldService:
         self.world = saved
         self._seen = dict.fromkeys(saved["players"], time.time())
         self._cold = set(await self.store.cold_players(self.experience, hot_since))
+        if saved.get("content_version") != self.content.fingerprint:  # a new version of the content: migrate
+            notes = await self._adopt(self.content)
+            log.info("%s: content %s -> %s: world v%d; %s", self.experience, saved.get("content_version") or "(older)",
+                     self.content.fingerprint, self.world["version"], "; ".join(notes) or "nothing else changed")
+
+    async def reload(self, content: Content) -> dict[str, Any]:
+        """Development: adopt content read again while the world runs; what changed (clients resync on its event)."""
+        async with self._lock:
+            before = self.world["version"]
+            if content.fingerprint == self.content.fingerprint:
+                return {"experience": self.experience, "from_version": before, "version": before,
+                        "notes": ["unchanged"]}
+            notes = await self._adopt(content)
+            return {"experience": self.experience, "from_version": before, "version": self.world["version"],
+                    "notes": notes}
+
+    async def _adopt(self, content: Content) -> list[str]:
+        """Commit the world migrated to `content` as one step that skips a version, so every client asks for a
+        snapshot (its next event's base_version is not its own); the caller holds the write lock or runs alone."""
+        adopted: list[str] = []
+
+        def decide(world: World, now: int) -> Outcome:
+            new, notes = adopt(content, world)
+            adopted[:] = notes
+            return Outcome(True, f"content {content.fingerprint}", (), new)
+        previous, self.content = self.content, content
+        try:
+            await self._decide_and_commit(decide, actor_id=WORLD_ACTOR, trace_id="content", skip=True)
+        except BaseException:
+            self.content = previous
+            raise
+        return adopted
+
+    def offers(self, action: str) -> bool:
+        """True when this experience has the action: a built-in one, or an added one its content lists."""
+        return action in RULES or (action in self.content.actions and action in self.actions.rules)
 
     async def ensure_player(self, user_id: str) -> None:
         """Bring a player who left the hot state back from the store (no-op for hot or new players)."""
@@ -70,6 +110,8 @@ class WorldService:
         saved = await self.store.load_player(self.experience, user_id)
         async with self._lock:
             self._cold.discard(user_id)
+            if saved is not None:  # saved under older content, maybe: its area and items under today's
+                saved = adopt_player(self.content, saved)
             if saved is not None and user_id not in self.world["players"]:
                 self.world = {**self.world, "players": {**self.world["players"], user_id: saved}}
 
@@ -99,6 +141,10 @@ class WorldService:
     def area_of(self, user_id: str) -> str:
         """The area a player stands in (the start area for one who never acted)."""
         return str(player_state(self.world, self.content, user_id)["current_area"])
+
+    def reserved_ids(self) -> set[str]:
+        """Ids no player may have: the world's own actor and this experience's NPCs (their actions are autonomous)."""
+        return {WORLD_ACTOR, *self.content.npcs}
 
     def view(self, user_id: str) -> dict[str, Any]:
         """The player's area_of_interest at the current version, with who is present where."""
@@ -150,7 +196,8 @@ class WorldService:
             for entry in sessions:
                 user_id, session_id = entry["user_id"], entry["session_id"]
                 if self.presence.over_limit(session_id, user_id, self.experience, limit):
-                    views.append({"error": "too_many_sessions", "message": f"at most {limit} open sessions per user"})
+                    views.append({"error": ErrorCode.TOO_MANY_SESSIONS,
+                                  "message": f"at most {limit} open sessions per user"})
                     continue
                 joined = self.presence.join(session_id, user_id, self.experience, entry["gateway_id"], now)
                 if self.announce_presence:
@@ -164,7 +211,7 @@ class WorldService:
     async def act(self, user_id: str, args: dict[str, Any], trace_id: str = "") -> dict[str, Any]:
         """Apply one player action; commit and publish it if it changed the world."""
         await self.ensure_player(user_id)
-        outcome = await self._commit(lambda world, now: apply_action(self.content, world, user_id, args, now),
+        outcome = await self._commit(lambda world, now: self.actions.decide(self.content, world, user_id, args, now),
                                      actor_id=user_id, trace_id=trace_id)
         return {"success": outcome.success, "message": outcome.message,
                 "snapshot_version": self.world["version"],
@@ -178,31 +225,36 @@ class WorldService:
     async def _commit(self, decide: Any, *, actor_id: str, trace_id: str) -> Outcome:
         """Run a pure decision against the current world and commit its result atomically."""
         async with self._lock:
-            for _attempt in range(5):
-                now = now_ms()
-                base = self.world
-                outcome: Outcome = decide(base, now)
-                if outcome.world is None:
-                    return outcome
-                new_world = {**outcome.world, "version": base["version"] + 1}
-                outcome = Outcome(outcome.success, outcome.message, outcome.changes, new_world)
-                events = world_update_events(
-                    outcome, experience=self.experience, actor_id=actor_id, visibility=self.content.visibility,
-                    base_version=base["version"], now_ms=now, trace_id=trace_id,
-                    whereabouts=self._whereabouts(base) if self.content.visibility == "location" else None)
-                events += self._move_events(base, new_world, actor_id, now)
-                try:
-                    await self.store.commit(self.experience, base["version"], WorldDelta.between(base, new_world),
-                                            events, now)
-                except VersionConflict:
-                    log.info("version conflict on %s at v%d; reloading", self.experience, base["version"])
-                    await self.load()
-                    continue
-                new_world.pop(TOUCHED, None)
-                self.world = new_world
-                self.publisher.notify()
+            return await self._decide_and_commit(decide, actor_id=actor_id, trace_id=trace_id)
+
+    async def _decide_and_commit(self, decide: Any, *, actor_id: str, trace_id: str, skip: bool = False) -> Outcome:
+        """_commit under a lock the caller holds; `skip`: the version moves by two (a content change: see _adopt)."""
+        for _attempt in range(5):
+            now = now_ms()
+            base = self.world
+            outcome: Outcome = decide(base, now)
+            if outcome.world is None:
                 return outcome
-            raise VersionConflict(self.experience)
+            step = 2 if skip else 1
+            new_world = {**outcome.world, "version": base["version"] + step}
+            outcome = Outcome(outcome.success, outcome.message, outcome.changes, new_world)
+            events = world_update_events(
+                outcome, experience=self.experience, actor_id=actor_id, visibility=self.content.visibility,
+                base_version=base["version"] + step - 1, now_ms=now, trace_id=trace_id,
+                whereabouts=self._whereabouts(base) if self.content.visibility == "location" else None)
+            events += self._move_events(base, new_world, actor_id, now)
+            try:
+                await self.store.commit(self.experience, base["version"], WorldDelta.between(base, new_world),
+                                        events, now)
+            except VersionConflict:
+                log.info("version conflict on %s at v%d; reloading", self.experience, base["version"])
+                await self.load()
+                continue
+            new_world.pop(TOUCHED, None)
+            self.world = new_world
+            self.publisher.notify()
+            return outcome
+        raise VersionConflict(self.experience)
 
     def _whereabouts(self, world: World) -> dict[str, str]:
         """Every present player's area before this step (a newcomer who never acted: the start area)."""

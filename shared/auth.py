@@ -33,6 +33,20 @@ def refuse_weak_jwt_secret(settings: Settings) -> None:
                          f"(RFC 7518 3.2), random (for example `openssl rand -hex {needed}`)")
 
 
+MIN_API_KEY_BYTES = 32  # the kb service key is a shared secret too: as strong as an HS256 JWT secret
+
+
+def refuse_weak_api_key(settings: Settings) -> None:
+    """Exit with a clear message when kb's service key is empty, or (outside dev) shorter than a JWT secret must be."""
+    size = len(settings.kb_api_key.encode())
+    if size == 0:
+        raise SystemExit("refusing to start: GAIA_KB_API_KEY is empty; gateways and kb share a random key of at "
+                         f"least {MIN_API_KEY_BYTES} bytes (for example `openssl rand -hex {MIN_API_KEY_BYTES}`)")
+    if size < MIN_API_KEY_BYTES and settings.env != "dev":
+        raise SystemExit(f"refusing to start: GAIA_KB_API_KEY has {size} bytes; it needs at least {MIN_API_KEY_BYTES}, "
+                         f"random (for example `openssl rand -hex {MIN_API_KEY_BYTES}`)")
+
+
 class TokenError(Exception):
     """A token that is missing, malformed, expired or otherwise not acceptable."""
 

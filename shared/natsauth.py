@@ -49,7 +49,8 @@ PERMISSIONS: dict[str, dict[str, list[str]]] = {
             *(f"$KV.{bucket}.>" for bucket in (CLOCK_LEASE_BUCKET, OWNER_BUCKET)),
             *(f"$JS.API.STREAM.{op}.{STREAM}" for op in ("CREATE", "UPDATE", "INFO")),
             f"$JS.API.DIRECT.GET.{STREAM}",
-            *(f"$JS.API.STREAM.{op}.{kv}" for kv in KV_STREAMS for op in ("CREATE", "INFO")),
+            # UPDATE: a lease bucket made with one replica is scaled up to the stream's (shared/natsconn.py)
+            *(f"$JS.API.STREAM.{op}.{kv}" for kv in KV_STREAMS for op in ("CREATE", "UPDATE", "INFO")),
             *(f"$JS.API.STREAM.MSG.GET.{kv}" for kv in KV_STREAMS),
             *(f"$JS.API.DIRECT.GET.{kv}.>" for kv in KV_STREAMS),
             *(f"$JS.API.DIRECT.GET.{kv}" for kv in KV_STREAMS),

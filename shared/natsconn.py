@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import random
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable
 
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 Listener = Callable[[], Awaitable[None]]
 QUORUM_PROBE_S = 1.0  # how often a clustered stream's quorum is checked through this connection
 PEER_SILENT_NS = 3_000_000_000  # a replica the leader has not heard from for this long does not count
+QUORUM, ALONE, SILENT = "quorum", "alone", "silent"  # what a probe of the stream through this server found
+ENSURE_TRY_S = 2.0  # one try at ensuring the stream after a (re)connect
+ALONE_PROBES = 2  # a leader seen alone this many probes in a row (4 s and more without a majority): leave
 
 
 def stream_config(settings: Settings) -> js_api.StreamConfig:
@@ -42,20 +47,43 @@ def stream_config(settings: Settings) -> js_api.StreamConfig:
 
 
 async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
-    """Create WORLD_UPDATES, or bring an existing one to our config (idempotent)."""
+    """Create WORLD_UPDATES, or bring an existing one to our config (idempotent).
+
+    The stream's own leader is asked first: one already as wanted needs nothing of the meta leader,
+    which after its node was killed is being elected for 4 to 9 s, and kb publishes nothing until
+    this returns (seen as a 4.4 s stall when the killed follower led the meta group)."""
     config = stream_config(settings)
+    try:
+        info = await js.stream_info(settings.stream_name)
+    except NotFoundError:
+        pass
+    else:
+        have = info.config.as_dict()
+        if all(have.get(key) == value for key, value in config.as_dict().items()):
+            return
     try:
         await js.add_stream(config)
     except BadRequestError:
         await js.update_stream(config)
 
 
-async def lease_bucket(js: JetStreamContext, bucket: str, ttl_s: float) -> KeyValue:
-    """A KV bucket whose entries expire after ttl_s (the lease store), created on first use."""
+async def lease_bucket(js: JetStreamContext, bucket: str, ttl_s: float, replicas: int = 1) -> KeyValue:
+    """A KV bucket whose entries expire after ttl_s (the lease store), created on first use with `replicas`
+    (the stream's): with one replica, the node holding it paused or cut off stopped every lease with it
+    until it came back. A bucket made with fewer is scaled up (kept as it is if this user may not)."""
     try:
-        return await js.key_value(bucket)
+        info = await js.stream_info(f"KV_{bucket}")
     except NotFoundError:
-        return await js.create_key_value(bucket=bucket, ttl=ttl_s, history=1)
+        return await js.create_key_value(bucket=bucket, ttl=ttl_s, history=1, replicas=replicas)
+    if (info.config.num_replicas or 1) < replicas:
+        try:
+            await js.update_stream(dataclasses.replace(info.config, num_replicas=replicas))
+            log.info("lease bucket %s scaled up to %d replicas", bucket, replicas)
+        except Exception as exc:  # noqa: BLE001 - an older deployment's rights: works, less available
+            raise_if_cancelled()
+            log.warning("lease bucket %s keeps %d replica(s), fewer than the stream's %d (%s: %s)", bucket,
+                        info.config.num_replicas or 1, replicas, type(exc).__name__, exc)
+    return await js.key_value(bucket)
 
 
 class NatsLink:
@@ -111,43 +139,60 @@ class NatsLink:
             self._watch = asyncio.create_task(self._watch_quorum(), name=f"nats-quorum-{self.name}")
 
     async def _watch_quorum(self) -> None:
-        """Move to another server when the stream has had no quorum through this one for
-        `nats_stranded_s`: a node cut off from the others still answers pings, so nats-py stays,
-        and a frozen one is noticed only after several missed pings."""
+        """Move to another server when the stream has had no quorum through this one: a node cut off
+        from the others still answers pings, so nats-py stays. Without any answer for `nats_stranded_s`
+        (an election elsewhere looks the same for a while), or at once when the stream's leader answers
+        through it twice in a row without having heard from a majority (the leader cut off with us,
+        which no election looks like). A service that (re)connected there and cannot ensure the stream
+        counts too: it used to wait for the heal."""
         since: float | None = None
+        alone = 0
         while True:
             await asyncio.sleep(QUORUM_PROBE_S)
-            if not self.connected or not self.jetstream_ok or await self._has_quorum():
+            state = QUORUM if not self.connected or self.js is None else await self._quorum()
+            alone = alone + 1 if state == ALONE else 0
+            if state == QUORUM:
                 since = None
                 continue
             now = time.monotonic()
             since = now if since is None else since
-            if now - since >= self.settings.nats_stranded_s:
-                since = None
-                self._leave_server()
+            if now - since >= self.settings.nats_stranded_s or alone >= ALONE_PROBES:
+                self._leave_server(f"the stream's leader answers through it without a majority ({alone} probes)"
+                                   if alone >= ALONE_PROBES else f"no stream quorum through it for {now - since:.0f} s")
+                since, alone = None, 0
 
     async def _has_quorum(self) -> bool:
         """Does the stream's leader answer through this server, having heard from a majority of replicas?"""
+        return await self._quorum() == QUORUM
+
+    async def _quorum(self) -> str:
+        """QUORUM; ALONE: the leader answered through this server without a majority heard from lately;
+        SILENT: no answer (no leader, or none reachable from here)."""
         assert self.js is not None
         try:
             info = await asyncio.wait_for(self.js.stream_info(self.settings.stream_name), 2.0)
+        except NotFoundError:
+            return QUORUM  # no stream yet (kb creates it): nothing to be cut off from
         except Exception:  # noqa: BLE001 - no answer is the signal
             raise_if_cancelled()
-            return False
+            return SILENT
         cluster = info.cluster
-        if cluster is None or cluster.replicas is None:
-            return True  # one replica: nothing to be cut off from
+        if cluster is None:
+            return QUORUM  # not clustered: nothing to be cut off from
+        if not cluster.leader:  # answered by this server alone (a cut-off follower does so for as long as
+            return SILENT  # it is cut off), its peers listed as active 0 s ago: they were never heard
+        if cluster.replicas is None:
+            return QUORUM  # one replica: nothing to be cut off from
         heard = 1 + sum(1 for peer in cluster.replicas if not peer.offline and (peer.active or 0) < PEER_SILENT_NS)
-        return heard * 2 > len(cluster.replicas) + 1
+        return QUORUM if heard * 2 > len(cluster.replicas) + 1 else ALONE
 
-    def _leave_server(self) -> None:
+    def _leave_server(self, why: str) -> None:
         """Drop the connection under nats-py: it reconnects to the next server of its pool and
         restores every subscription there, as after a server crash."""
         nc = self.nc
         transport = getattr(nc, "_transport", None)
         where = nc.connected_url.netloc.rsplit("@", 1)[-1] if nc is not None and nc.connected_url else "?"
-        log.warning("nats: no stream quorum through %s for %.0f s; moving to another server", where,
-                    self.settings.nats_stranded_s)
+        log.warning("nats: leaving %s (%s); moving to another server", where, why)
         if transport is not None:
             self.server_moves += 1
             transport.close()
@@ -157,8 +202,12 @@ class NatsLink:
         while True:
             try:
                 nc = self.new_client()
+                # Our own shuffle, then nats-py's round robin: its default shuffles the pool again on each
+                # reconnect, which went straight back to the frozen or cut-off node a third of the time.
+                servers = self.settings.nats_url.split(",")
                 await nc.connect(
-                    servers=self.settings.nats_url.split(","),
+                    servers=random.sample(servers, len(servers)),
+                    dont_randomize=True,
                     name=self.name,
                     **credentials(self.settings),
                     inbox_prefix=inbox_prefix(self.settings.nats_user or self.name.split("-", 1)[0]),
@@ -166,8 +215,8 @@ class NatsLink:
                     allow_reconnect=True,
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py sleeps on a float
-                    ping_interval=5,
-                    max_outstanding_pings=3,
+                    ping_interval=self.settings.nats_ping_interval_s,  # type: ignore[arg-type]  # a float sleeps
+                    max_outstanding_pings=self.settings.nats_max_pings_out,
                     disconnected_cb=self._on_disconnected,
                     reconnected_cb=self._on_reconnected,
                     error_cb=self._on_error,
@@ -191,17 +240,19 @@ class NatsLink:
         delay = 0.1
         while self.connected:
             try:
+                # Each try bounded: one asked while the stream had no leader (an election after a node was
+                # paused or cut off) is never answered, and its 5 s wait held back publishing after the election.
                 if self.manage_stream:
-                    await ensure_stream(self.js, self.settings)
+                    await asyncio.wait_for(ensure_stream(self.js, self.settings), ENSURE_TRY_S)
                 else:
-                    await self.js.stream_info(self.settings.stream_name)
+                    await asyncio.wait_for(self.js.stream_info(self.settings.stream_name), ENSURE_TRY_S)
                 self.jetstream_ok = True
                 break
             except Exception as exc:  # noqa: BLE001 - JetStream may still be recovering
                 raise_if_cancelled()
                 log.warning("ensure stream failed (%s: %s); retrying", type(exc).__name__, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)
         if not self.jetstream_ok:
             return
         self._ready.set()

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from examples import ACTION_MODULES
 from gateway.app import create_app as create_gateway
 from gateway.keys import NATS as GW_NATS
 from harness.client.ws import GaiaClient
@@ -20,7 +21,7 @@ from kb.app import create_app as create_kb
 from kb.keys import NATS as KB_NATS
 from shared.auth import issue_token
 from shared.config import Settings
-from tests.helpers import EXPERIENCE, NO_POSTGRES, SEND_TICK_MS, missing_tool, need_model
+from tests.helpers import ADMIN_TOKEN, EXPERIENCE, NO_POSTGRES, SEND_TICK_MS, missing_tool, need_model
 
 
 @pytest.fixture
@@ -42,10 +43,14 @@ def aiohttp_server(nats_server: NatsServer, aiohttp_server: Any) -> Any:
 
 @pytest.fixture
 def settings(nats_server: NatsServer, tmp_path: Any) -> Settings:
-    """Test settings: short timers so grace periods and renewals happen within a test."""
+    """Test settings: short timers so grace periods and renewals happen within a test.
+
+    The example's added actions are loaded as `make run` loads them (the registry is one per process:
+    every app of the suite then knows the same actions); wylding-woods offers none of them.
+    """
     return Settings(nats_url=nats_server.url, kb_db_path=str(tmp_path / "kb.sqlite3"), presence_renew_s=1.0,
                     presence_grace_s=3.0, stream_sweep_s=1.0, kb_timeout_s=3.0, heartbeat_s=5.0,
-                    nats_user="kb", nats_password=nats_server.passwords["kb"])
+                    nats_user="kb", nats_password=nats_server.passwords["kb"], action_modules=ACTION_MODULES)
 
 
 @pytest.fixture
@@ -71,7 +76,7 @@ def send_tick_ms() -> float:
 def gateway_settings(settings: Settings, kb_server: TestServer, nats_server: NatsServer,
                      send_tick_ms: float) -> Settings:
     return replace(settings, kb_url=str(kb_server.make_url("")).rstrip("/"), nats_user="gateway",
-                   nats_password=nats_server.passwords["gateway"], send_tick_ms=send_tick_ms)
+                   nats_password=nats_server.passwords["gateway"], send_tick_ms=send_tick_ms, admin_token=ADMIN_TOKEN)
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from shared.natsconn import connect_tool
 
 EXPERIENCE = "wylding-woods"
 SUBJECT = f"world.updates.exp.{EXPERIENCE}"
+ADMIN_TOKEN = "test-admin-token"  # the tests' gateways answer /metrics and /debug/ to this (GAIA_ADMIN_TOKEN)
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SEND_TICK_MS = 50.0  # the tick the guarantees marked `also_with_send_tick` run with again (tests/conftest.py)
 EVENT = {
     "type": "world_update", "version": "0.4", "experience": "wylding-woods", "user_id": "u1", "actor_id": "u1",

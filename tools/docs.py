@@ -11,11 +11,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+import examples
 from gateway import apidocs as gateway_apidocs
 from gateway.edge.scopes import limits_table
 from kb import apidocs as kb_apidocs
 from shared.apidocs import render
 from shared.natsauth import permission_table
+from shared.schemas.actions import load_modules
 
 ROOT = Path(__file__).resolve().parent.parent
 PERMISSIONS_MARKERS = ("<!-- permissions: generated from shared/natsauth.py by `make docs`; do not edit -->",
@@ -43,7 +45,8 @@ def with_limits_table(document: str) -> str:
 
 
 def api_documents() -> dict[str, str]:
-    """Every API document by file name, rendered as the services serve it."""
+    """Every API document by file name, rendered as the services of `make run` serve it (the example's actions too)."""
+    load_modules(examples.ACTION_MODULES)
     builders = {**gateway_apidocs.DOCUMENTS, **kb_apidocs.DOCUMENTS}
     return {name: render(build()) for name, build in builders.items()}
 

@@ -1,8 +1,11 @@
 """Turning a chat line ("take dream bottle") into a kb action, for the legacy SSE chat route."""
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any
+from typing import Any, Iterable
+
+from shared.schemas.actions import ADDED, PLACEHOLDER
 
 ANYONE = "anyone"
 _ARTICLES = re.compile(r"^(the|a|an|some|my)\s+", re.IGNORECASE)
@@ -25,19 +28,41 @@ def _clean(text: str | None) -> str:
     return _ARTICLES.sub("", (text or "").strip().strip(".!?,")).strip()
 
 
-def parse_intent(message: str) -> dict[str, Any]:
+def parse_intent(message: str, added: Iterable[str] = ()) -> dict[str, Any]:
     """The action a chat line names; anything else is said to whoever is nearby (`talk`)."""
-    return match_intent(message) or {"action": "talk", "npc_id": ANYONE, "message": " ".join(message.split())}
+    return match_intent(message, added) or {"action": "talk", "npc_id": ANYONE, "message": " ".join(message.split())}
 
 
-def match_intent(message: str) -> dict[str, Any] | None:
-    """The action a chat line names, or None when no rule knows the line (a model may then propose one)."""
+def match_intent(message: str, added: Iterable[str] = ()) -> dict[str, Any] | None:
+    """The action a chat line names, or None when no rule knows the line (a model may then propose one).
+
+    `added`: the experience's added actions, whose verbs come first ("open the chest" is the game's `open`
+    where it has one, and use_item elsewhere).
+    """
     lowered = " ".join(message.strip().split()).lower().rstrip(".!?")
+    for name in added:
+        for verb in _verbs(name):
+            if match := verb.match(lowered):
+                return {"action": name, **{arg: _clean(text) for arg, text in match.groupdict().items()}}
     for pattern, action in _PATTERNS:
         match = pattern.match(lowered)
         if match:
             return _build(action, match.groupdict())
     return None
+
+
+@functools.cache
+def _verbs(name: str) -> tuple[re.Pattern[str], ...]:
+    """An added action's verbs as patterns: "craft {instance_id} with {with_id}" -> named groups."""
+    spec = ADDED.get(name)
+    return tuple(re.compile("^" + "".join(f"(?P<{part}>.+?)" if n % 2 else _literal(part)
+                                          for n, part in enumerate(PLACEHOLDER.split(verb.lower().strip()))) + "$")
+                 for verb in (spec.verbs if spec else ()))
+
+
+def _literal(words: str) -> str:
+    """The words between a verb's arguments, any run of spaces matching any run of spaces."""
+    return r"\s+".join(re.escape(word) for word in re.split(r"\s+", words))
 
 
 def _build(action: str, groups: dict[str, str | None]) -> dict[str, Any]:

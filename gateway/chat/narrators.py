@@ -1,6 +1,7 @@
 """Who writes the narrative: the embedded intent narrator (kb's own message) or a language model."""
 from __future__ import annotations
 
+import os
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -10,7 +11,11 @@ from gateway.chat.model import ModelNarrator
 from gateway.chat.narration import BUILTIN, FALLBACK, Narration
 from gateway.chat.narratormetrics import NarratorMetrics
 from gateway.chat.prompt import Scene
+from gateway.chat.slots import HostSlots
+from gateway.workers import SHARED_DIR, WORKER_COUNT, WORKER_INDEX
 from shared.config import Settings
+
+SLOTS_FILE = "narrator-slots"
 
 
 class Narrator(Protocol):
@@ -18,7 +23,7 @@ class Narrator(Protocol):
 
     model: str
     proposes: bool  # lines the intent parser does not know are offered to `propose`
-    sees: bool  # wants the player's scene (kb's view) for its narrative
+    sees: bool  # wants the player's scene (kb's view) and the conversation's turns for its narrative
 
     def narrate(self, scene: Scene, fallback_text: str) -> Narration: ...
 
@@ -26,7 +31,13 @@ class Narrator(Protocol):
         """kb's message (or "nothing happens") standing in for the model's story, counted with its reason."""
         ...
 
-    async def propose(self, scene: Scene) -> tuple[dict[str, Any] | None, str | None]: ...
+    async def propose(self, scene: Scene, deadline: float) -> tuple[dict[str, Any] | None, str | None]: ...
+
+    def start(self) -> None: ...
+
+    def health(self) -> dict[str, Any]:
+        """What /health shows of the narrator."""
+        ...
 
     def stop(self) -> None: ...
 
@@ -46,8 +57,14 @@ class IntentNarrator:
     def fallback(self, text: str, reason: str) -> Narration:
         return Narration.fixed(text, FALLBACK, reason)
 
-    async def propose(self, scene: Scene) -> tuple[dict[str, Any] | None, str | None]:
+    async def propose(self, scene: Scene, deadline: float) -> tuple[dict[str, Any] | None, str | None]:
         return None, None
+
+    def start(self) -> None:
+        pass
+
+    def health(self) -> dict[str, Any]:
+        return {"kind": "builtin", "model": self.model}
 
     def stop(self) -> None:
         pass
@@ -56,8 +73,17 @@ class IntentNarrator:
         pass
 
 
+def host_slots(settings: Settings) -> HostSlots:
+    """The model slots of this host: in the file the workers' supervisor shares, else this process's own."""
+    shared = os.environ.get(SHARED_DIR, "")
+    index, count = os.environ.get(WORKER_INDEX, "0"), os.environ.get(WORKER_COUNT, "1")
+    path = os.path.join(shared, SLOTS_FILE) if shared and os.path.isdir(shared) else None
+    return HostSlots(settings.narrator_max_inflight, settings.narrator_max_per_user, path,
+                     int(count) if count.isdigit() else 1, int(index) if index.isdigit() else 0)
+
+
 def make_narrator(settings: Settings, registry: CollectorRegistry) -> Narrator:
     """A model narrator when GAIA_NARRATOR_URL is set, else the intent narrator."""
     if not settings.narrator_url:
         return IntentNarrator()
-    return ModelNarrator(settings, NarratorMetrics(registry))
+    return ModelNarrator(settings, NarratorMetrics(registry), host_slots(settings))

@@ -10,73 +10,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.chat.history import ConversationBook, resolve
 from gateway.chat.intents import match_intent, parse_intent
-from gateway.chat.narration import BUILTIN, ERROR, Narration
+from gateway.chat.narration import BUILTIN, NO_ACTION, Narration
 from gateway.chat.narrators import IntentNarrator, Narrator
 from gateway.chat.prompt import Scene
 from gateway.kbclient import KbClient, KbRejected, KbUnavailable
+from shared.config import Settings
 from shared.schemas.errors import ErrorCode
 
 log = logging.getLogger(__name__)
 EVENT_WAIT_S = 2.0  # how long the narrative waits for its action's world_update
-PRONOUNS = ("it", "that", "this", "them", "the thing")
-PLACE_WORDS = ("there", "that place")
-NOTHING_HAPPENS = "Nothing happens."
-
-
-@dataclass
-class Conversation:
-    """What a conversation's "it" and "there" refer to, and its last few turns."""
-
-    item: str | None = None
-    place: str | None = None
-    turns: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=8))
-    touched: float = 0.0
-
-
-class ConversationBook:
-    """Short histories per (user, conversation): bounded in count, forgotten after `ttl_s` unused."""
-
-    def __init__(self, limit: int = 10_000, ttl_s: float = 1800.0) -> None:
-        self.limit = limit
-        self.ttl_s = ttl_s
-        self._talks: OrderedDict[tuple[str, str], Conversation] = OrderedDict()
-
-    def get(self, user_id: str, conversation_id: str, now: float) -> Conversation:
-        key = (user_id, conversation_id)
-        talk = self._talks.get(key)
-        if talk is None or now - talk.touched > self.ttl_s:
-            talk = self._talks[key] = Conversation()
-        self._talks.move_to_end(key)
-        talk.touched = now
-        while len(self._talks) > self.limit:
-            self._talks.popitem(last=False)
-        return talk
-
-    def __len__(self) -> int:
-        return len(self._talks)
-
-
-def resolve(args: dict[str, Any], talk: Conversation) -> dict[str, Any]:
-    """Replace "it" and "there" with what this conversation last named."""
-    out = dict(args)
-    if out.get("instance_id") in PRONOUNS and talk.item:
-        out["instance_id"] = talk.item
-    if out.get("destination") in PLACE_WORDS and talk.place:
-        out["destination"] = talk.place
-    return out
-
-
-def remember(talk: Conversation, message: str, args: dict[str, Any], result: dict[str, Any]) -> None:
-    if args.get("instance_id"):
-        talk.item = args["instance_id"]
-    if args.get("action") == "go" and result.get("success"):
-        talk.place = args.get("destination")
-    talk.turns.append((message, result.get("message", "")))
 
 
 class ChatSink(Protocol):
@@ -104,24 +51,47 @@ class ChatOutcome:
     reason: str | None = None
 
 
-@dataclass
+class _Failed(Exception):
+    """kb could not take the chat's action: the chat ends with this error instead of a story."""
+
+    def __init__(self, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.details = code, message, details
+
+
 class ChatService:
     """What every chat of this gateway shares."""
 
-    kb: KbClient
-    narrator: Narrator = field(default_factory=IntentNarrator)
-    book: ConversationBook = field(default_factory=ConversationBook)
-    turns: int = 4  # the conversation's last turns a model narrator sees
-    in_flight: int = 0
-    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self, kb: KbClient, narrator: Narrator | None = None, settings: Settings | None = None) -> None:
+        self.kb = kb
+        self.narrator: Narrator = narrator or IntentNarrator()
+        self.settings = settings or Settings()
+        s = self.settings
+        self.book = ConversationBook(turns=s.narrator_turns if self.narrator.sees else 0,
+                                     user_bytes=s.chat_history_user_bytes, total_bytes=s.chat_history_bytes)
+        self.in_flight = 0
+        self._idle = asyncio.Event()
 
     async def run(self, user_id: str, experience: str, message: str, conversation_id: str, trace_id: str,
                   sink: ChatSink) -> ChatOutcome:
-        """Act, wait for the action's own world_update to reach the client, then stream the narrative."""
+        """Act, wait for the action's own world_update to reach the client, then stream the narrative.
+
+        It always returns an outcome (a chat always ends with its chat_done or its error), whatever
+        a model or kb answered; only cancellation (the client left) passes through.
+        """
         self.in_flight += 1
         self._idle.clear()
+        started = time.perf_counter()
         try:
-            return await self._run(user_id, experience, message, conversation_id, trace_id, sink)
+            return await self._run(user_id, experience, message, conversation_id, trace_id, sink, started)
+        except _Failed as failed:
+            elapsed = (time.perf_counter() - started) * 1000
+            return ChatOutcome(None, False, elapsed, elapsed, None, (failed.code, failed.message), failed.details)
+        except Exception:  # noqa: BLE001 - logged with its trace; the client hears internal_error with the chat's id
+            log.exception("[%s] chat failed unexpectedly", trace_id)
+            elapsed = (time.perf_counter() - started) * 1000
+            return ChatOutcome(None, False, elapsed, elapsed, None,
+                               (ErrorCode.INTERNAL_ERROR, "unexpected server error"))
         finally:
             self.in_flight -= 1
             if not self.in_flight:
@@ -142,47 +112,64 @@ class ChatService:
         return self.in_flight
 
     async def _run(self, user_id: str, experience: str, message: str, conversation_id: str, trace_id: str,
-                   sink: ChatSink) -> ChatOutcome:
-        started = time.perf_counter()
+                   sink: ChatSink, started: float) -> ChatOutcome:
         talk = self.book.get(user_id, conversation_id, time.monotonic())
-        scene = Scene(user_id, message, turns=list(talk.turns)[-self.turns:] if self.turns else [])
-        args = resolve(parse_intent(message), talk)
-        failed: str | None = None  # the model's failure while proposing: the narrative is kb's message
-        proposed = False
-        if self.narrator.proposes and match_intent(message) is None:
-            scene.view = await self._look(experience, user_id)
-            action, failed = await self.narrator.propose(scene)
-            if action is not None:
-                args, proposed = action, True
-            elif failed is None:  # the model answered, but not with an action
-                return await self._nothing(sink, started, None, NOTHING_HAPPENS)
-        try:
-            result = await self.kb.act(experience, user_id, args, trace_id)
-        except KbUnavailable as exc:
-            log.warning("[%s] chat action %s: %s", trace_id, args["action"], exc)
-            return self._failed(args, started, ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; try again")
-        except KbRejected as exc:
-            if proposed:  # the model's proposal, refused by kb's validation
-                return await self._nothing(sink, started, args["action"], f"{NOTHING_HAPPENS} {exc}")
-            return self._failed(args, started, exc.body.get("error", ErrorCode.INVALID_MESSAGE), str(exc),
-                                exc.body.get("details"))
-        remember(talk, message, args, result)
-        if proposed and not result["success"]:  # refused by the world's rules: nothing changed
-            return await self._nothing(sink, started, args["action"], f"{NOTHING_HAPPENS} {result['message']}")
+        scene = Scene(user_id, message, turns=list(talk.turns))
+        builtin = resolve(parse_intent(message, await self.kb.added_actions(experience)), talk)
+        args, failed = await self._proposed(scene, experience, builtin, started)
+        result, refused = await self._act(experience, user_id, args, trace_id, builtin if failed is None else None)
+        if refused:  # kb refused the model's proposal: the line went as without a model
+            args, failed = builtin, NO_ACTION
+        self.book.remember(talk, message, args, result)
         shown = sink.events_through(result["snapshot_version"], EVENT_WAIT_S) if result["changes"] else None
-        look = self._look(experience, user_id) if self.narrator.sees and failed is None else None
+        look = self._look(experience, user_id) if self.narrator.sees and not failed else None
         seen, view = await asyncio.gather(shown or _done(True), look or _done(scene.view))
         if not seen:
             log.warning("[%s] world_update v%d not seen within %.1fs", trace_id, result["snapshot_version"],
                         EVENT_WAIT_S)
         scene.view, scene.action, scene.result = view, args, result
         narration = (self.narrator.fallback(result["message"], failed) if failed
-                     else self.narrator.narrate(scene, result["message"]))
-        outcome = await self._tell(sink, started, narration, args["action"], bool(result["success"]),
-                                   result.get("snapshot_version"))
-        if talk.turns and narration.narrator != BUILTIN:
-            talk.turns[-1] = (message, "".join(narration.text) or result.get("message", ""))
-        return outcome
+                     else self.narrator.narrate(scene, result["message"]))  # "" or None: the model tells it
+        return await self._tell(sink, started, narration, args["action"], bool(result["success"]),
+                                result.get("snapshot_version"))
+
+    async def _proposed(self, scene: Scene, experience: str, builtin: dict[str, Any],
+                        started: float) -> tuple[dict[str, Any], str | None]:
+        """(the action to take; why the model will not tell the story, None after its proposal, "" without one).
+
+        A line no rule knows goes to the model for an action, within the first-token deadline; anything
+        but a usable action (no answer in time, nonsense, a model failure) leaves the builtin one: the
+        line is said to whoever is nearby, as without a model, and its story is kb's message.
+        """
+        if not self.narrator.proposes or match_intent(scene.line, await self.kb.added_actions(experience)) is not None:
+            return builtin, ""
+        scene.view = await self._look(experience, scene.user_id)
+        action, failed = await self.narrator.propose(scene, started + self.settings.narrator_first_token_s)
+        if action is None:
+            return builtin, failed or NO_ACTION
+        return action, None
+
+    async def _act(self, experience: str, user_id: str, args: dict[str, Any], trace_id: str,
+                   builtin: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
+        """kb's answer, and True when it is to `builtin` because kb refused the model's proposal `args`
+        (invalid, or against the rules: nothing changed, and the player asked for no such thing)."""
+        proposed = builtin is not None and args is not builtin
+        try:
+            result = await self.kb.act(experience, user_id, args, trace_id)
+            if not proposed or result["success"]:
+                return result, False
+            log.info("[%s] kb refused the model's proposal %s: %s", trace_id, args["action"], result["message"])
+        except KbUnavailable as exc:
+            log.warning("[%s] chat action %s: %s", trace_id, args["action"], exc)
+            raise _Failed(ErrorCode.KB_UNAVAILABLE, "the world service is unavailable; try again") from exc
+        except KbRejected as exc:
+            if not proposed:
+                raise _Failed(exc.body.get("error", ErrorCode.INVALID_MESSAGE), str(exc),
+                              exc.body.get("details")) from exc
+            log.info("[%s] kb rejected the model's proposal %s: %s", trace_id, args["action"], exc)
+        assert builtin is not None
+        result, _ = await self._act(experience, user_id, builtin, trace_id, None)
+        return result, True
 
     async def _look(self, experience: str, user_id: str) -> dict[str, Any] | None:
         """Where the player stands now (kb's view), for the model; None if kb cannot say."""
@@ -205,16 +192,6 @@ class ChatService:
         now = time.perf_counter()
         return ChatOutcome(action, success, ((first or now) - started) * 1000, (now - started) * 1000, version,
                            narrator=narration.narrator, reason=narration.reason)
-
-    async def _nothing(self, sink: ChatSink, started: float, action: str | None, text: str) -> ChatOutcome:
-        """A model proposal that was no action, or one kb refused: the narrative says nothing happened."""
-        log.info("model proposal came to nothing (%s)", action or "no action")
-        return await self._tell(sink, started, self.narrator.fallback(text, ERROR), action, False, None)
-
-    @staticmethod
-    def _failed(args: dict[str, Any], started: float, code: str, message: str, details: Any = None) -> ChatOutcome:
-        elapsed = (time.perf_counter() - started) * 1000
-        return ChatOutcome(args.get("action"), False, elapsed, elapsed, None, (code, message), details)
 
 
 async def _done(value: Any) -> Any:

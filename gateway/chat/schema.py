@@ -34,11 +34,12 @@ def completion_chunk(conversation_id: str, content: str, model: str = MODEL) -> 
             "model": model, "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}]}
 
 
-def end_metadata(first_chunk_ms: float, total_ms: float, narrator: str = "builtin",
-                 reason: str | None = None) -> dict[str, Any]:
-    """Timings and who wrote the narrative (as in `chat_done`), sent after the narrative."""
-    frame = {"type": "metadata", "time_to_first_chunk_ms": round(first_chunk_ms, 2),
-             "total_time_ms": round(total_ms, 2), "narrator": narrator}
+def end_metadata(first_chunk_ms: float, total_ms: float, narrator: str = "builtin", reason: str | None = None,
+                 action: str | None = None, success: bool = False) -> dict[str, Any]:
+    """What the chat did, its timings and who wrote the narrative (as in `chat_done`), sent after the narrative."""
+    frame: dict[str, Any] = {"type": "metadata", "action": action, "success": success,
+                             "time_to_first_chunk_ms": round(first_chunk_ms, 2), "total_time_ms": round(total_ms, 2),
+                             "narrator": narrator}
     if reason:
         frame["reason"] = reason
     return frame

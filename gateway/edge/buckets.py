@@ -18,11 +18,16 @@ class TokenBucket:
 
     def allow(self) -> bool:
         """Take a token if there is one."""
-        now = time.monotonic()
+        return self.take(1.0)
+
+    def take(self, amount: float, now: float | None = None) -> bool:
+        """Take `amount` tokens (bytes, frames) if the bucket holds them."""
+        if now is None:
+            now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= amount:
+            self.tokens -= amount
             return True
         return False
 

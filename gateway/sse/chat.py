@@ -14,7 +14,8 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from marshmallow import ValidationError
 
 from gateway.chat import schema as chat
-from gateway.keys import CHAT, CHAT_LIMITS, EDGE, GATEWAY_ID, KB, METRICS, REGISTRY, SETTINGS, STREAMS
+from gateway.edge.admission import Refusal
+from gateway.keys import CHAT, CHAT_LIMITS, EDGE, GATEWAY_ID, METRICS, REGISTRY, SETTINGS, STREAMS
 from shared.auth import Identity
 from shared.schemas.errors import ErrorCode
 from shared.schemas.messages import error_frame
@@ -69,7 +70,7 @@ class ChatStream:
         self.experience = body["experience"]
         self.body = body
         self.conn_id = f"{app[GATEWAY_ID]}-chat-{uuid.uuid4().hex[:10]}"
-        self.events = ChatEvents(self.settings.session_outbox_size)
+        self.events = ChatEvents(self.settings.session_send_queue_size)
         self.streams = app[STREAMS]
         self.stream = self.streams.new(self.user_id, self.experience, self.conn_id, self.events)
         self.resp: EventSourceResponse | None = None
@@ -122,7 +123,8 @@ class ChatStream:
         await self._forward_ready()
         if outcome.error is not None:
             await self.send(error_frame(*outcome.error, details=outcome.details))
-        await self.send(chat.end_metadata(outcome.first_chunk_ms, outcome.total_ms, outcome.narrator, outcome.reason))
+        await self.send(chat.end_metadata(outcome.first_chunk_ms, outcome.total_ms, outcome.narrator, outcome.reason,
+                                          outcome.action, outcome.success))
         await self.send(chat.done("error" if outcome.error else "stop"))
         assert self.resp is not None
         await self.resp.send("[DONE]")
@@ -167,24 +169,33 @@ class ChatStream:
 
 async def chat_unified(request: web.Request) -> web.StreamResponse:
     """POST /chat/unified: a chat line becomes an action; its events stream before the narrative."""
-    identity = await request.app[EDGE].identify_or_refuse(request, allow_query=False)
-    limits = request.app[CHAT_LIMITS]
-    if not (limits.allow(f"user:{identity.user_id}") and limits.allow(f"address:{request.remote}")):
-        return problem(429, ErrorCode.RATE_LIMITED, "too many chat requests; slow down")
+    body = await _chat_body(request)  # first: it names the experience the edge checks
+    if isinstance(body, web.Response):
+        return body
+    async with request.app[EDGE].admit(request, "chat", body["experience"]) as admitted:
+        if isinstance(admitted, Refusal):
+            return admitted.response()
+        limits = request.app[CHAT_LIMITS]
+        if not (limits.allow(f"user:{admitted.user_id}") and limits.allow(f"address:{request.remote}")):
+            return problem(429, ErrorCode.RATE_LIMITED, "too many chat requests; slow down")
+        if not body["stream"]:
+            return await _chat_once(request, admitted, body)
+        chat_stream = ChatStream(request, admitted, body)
+        await chat_stream.run()
+        return chat_stream.resp or web.Response(status=499)
+
+
+async def _chat_body(request: web.Request) -> dict[str, Any] | web.Response:
+    """The request's body loaded by its schema, or the 400/422 that says what is wrong with it."""
     try:
-        body = _CHAT.load(orjson.loads(await request.read()))
+        body: dict[str, Any] = _CHAT.load(orjson.loads(await request.read()))
     except orjson.JSONDecodeError as exc:
         return problem(400, ErrorCode.INVALID_JSON, f"body is not valid JSON: {exc}")
     except ValidationError as exc:
         return problem(422, ErrorCode.INVALID_MESSAGE, "body does not match its schema", exc.messages)
     except TypeError:
         return problem(422, ErrorCode.INVALID_MESSAGE, "body must be a JSON object")
-    await request.app[EDGE].admit_experience(body["experience"], request.app[KB])
-    if not body["stream"]:
-        return await _chat_once(request, identity, body)
-    chat_stream = ChatStream(request, identity, body)
-    await chat_stream.run()
-    return chat_stream.resp or web.Response(status=499)
+    return body
 
 
 class CollectedChat:
@@ -208,7 +219,8 @@ async def _chat_once(request: web.Request, identity: Identity, body: dict[str, A
                                           body["conversation_id"], f"{request.app[GATEWAY_ID]}-chat-once", collected)
     if outcome.error is not None:
         code, message = outcome.error
-        return problem(503 if code == ErrorCode.KB_UNAVAILABLE else 422, code, message, outcome.details)
+        status = {ErrorCode.KB_UNAVAILABLE: 503, ErrorCode.INTERNAL_ERROR: 500}.get(code, 422)
+        return problem(status, code, message, outcome.details)
     return web.Response(content_type="application/json", body=orjson.dumps({
         "conversation_id": body["conversation_id"], "model": request.app[CHAT].narrator.model,
         "success": outcome.success, "message": "".join(collected.text), "action": outcome.action,

@@ -16,8 +16,9 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from gateway.delivery.client import StreamClient
 from gateway.delivery.gate import SnapshotGate
 from gateway.delivery.sendqueue import SendQueue
-from gateway.edge.admission import parse_cursor
+from gateway.edge.admission import Refusal, parse_cursor
 from gateway.keys import EDGE, GATEWAY_ID, KB, METRICS, PRESENCE, REGISTRY, SETTINGS, STREAMS
+from gateway.registry import close_label
 from shared.schemas.errors import CloseCode, ErrorCode
 from shared.schemas.messages import error_frame
 from shared.service.problems import problem
@@ -25,11 +26,6 @@ from shared.service.problems import problem
 log = logging.getLogger(__name__)
 Item = tuple[str | None, bytes, str | None]  # (id, data, event type)
 EXPIRED = "token_expired"
-
-
-def sse_count(request: web.Request, user_id: str) -> int:
-    """This user's SSE streams on this gateway process."""
-    return sum(1 for s in request.app[REGISTRY].sessions.values() if s.transport == "sse" and s.user_id == user_id)
 
 
 class SseSession(StreamClient[Item]):
@@ -47,12 +43,13 @@ class SseSession(StreamClient[Item]):
         self.user_id = user_id
         self.experience = experience
         self.conn_id = f"{app[GATEWAY_ID]}-sse-{uuid.uuid4().hex[:10]}"
-        self.queue: SendQueue[Item] = SendQueue(self.settings.session_outbox_size)
+        self.queue: SendQueue[Item] = SendQueue(self.settings.session_send_queue_size)
         self.streams = app[STREAMS]
         self.stream = self.streams.new(user_id, experience, self.conn_id, self)
         self.gate: SnapshotGate[Item] = SnapshotGate(
-            app[KB], experience, user_id, self.conn_id, app[GATEWAY_ID], self.queue.limit, emit_event=self._put,
-            emit_frame=lambda frame: self._put((None, orjson.dumps(frame), None)), on_overflow=self._overflow)
+            app[KB], experience, user_id, self.conn_id, app[PRESENCE].gateway_id, self.queue.limit,
+            emit_event=self._put, emit_frame=lambda frame: self._put((None, orjson.dumps(frame), None)),
+            on_overflow=self._overflow)
         self.resp: EventSourceResponse | None = None
         self.overflowed = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -106,7 +103,7 @@ class SseSession(StreamClient[Item]):
             self.cancel_tasks()
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.streams.discard(self.stream))
-            app[REGISTRY].remove(self, CloseCode.SLOW_CONSUMER if self.overflowed else None)
+            app[REGISTRY].remove(self, close_label(True, CloseCode.SLOW_CONSUMER) if self.overflowed else None)
             app[PRESENCE].leave(self.conn_id, clean=False)  # EventSource has no clean close: grace applies
             log.info("[%s] SSE stream closed (user=%s)", self.conn_id, self.user_id)
         assert self.resp is not None
@@ -150,17 +147,12 @@ class SseSession(StreamClient[Item]):
 
 async def sse_experience(request: web.Request) -> web.StreamResponse:
     """GET /sse/experience?experience=<id>: world_update and presence events with `id: <seq>`."""
-    edge = request.app[EDGE]
-    edge.check_handshake_rate(request)  # the same bucket per address as WebSocket handshakes
-    identity = await edge.identify_or_refuse(request, allow_query=True)
     experience = request.query.get("experience", "")
-    await edge.admit_experience(experience, request.app[KB])
-    if sse_count(request, identity.user_id) >= request.app[SETTINGS].max_sse_per_user:
-        return problem(429, "too_many_streams", "too many SSE streams for this user")
-    edge.refuse_crowded_address(request)
-    try:
-        cursor = parse_cursor(request.headers.get("Last-Event-ID") or request.query.get("last_event_id"))
-    except ValueError:
-        return problem(400, ErrorCode.INVALID_MESSAGE, "Last-Event-ID must be a non-negative integer")
-    with edge.counted_connection(request):
-        return await SseSession(request, identity.user_id, experience, identity.expires_at).run(cursor)
+    async with request.app[EDGE].admit(request, "sse", experience) as admitted:
+        if isinstance(admitted, Refusal):
+            return admitted.response()
+        try:
+            cursor = parse_cursor(request.headers.get("Last-Event-ID") or request.query.get("last_event_id"))
+        except ValueError:
+            return problem(400, ErrorCode.INVALID_MESSAGE, "Last-Event-ID must be a non-negative integer")
+        return await SseSession(request, admitted.user_id, experience, admitted.expires_at).run(cursor)

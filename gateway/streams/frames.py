@@ -8,6 +8,7 @@ import orjson
 from marshmallow import ValidationError
 
 from gateway.streams.audience import copy_body
+from gateway.streams.frameformat import event_head
 from gateway.streams.timings import EventTimings
 from shared.schemas.events import validate_broadcast
 
@@ -35,12 +36,12 @@ class Broadcast:
         self._seen_by: dict[str, tuple[int, ...]] | None = None  # who sees which changes, built at the first copy
         self._for_all: tuple[int, ...] = ()
         self._about: str | None = None
-        self._head = b'{"seq":%d,"user_id":' % seq
+        self._head = event_head(seq) + b'"user_id":'
         self._tail: bytes | None = None  # the shared part when every player gets the same copy
         self._whole: bytes | None = None  # the whole frame, when it carries no user_id (presence)
         if event["type"] in ("presence", "presence_batch"):  # in a batch a player skips its own entries
             self._about = event.get("user_id")
-            self._whole = b'{"seq":%d,%s' % (seq, payload[1:])
+            self._whole = event_head(seq) + payload[1:]
         elif all(who is None for who in event["audience"]):
             self._tail = b"," + orjson.dumps(copy_body(event, tuple(range(len(event["changes"])))))[1:]
 

@@ -8,7 +8,7 @@ subscription (its SUB, its sid, its reconnect replay, unsubscribe and close) but
 to a synchronous function in the read loop's own turn: no queue, no task, no switch.
 
 The function must not block or await; whatever it needs to do later, it schedules. What it cannot
-take must be kept by its owner (the stream holds, the session's outbox is bounded). Built on
+take must be kept by its owner (the stream holds, the session's send queue is bounded). Built on
 nats-py's Subscription internals (`_pending_queue`, `_subs`, `_send_subscribe`), so setup.cfg pins
 nats-py to the minor version this was written against, and tests cover subscribe, delivery,
 unsubscribe, a reconnect and a drain.

@@ -8,6 +8,8 @@ from typing import Any, Protocol
 class StreamSink(Protocol):
     """What a stream tells its owner (a WebSocket session, an SSE stream or a chat request)."""
 
+    transport: str  # "websocket", "sse", "chat": the label the stream counts its deliveries under
+
     def on_event(self, seq: int, frame: bytes, event: dict[str, Any]) -> None:
         """This player's copy of the event at stream sequence `seq`."""
         ...

@@ -54,7 +54,7 @@ class ConnectionStream:
         self.subject = experience_updates(experience)
         self.label = label
         self.sink = sink
-        self.transport = getattr(sink, "transport", "other")
+        self.transport = sink.transport
         self.cursor: int | None = None
         self._sub: Subscription | None = None
         # Live messages held while the cursor is being set or caught up (None: live, pass them on).

@@ -12,13 +12,10 @@ import asyncio
 import time
 from typing import Any
 
+from gateway.streams.frameformat import event_head, event_seq
+
 TIMINGS_SIZE = 4096
 COMMITTED, RECEIVED, FIRST_WRITE, LAST_WRITE, WRITES = range(5)
-
-
-def frame_seq(frame: bytes) -> int:
-    """The `seq` an event frame (`{"seq":N,...`) starts with."""
-    return int(frame[7:frame.index(b",", 7)])
 
 
 class EventTimings:
@@ -49,8 +46,10 @@ class EventTimings:
         """One frame was handed to its socket now; an event's copy moves that event's stamps."""
         if self._unsettled and frame.startswith(self._head):
             self._unsettled += 1
-        elif frame.startswith(b'{"seq":'):
-            self._begin(frame_seq(frame))
+            return
+        seq = event_seq(frame)
+        if seq is not None:
+            self._begin(seq)
 
     def wrote_all(self, frames: list[bytes]) -> None:
         """Frames handed to one socket together, in one write: each event's stamps move to that instant."""
@@ -58,8 +57,9 @@ class EventTimings:
         self._settle(now)
         events = self._events
         for frame in frames:
-            if frame.startswith(b'{"seq":'):
-                stamps = events.get(frame_seq(frame))
+            seq = event_seq(frame)
+            if seq is not None:
+                stamps = events.get(seq)
                 if stamps is not None:
                     stamps[FIRST_WRITE] = stamps[FIRST_WRITE] or now
                     stamps[LAST_WRITE] = now
@@ -70,7 +70,7 @@ class EventTimings:
         """A run of copies of `seq` starts now: the previous run is stamped, this one at the turn's end."""
         self._settle()
         stamps = self._events.get(seq)
-        self._head, self._stamps, self._unsettled = b'{"seq":%d,' % seq, stamps, 1
+        self._head, self._stamps, self._unsettled = event_head(seq), stamps, 1
         if stamps is not None and not stamps[FIRST_WRITE]:
             stamps[FIRST_WRITE] = time.time()
         if not self._settling:

@@ -6,65 +6,59 @@ import uuid
 
 from aiohttp import web
 
-from gateway.edge.admission import parse_cursor
-from gateway.keys import CHAT, EDGE, GATEWAY_ID, KB, METRICS, NATS, PRESENCE, REGISTRY, SETTINGS, STREAMS, TICKS
-from gateway.ws.session import Session, SessionDeps
+from gateway.connlog import LINES
+from gateway.edge.admission import Refusal, parse_cursor
+from gateway.keys import EDGE, GATEWAY_ID, SESSION_DEPS, SETTINGS
+from gateway.ws.frameguard import FrameLimits
+from gateway.ws.session import Session
 from gateway.ws.socket import GatewayWebSocket
-from shared.auth import TokenError
+from shared.auth import Identity
 from shared.config import Settings
 from shared.schemas.errors import CloseCode, ErrorCode
 from shared.service.problems import refuse
 
 log = logging.getLogger(__name__)
-
-
-def session_deps(app: web.Application) -> SessionDeps:
-    """The shared pieces every session uses."""
-    return SessionDeps(app[SETTINGS], app[KB], app[NATS], app[STREAMS], app[REGISTRY], app[PRESENCE], app[METRICS],
-                       app[CHAT], app[TICKS])
+# Refusals answered after the upgrade, as close codes: a browser's WebSocket cannot read an HTTP error.
+# The checks before the token (origin, rate, address) are answered in HTTP: a flood costs no upgrade.
+CLOSES = {"token": (CloseCode.UNAUTHORIZED, b"unauthorized"),
+          "experience": (CloseCode.FORBIDDEN, b"experience not allowed"),
+          "user": (CloseCode.TOO_MANY_SESSIONS, b"too many sessions for this user")}
 
 
 async def ws_experience(request: web.Request) -> web.StreamResponse:
     """The primary client endpoint: one persistent session per socket."""
-    edge = request.app[EDGE]
-    if not edge.origin_allowed(request):
-        raise refuse(web.HTTPForbidden, "forbidden", "origin not allowed")
-    edge.check_handshake_rate(request)
-    edge.refuse_crowded_address(request)
-    with edge.counted_connection(request):  # counted from the handshake on, so a burst cannot slip past the cap
-        return await _accept(request, request.app[SETTINGS])
+    experience = request.query.get("experience", "")
+    async with request.app[EDGE].admit(request, "websocket", experience) as admitted:
+        if isinstance(admitted, Refusal) and admitted.check not in CLOSES:
+            return admitted.response()
+        return await _accept(request, request.app[SETTINGS], admitted, experience)
 
 
-async def _accept(request: web.Request, settings: Settings) -> web.StreamResponse:
-    """Upgrade, authenticate, check, then serve the session until it ends.
-
-    After the upgrade every refusal is a close code: a browser's WebSocket cannot read an HTTP error.
-    """
-    ws = GatewayWebSocket(heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes)
+async def _accept(request: web.Request, settings: Settings, admitted: Identity | Refusal,
+                  experience: str) -> web.StreamResponse:
+    """Upgrade, then close at once with the refusal's code, or serve the session until it ends."""
+    ws = GatewayWebSocket(heartbeat=settings.heartbeat_s, max_msg_size=settings.max_frame_bytes,
+                          limits=FrameLimits.from_settings(settings))
     if not ws.can_prepare(request).ok:
         raise refuse(web.HTTPBadRequest, ErrorCode.INVALID_MESSAGE, "this endpoint expects a WebSocket upgrade")
     await ws.prepare(request)
+    if ws.closed:  # what came with the handshake already broke the frame budget
+        return ws
     conn_id = f"{request.app[GATEWAY_ID]}-{uuid.uuid4().hex[:12]}"
-    try:
-        identity = await request.app[EDGE].identify(request, allow_query=True)
-    except TokenError as exc:
-        log.info("[%s] rejected: %s", conn_id, exc)
-        await ws.close(code=CloseCode.UNAUTHORIZED, message=b"unauthorized")
+    if isinstance(admitted, Refusal):
+        log.info("[%s] rejected (%s): %s", conn_id, admitted.check, admitted.message)
+        code, reason = CLOSES[admitted.check]
+        await ws.close(code=code, message=reason)
         return ws
-    experience = request.query.get("experience", "")
-    if await request.app[EDGE].experience_refusal(experience, request.app[KB]) is not None:
-        await ws.close(code=CloseCode.FORBIDDEN, message=b"experience not allowed")
-        return ws
-    if request.app[REGISTRY].count_for(identity.user_id) >= settings.max_sessions_per_user:
-        await ws.close(code=CloseCode.TOO_MANY_SESSIONS, message=b"too many sessions for this user")
-        return ws
+    identity = admitted
     try:
         last_seq = parse_cursor(request.query.get("last_seq"))
     except ValueError:
         await ws.close(code=CloseCode.BAD_REQUEST, message=b"last_seq must be a non-negative integer")
         return ws
-    log.info("[%s] open user=%s experience=%s last_seq=%s", conn_id, identity.user_id, experience, last_seq)
-    session = Session(ws, session_deps(request.app), identity.user_id, experience, conn_id, request.transport,
+    LINES.line("opened", "[%s] open user=%s experience=%s last_seq=%s", conn_id, identity.user_id, experience,
+               last_seq)  # a line per session up to a rate (gateway/connlog.py)
+    session = Session(ws, request.app[SESSION_DEPS], identity.user_id, experience, conn_id, request.transport,
                       expires_at=identity.expires_at)
     await session.run(last_seq)
     return ws

@@ -8,30 +8,26 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import WSMsgType
+from aiohttp import WSCloseCode, WSMsgType
 
-from gateway.chat.pipeline import ChatService
+from gateway.connlog import LINES
 from gateway.delivery.client import StreamClient
 from gateway.delivery.gate import SnapshotGate
-from gateway.delivery.tick import SendTicks
 from gateway.edge.buckets import TokenBucket
-from gateway.kbclient import KbClient, KbRejected, KbUnavailable
-from gateway.metrics import GatewayMetrics
-from gateway.presence import PresenceReporter
-from gateway.registry import SessionRegistry
-from gateway.streams.streamset import StreamSet
+from gateway.kbclient import KbRejected, KbUnavailable
+from gateway.registry import close_label
+from gateway.sessiondeps import SessionDeps
+from gateway.streams.frameformat import event_seq
 from gateway.ws.chat import socket_chat
 from gateway.ws.socket import GatewayWebSocket
-from gateway.ws.writer import SocketWriter, event_seq
-from shared.config import Settings
-from shared.natsconn import NatsLink
+from gateway.ws.writer import SocketWriter
 from shared.schemas.errors import CloseCode, ErrorCode, ProtocolError
 from shared.schemas.messages import error_frame, parse_client_message
 
 log = logging.getLogger(__name__)
+ENDS = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
 
 
 def now_ms() -> int:
@@ -39,26 +35,11 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-@dataclass(frozen=True)
-class SessionDeps:
-    """What every session of this gateway shares."""
-
-    settings: Settings
-    kb: KbClient
-    link: NatsLink
-    streams: StreamSet
-    registry: SessionRegistry
-    presence: PresenceReporter
-    metrics: GatewayMetrics
-    chat: ChatService
-    ticks: SendTicks
-
-
 class Session(StreamClient[bytes]):
     """A player's socket: `connected`, a snapshot, then events and answers until it closes."""
 
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
-    __slots__ = ("ws", "expires_at", "deps", "writer", "limiter", "budget", "_strikes", "_actions")
+    __slots__ = ("ws", "expires_at", "deps", "writer", "limiter", "budget", "_strikes", "_actions", "_ended")
 
     transport = "websocket"
 
@@ -72,9 +53,9 @@ class Session(StreamClient[bytes]):
         self.user_id = user_id
         self.experience = experience
         self.conn_id = conn_id
-        self.writer = SocketWriter(ws, transport, conn_id, settings.session_outbox_size, settings.rewind_every_s,
-                                   self._rewind_stream, deps.streams.reads.validator.timings,
-                                   deps.ticks.for_experience(experience))
+        self.writer = SocketWriter(ws, transport, conn_id, settings.session_send_queue_size, settings.rewind_every_s,
+                                   self._rewind_stream, deps.timings,
+                                   deps.ticks.for_experience(experience), settings.session_send_queue_bytes)
         self.queue = self.writer.queue
         self.stream = deps.streams.new(user_id, experience, conn_id, self)
         self.limiter = TokenBucket(settings.msg_rate_per_s, settings.msg_burst)
@@ -86,6 +67,8 @@ class Session(StreamClient[bytes]):
         self._strikes = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._actions = 0
+        ws.on_abuse = self._abused  # the frame guard's breaches close through the writer
+        self._ended: WSMsgType | None = None  # what ended the read loop (a close frame, an error, the end)
 
     @property
     def server_close(self) -> int | None:
@@ -121,7 +104,9 @@ class Session(StreamClient[bytes]):
             self.writer.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
             return False
         log.info("[%s] %d events held behind a snapshot: read again from the stream", self.conn_id, len(dropped))
-        self.stream.rewind(event_seq(dropped[0]) - 1)
+        first = event_seq(dropped[0])
+        assert first is not None  # the gate drops only stream events
+        self.stream.rewind(first - 1)
         return True
 
     def after_failure(self) -> None:
@@ -164,27 +149,52 @@ class Session(StreamClient[bytes]):
         try:
             await self.open_with_snapshot()
         except KbRejected as exc:
-            if exc.body.get("error") != "too_many_sessions":
+            if exc.body.get("error") != ErrorCode.TOO_MANY_SESSIONS:
                 raise
             self.refuse(str(exc))
 
     async def _read_loop(self) -> bool:
         """The only reader. Returns True if the client closed cleanly (1000)."""
-        async for msg in self.ws:
+        while True:
+            msg = await self.ws.receive()
+            self.ws.received(msg)
             if msg.type == WSMsgType.TEXT:
                 self._on_text(msg.data)
+            elif msg.type == WSMsgType.PING:  # charged by the frame guard already
+                self.ws.answer_ping(msg.data)
             elif msg.type == WSMsgType.BINARY:
                 self.send(error_frame(ErrorCode.INVALID_MESSAGE, "binary frames are not supported; send JSON text"))
-            elif msg.type == WSMsgType.ERROR:
-                log.info("[%s] socket error: %s", self.conn_id, self.ws.exception())
+            elif msg.type in ENDS:
+                self._ended = msg.type
+                if msg.type == WSMsgType.ERROR:
+                    log.info("[%s] socket error: %s", self.conn_id, self.ws.exception())
                 break
         return self.server_close is None and self.ws.close_code == CloseCode.NORMAL
+
+    def _close_label(self) -> tuple[str, str]:
+        """Who closed, and with which code, for the closes' metric (gateway/registry.py)."""
+        code = self.ws.close_code
+        if self.server_close is not None:
+            return close_label(True, self.server_close)
+        if self._ended == WSMsgType.CLOSE:  # the client's own close frame
+            return close_label(False, code)
+        if self._ended == WSMsgType.ERROR and code not in (None, WSCloseCode.ABNORMAL_CLOSURE):
+            # aiohttp's reader refused a frame (our 4413 on the wire for its 1009)
+            return close_label(True, CloseCode.FRAME_TOO_LARGE if code == WSCloseCode.MESSAGE_TOO_BIG else code)
+        return close_label(False, WSCloseCode.ABNORMAL_CLOSURE)  # gone without a close frame, or silent
+
+    def _abused(self, code: int, reason: str) -> None:
+        """The client broke a budget (frames, bytes, messages, a message that never ends, an unmasked
+        frame): one line, and the socket is closed without reading any further."""
+        if self.server_close is None:
+            log.info("[%s] %s; closing %d", self.conn_id, reason, code)
+        self.writer.close_abusive(code, reason)
 
     def _on_text(self, data: str) -> None:
         if not self.limiter.allow():
             self._strikes += 1
             if self._strikes > self.deps.settings.msg_burst:
-                self.writer.close_soon(CloseCode.TOO_MANY_MESSAGES, "too many messages", flush=True)
+                self._abused(CloseCode.TOO_MANY_MESSAGES, "too many messages")
             else:
                 self.send(error_frame(ErrorCode.RATE_LIMITED, "too many messages; slow down"))
             return
@@ -266,11 +276,12 @@ class Session(StreamClient[bytes]):
     async def _cleanup(self, clean: bool) -> None:
         """Unsubscribe, deregister, report presence, close the socket: always, exactly once."""
         deps = self.deps
+        self.ws.on_abuse = None  # no cycle left between the socket and this session
         self.cancel_tasks()
         with contextlib.suppress(Exception):
             await deps.streams.discard(self.stream)
-        deps.registry.remove(self, self.server_close or self.ws.close_code)
+        deps.registry.remove(self, self._close_label())
         deps.presence.leave(self.conn_id, clean)
         await self.writer.finish()
-        log.info("[%s] closed (user=%s clean=%s code=%s)", self.conn_id, self.user_id, clean,
-                 self.server_close or self.ws.close_code)
+        LINES.line("closed", "[%s] closed (user=%s clean=%s code=%s)", self.conn_id, self.user_id, clean,
+                   self.server_close or self.ws.close_code)

@@ -11,6 +11,7 @@ import orjson
 
 from gateway.delivery.sendqueue import SendQueue
 from gateway.delivery.tick import SendTicker
+from gateway.streams.frameformat import event_seq, is_event
 from gateway.streams.timings import EventTimings
 from gateway.ws.socket import GatewayWebSocket
 from shared.schemas.errors import CloseCode
@@ -18,16 +19,6 @@ from shared.schemas.errors import CloseCode
 log = logging.getLogger(__name__)
 FLUSH_BEFORE_CLOSE_S = 1.0
 CLOSE_TIMEOUT_S = 2.0
-
-
-def is_event(frame: bytes) -> bool:
-    """Stream events (world_update, presence) are the frames that start with their `seq`."""
-    return frame.startswith(b'{"seq":')
-
-
-def event_seq(frame: bytes) -> int:
-    """The `seq` an event frame starts with."""
-    return int(frame[7:frame.index(b",", 7)])
 
 
 class SocketWriter:
@@ -40,13 +31,15 @@ class SocketWriter:
 
     # Slots: thousands of these live at once; no per-instance dict saves about a kilobyte each.
     __slots__ = ("ws", "queue", "conn_id", "rewind_every_s", "on_rewind", "server_close", "_transport", "_task",
-                 "_closer", "_rewound_at", "timings", "ticker", "_ticked", "_abandoned")
+                 "_closer", "_rewound_at", "timings", "ticker", "_ticked", "_abandoned", "_cut_off")
 
     def __init__(self, ws: GatewayWebSocket, transport: asyncio.Transport | None, conn_id: str, limit: int,
                  rewind_every_s: float, on_rewind: Callable[[int], None], timings: EventTimings | None = None,
-                 ticker: SendTicker | None = None) -> None:
+                 ticker: SendTicker | None = None, max_bytes: int = 0) -> None:
         self.ws = ws
-        self.queue: SendQueue[bytes] = SendQueue(limit)
+        # Bytes count with what the transport still holds: a client that reads nothing cannot make the
+        # queue and the transport's buffer hold the bound each (gateway/delivery/sendqueue.py).
+        self.queue: SendQueue[bytes] = SendQueue(limit, max_bytes)
         self.conn_id = conn_id
         self.rewind_every_s = rewind_every_s
         self.on_rewind = on_rewind  # the stream reads again from this cursor, paced by the socket
@@ -59,6 +52,7 @@ class SocketWriter:
         self.ticker = ticker
         self._ticked = False  # waiting for the ticker's flush
         self._abandoned = False  # closed without flushing: nothing queued is written any more
+        self._cut_off = False  # closed for abuse: the connection ends a moment after the close frame
 
     def send(self, frame: dict[str, Any]) -> None:
         """Encode and queue a frame (never waits)."""
@@ -78,24 +72,30 @@ class SocketWriter:
             if self.timings is not None:
                 self.timings.wrote(data)
             return
-        if self.queue.put(data) or self._rewind(data):
+        if self.queue.put(data, held=self._held()) or self._rewind(data):
             if self._task is None:
                 self._task = asyncio.create_task(self._write_loop(), name=f"writer-{self.conn_id}")
             return
-        log.warning("[%s] slow consumer: send queue full (%d frames) again; closing 4408", self.conn_id,
-                    self.queue.limit)
+        self._full()
+
+    def _held(self) -> int:
+        """Bytes the transport still holds for this client (counted against the queue's byte bound)."""
+        transport = self._transport
+        return transport.get_write_buffer_size() if transport is not None and self.queue.max_bytes else 0
+
+    def _full(self) -> None:
+        log.warning("[%s] slow consumer: send queue full (%d frames, %d bytes with the socket's) again; closing "
+                    "4408", self.conn_id, len(self.queue), self.queue.bytes + self._held())
         self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
 
     def _push_for_tick(self, ticker: SendTicker, data: bytes) -> None:
         """Queue without waking the writer; the tick writes it (the same bound and rewind rules)."""
-        if self.queue.put(data, wake=False) or self._rewind(data):
+        if self.queue.put(data, wake=False, held=self._held()) or self._rewind(data):
             if not self._ticked:
                 self._ticked = True
                 ticker.add(self)
             return
-        log.warning("[%s] slow consumer: send queue full (%d frames) again; closing 4408", self.conn_id,
-                    self.queue.limit)
-        self.close_soon(CloseCode.SLOW_CONSUMER, "slow consumer")
+        self._full()
 
     def flush(self) -> None:
         """The send tick: everything queued goes in one write if the socket takes it now; otherwise the
@@ -125,15 +125,16 @@ class SocketWriter:
         the socket (or a snapshot if that is too far). Once per `GAIA_REWIND_EVERY_S`; full again
         within that time (or full of answers, not events) means too slow to keep."""
         now = time.monotonic()
-        first = next((f for f in self.queue.frames if is_event(f)), data if is_event(data) else None)
+        data_seq = event_seq(data)
+        first = next((seq for seq in map(event_seq, self.queue.frames) if seq is not None), data_seq)
         if first is None or now - self._rewound_at < self.rewind_every_s:
             return False
         self._rewound_at = now
         dropped = self.queue.drop(is_event)
-        if not is_event(data):
-            self.queue.put(data)
+        if data_seq is None:
+            self.queue.put(data, held=self._held())
         log.info("[%s] send queue full: %d events dropped, read again from the stream", self.conn_id, dropped)
-        self.on_rewind(event_seq(first) - 1)
+        self.on_rewind(first - 1)
         return True
 
     async def _write_loop(self) -> None:
@@ -163,6 +164,19 @@ class SocketWriter:
         if not flush and self._task is not None:
             self._task.cancel()
         self._closer = asyncio.create_task(self._close_ws(code, reason, flush))
+
+    def close_abusive(self, code: int, reason: str) -> None:
+        """Close a client that broke its budget: nothing more is read from it; what is queued goes
+        before the close frame only if the socket takes it at once (gateway/ws/socket.py)."""
+        if self.server_close is None:
+            self.server_close = code
+        self._abandoned = self._cut_off = True
+        if self._task is not None:
+            self._task.cancel()
+        frames = self.queue.take_now()
+        if frames:
+            self.ws.try_write_all(frames)
+        self.ws.close_abusive(code, reason)
 
     async def _close_ws(self, code: int, reason: str, flush: bool = False) -> None:
         """Send the close frame if the socket will take it; otherwise drop the connection."""
@@ -197,3 +211,5 @@ class SocketWriter:
             await asyncio.gather(self._closer, return_exceptions=True)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(), timeout=CLOSE_TIMEOUT_S)
+        if self._cut_off:
+            await self.ws.until_cut_off()

@@ -12,6 +12,7 @@ from harness.bench.clients import GatewayListener
 from harness.bench.kit import EXPERIENCE, connect_many, cpu_quiet, cpu_seconds, publish_broadcasts
 from harness.report import Phase
 from harness.system.local import LocalSystem
+from harness.system.procs import ADMIN_HEADERS
 from shared.subjects import experience_updates, live_subject
 
 RESTART_EVENTS = 5  # published while the gateway is down: every session must replay them
@@ -27,7 +28,7 @@ async def nats_counts(system: LocalSystem) -> tuple[int, int]:
 
 async def gateway_counters(http: aiohttp.ClientSession, gateway_url: str, names: tuple[str, ...]) -> dict[str, float]:
     """`gaia_gateway_stream_<name>_total` counters from the gateway's /metrics."""
-    async with http.get(f"{gateway_url}/metrics") as resp:
+    async with http.get(f"{gateway_url}/metrics", headers=ADMIN_HEADERS) as resp:
         text = await resp.text()
     values = {name: float("nan") for name in names}
     for line in text.splitlines():
@@ -112,6 +113,7 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
     catchups = await gateway_counters(http, system.gateway_url, ("catchups", "catchup_consumers", "direct_reads"))
     figures["restart_resumed_s"] = last - killed if len(resumed) == len(listeners) else float("inf")
     figures["restart_lost"] = float(lost)
+    figures["restart_exit_s"] = down - killed
     if len(resumed) < len(listeners) or lost:
         failures.append(f"restart, round {round_no + 1}: {len(resumed)} of {len(listeners)} resumed, {lost} events lost")
     phase.rows += [

@@ -13,6 +13,7 @@ import base64
 import logging
 import multiprocessing
 import os
+import random
 import struct
 import time
 from multiprocessing.connection import Connection
@@ -23,6 +24,8 @@ import orjson
 
 log = logging.getLogger(__name__)
 Copy = tuple[int, int, float, float]  # seq, snapshot_version, read at (wall clock s), parse (s)
+Seen = tuple[int, int, float]  # a game room's copy: snapshot_version, the reading player's index, read at (wall clock)
+Acted = tuple[int, int, float]  # a game room's change: snapshot_version, the acting player's index, sent at
 
 
 class CrowdSocket(asyncio.Protocol):
@@ -31,6 +34,8 @@ class CrowdSocket(asyncio.Protocol):
     def __init__(self, copies: list[Copy], ready: asyncio.Future[None]) -> None:
         self.copies = copies
         self.ready = ready
+        self.player: Player | None = None  # set when this socket plays (a game-loaded room)
+        self.area = ""  # where its snapshot put the player
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
         self.upgraded = False
@@ -79,10 +84,14 @@ class CrowdSocket(asyncio.Protocol):
         frame = orjson.loads(payload)
         parse = time.perf_counter() - started
         kind = frame.get("type")
-        if kind == "world_update":
+        if self.player is not None:
+            self.player.frame(kind, frame, now)
+        elif kind == "world_update":
             self.copies.append((frame["seq"], frame["snapshot_version"], now, parse))
-        elif kind == "area_of_interest" and not self.ready.done():
-            self.ready.set_result(None)
+        elif kind == "area_of_interest":
+            self.area = frame["player"]["current_area"]
+            if not self.ready.done():
+                self.ready.set_result(None)
 
     def _send(self, opcode: int, payload: bytes) -> None:
         """A client frame (masked, as RFC 6455 requires of clients)."""
@@ -90,7 +99,9 @@ class CrowdSocket(asyncio.Protocol):
             return
         mask = os.urandom(4)
         masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.transport.write(struct.pack("!BB", 0x80 | opcode, 0x80 | len(payload)) + mask + masked)
+        size = struct.pack("!B", 0x80 | len(payload)) if len(payload) < 126 else struct.pack("!BH", 0x80 | 126,
+                                                                                                len(payload))
+        self.transport.write(struct.pack("!B", 0x80 | opcode) + size + mask + masked)
 
     def _fail(self, why: str) -> None:
         if not self.ready.done():
@@ -101,6 +112,60 @@ class CrowdSocket(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"closed before the snapshot: {exc}"))
+
+
+class Player:
+    """A game-loaded room's player on one socket: every `every_s` one action of a game's mix (a walk through an
+    exit, a collect of an item that began in its area, a drop of what it holds), each copy it reads recorded."""
+
+    def __init__(self, sock: CrowdSocket, index: int, game: dict[str, Any], seen: list[Seen],
+                 acted: list[Acted]) -> None:
+        self.sock, self.index, self.game, self.seen, self.acted = sock, index, game, seen, acted
+        self.area = sock.area or game["start_area"]
+        self.holding: list[str] = []
+        self.asked: dict[str, tuple[float, str, dict[str, Any]]] = {}  # id -> (sent at, action, frame)
+        self.rng = random.Random(index)
+        self.count = 0
+
+    def frame(self, kind: str | None, frame: dict[str, Any], now: float) -> None:
+        if kind == "world_update":
+            self.seen.append((frame["snapshot_version"], self.index, now))
+        elif kind == "area_of_interest":
+            self.area = frame["player"]["current_area"]
+            if not self.sock.ready.done():
+                self.sock.ready.set_result(None)
+        elif kind in ("action_response", "error") and frame.get("id") in self.asked:
+            sent_at, action, args = self.asked.pop(frame["id"])
+            if kind == "action_response" and frame.get("success"):
+                if frame.get("snapshot_version") is not None:
+                    self.acted.append((frame["snapshot_version"], self.index, sent_at))
+                if action == "go":
+                    self.area = args["destination"]
+                elif action == "collect_item":
+                    self.holding.append(args["instance_id"])
+                elif action == "drop_item" and args["instance_id"] in self.holding:
+                    self.holding.remove(args["instance_id"])
+
+    def act(self) -> None:
+        """One action of the mix, sent now."""
+        roll = self.rng.random()
+        if roll < 0.2 and self.holding:
+            action, args = "drop_item", {"instance_id": self.holding[0]}
+        elif roll < 0.4 and self.game["items"].get(self.area):
+            action, args = "collect_item", {"instance_id": self.rng.choice(self.game["items"][self.area])}
+        else:
+            action, args = "go", {"destination": self.rng.choice(self.game["exits"][self.area])}
+        self.count += 1
+        ident = f"g{self.index}.{self.count}"
+        self.asked[ident] = (time.time(), action, args)
+        self.sock._send(0x1, orjson.dumps({"type": "action", "id": ident, "action": action, **args}))
+
+    async def play(self, every_s: float, until: float) -> None:
+        """Act every `every_s` until `until` (wall clock), starting at a random point of the first period."""
+        await asyncio.sleep(self.rng.random() * every_s)
+        while time.time() < until and self.sock.transport is not None and not self.sock.transport.is_closing():
+            self.act()
+            await asyncio.sleep(every_s)
 
 
 async def open_socket(url: str, copies: list[Copy]) -> CrowdSocket:
@@ -133,6 +198,8 @@ async def serve(conn: Connection) -> None:
     loop = asyncio.get_running_loop()
     copies: list[Copy] = []
     sockets: list[CrowdSocket] = []
+    seen: list[Seen] = []
+    acted: list[Acted] = []
     while True:
         command, arg = await loop.run_in_executor(None, conn.recv)
         if command == "connect":
@@ -144,6 +211,17 @@ async def serve(conn: Connection) -> None:
         elif command == "take":
             taken, copies[:] = list(copies), []
             conn.send(("ok", taken))
+        elif command == "play":  # arg: {"every_s", "seconds", "first" (index of our first socket), "game"}
+            until = time.time() + arg["seconds"]
+            for i, sock in enumerate(sockets):  # a player keeps where it is and what it holds between rounds
+                sock.player = sock.player or Player(sock, arg["first"] + i, arg["game"], seen, acted)
+            players = [sock.player for sock in sockets if sock.player is not None]
+            await asyncio.gather(*(player.play(arg["every_s"], until) for player in players))
+            conn.send(("ok", len(players)))
+        elif command == "take_play":
+            played = (list(seen), list(acted))
+            seen[:], acted[:] = [], []
+            conn.send(("ok", played))
         elif command == "count":
             conn.send(("ok", len(copies)))
         elif command == "close":

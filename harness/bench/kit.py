@@ -25,6 +25,9 @@ from shared.subjects import experience_updates
 EXPERIENCE = "wylding-woods"
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+# The phase under way: every phase waits for quiet and checks deliveries its own way, through the functions
+# below, and its section must say when that failed, so they mark the phase here rather than each caller.
+CURRENT: list[Phase] = []
 
 
 def run_load(main: Coroutine[Any, Any, T]) -> T:
@@ -60,7 +63,8 @@ def cpu_seconds(proc: psutil.Process) -> float:
 async def cpu_quiet(procs: list[psutil.Process], limit: float = 0.05, window: float = 0.5,
                     timeout: float = 120.0) -> bool:
     """Wait until every process uses less than `limit` of a core over `window` seconds; False (said
-    on stdout and in the log) when it gave up after `timeout`."""
+    on stdout, in the log and on the phase's section, whose verdicts then read "unquiet") when it gave up
+    after `timeout`."""
     deadline = time.monotonic() + timeout
     shares: list[float] = []
     while time.monotonic() < deadline:
@@ -69,6 +73,8 @@ async def cpu_quiet(procs: list[psutil.Process], limit: float = 0.05, window: fl
         shares = [(cpu_seconds(p) - b) / window for p, b in zip(procs, before)]
         if all(share < limit for share in shares):
             return True
+    if CURRENT:
+        CURRENT[-1].unquiet += 1
     busy = ", ".join(f"pid {p.pid} ({p.name()}) at {share:.0%}" for p, share in zip(procs, shares) if share >= limit)
     print(f"  cpu_quiet: gave up after {timeout:.0f} s, still busy: {busy}")
     log.warning("cpu_quiet gave up after %.0f s: %s", timeout, busy)
@@ -162,15 +168,43 @@ class Run:
     failures: list[str] = field(default_factory=list)
     latency: dict[int, list[float]] = field(default_factory=dict)
     rounds: Rounds = field(default_factory=Rounds)  # headline ratios, one value per round: verdicts on the median
+    _seen: set[str] = field(default_factory=set)  # figures that existed when the phase under way began
 
     def phase(self, name: str, system: LocalSystem | None = None, extra: str = "") -> Phase:
-        """A new phase whose settings are read from its gateway's real environment."""
+        """A new phase whose settings are read from its gateway's real environment; the one before it gets
+        the figures measured since it began."""
+        self.close_phase()
         settings = process_settings({**os.environ, **system.gateway.env}) if system is not None else "none"
         if system is not None and not system.nats.sync_always:
             settings += "; nats-server without `sync_interval: always` (no fsync per write)"
         phase = Phase(name, settings + (f"; {extra}" if extra else ""))
         self.phases.append(phase)
+        self._seen = set(self.figures) | set(self.rounds.values)
+        CURRENT[:] = [phase]
         return phase
+
+    def close_phase(self) -> None:
+        """The phase under way measured every figure and rounds key that appeared since it began."""
+        if self.phases:
+            self.phases[-1].figures |= (set(self.figures) | set(self.rounds.values)) - self._seen
+        self._seen = set(self.figures) | set(self.rounds.values)
+
+    def count_missing(self, label: str, expected: int, got: int) -> None:
+        """Deliveries a phase waited for and got: counted on its section, a failure when short."""
+        count_missing(self.failures, label, expected, expected - got)
+
+    @property
+    def missing(self) -> int:
+        return sum(p.missing for p in self.phases)
+
+
+def count_missing(failures: list[str], label: str, expected: int, missing: int) -> None:
+    """`missing` of `expected` deliveries never arrived: counted on the phase under way, a failure if any."""
+    if CURRENT:
+        CURRENT[-1].expected += expected
+        CURRENT[-1].missing += missing
+    if missing:
+        failures.append(f"{label}: {missing} of {expected} deliveries never arrived")
 
 
 async def drive_actions(actor: GatewayListener, actions: int, gap_s: float) -> list[tuple[int, float]]:

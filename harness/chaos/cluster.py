@@ -22,10 +22,11 @@ from harness.chaos.clustercheck import (
     read_stream,
     resync_reasons,
 )
-from harness.chaos.faults import NEEDS_LAB, OVERLAPS, SINGLE, FaultContext, inject
+from harness.chaos.faults import NEEDS_LAB, OVERLAPS, SINGLE, FaultContext, inject, whole
 from harness.chaos.players import LedgerPlayer, SseWatcher, StreamObserver
 from harness.checks.verify import RunReport, check, settle
 from harness.client.player import SimPlayer
+from harness.report import process_settings
 from harness.system.cluster import ClusterSystem
 from harness.system.netlab import NetLab, available
 from shared.auth import issue_token
@@ -48,6 +49,7 @@ class FaultFigures:
     live_again_s: float | None = None  # from the injection until every chain had an event published after it
     healed_live_s: float | None = None  # from the heal until every chain had an event published after it
     stall_s: float = 0.0  # the longest the stream went without a world_update, from the injection until after the heal
+    whole_s: float = 0.0  # from the heal until the stream and the lease bucket had leaders hearing every replica
     lagging: list[str] = field(default_factory=list)
     lost: int = 0
 
@@ -67,6 +69,7 @@ class ClusterChaosReport:
     skipped: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     began: float = field(default_factory=time.monotonic)
+    settings: str = ""  # every GAIA_* setting the gateways and kb ran with that differs from the shipped defaults
 
     @property
     def lost(self) -> int:
@@ -176,6 +179,10 @@ async def run_cluster_chaos(players: int = 4, sse: int = 2, seed: int = 7, fault
     system = ClusterSystem(work, gateways=2, kbs=2, postgres=True,
                            node_hosts=[lab.host(i) for i in range(3)] if lab else None,
                            node_prefixes=[lab.prefix(i) for i in range(3)] if lab else None, **SETTINGS)
+    # Read from the processes' own environment, so the page prints every setting (the cluster's own
+    # defaults, such as GAIA_STREAM_SWEEP_S and GAIA_PRESENCE_RENEW_S, included), not only the run's.
+    report.settings = (f"gateways: {process_settings(system.gateways[0].env)}; "
+                       f"kb: {process_settings(system.kbs[0].env)}")
     observer = StreamObserver("")
     try:
         await system.start()
@@ -195,10 +202,11 @@ async def run_cluster_chaos(players: int = 4, sse: int = 2, seed: int = 7, fault
             figures.done = await inject(name, ctx)
             figures.healed = time.monotonic()
             healed.set()
+            figures.whole_s = await whole(system)  # the next fault meets a whole cluster, not a majority lost
             await watching
             report.faults.append(figures)
-            log.info("fault %s: next commit %.1f s, live again %s s", name, figures.next_commit_s or -1,
-                     figures.live_again_s)
+            log.info("fault %s: next commit %.1f s, live again %s s, cluster whole %.1f s after the heal", name,
+                     figures.next_commit_s or -1, figures.live_again_s, figures.whole_s)
             await asyncio.sleep(quiet_s)
         for task in tasks[:len(who.players)]:
             task.cancel()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
@@ -14,6 +15,7 @@ from harness.checks.verify import EXPERIENCE
 from harness.system.cluster import ClusterSystem
 from harness.system.netlab import NetLab
 from shared.config import Settings
+from shared.subjects import OWNER_BUCKET
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,30 @@ async def stream_leader(system: ClusterSystem) -> int:
                 log.info("no stream leader yet: %s", type(exc).__name__)
             await asyncio.sleep(0.2)
         raise RuntimeError("the stream has no leader")
+    finally:
+        await nc.close()
+
+
+async def whole(system: ClusterSystem, timeout: float = 60.0) -> float:
+    """Wait until the stream and the lease bucket each have a leader that hears every replica, and return how
+    long that took: after a heal nats-server's routes come back one by one (a stale one refused as a duplicate
+    until its write deadline), and a fault injected meanwhile would meet a cluster still without a majority."""
+    started = time.monotonic()
+    names = [Settings.from_env().stream_name, f"KV_{OWNER_BUCKET}"]
+    nc = await connect_cluster(system.nats_url, connect_timeout=2, max_reconnect_attempts=-1)
+    try:
+        while time.monotonic() - started < timeout:
+            try:
+                infos = [await nc.jetstream(timeout=2).stream_info(name) for name in names]
+                if all(i.cluster is not None and i.cluster.leader and all(
+                        p.current and not p.offline and (p.active or 0) < 2_000_000_000
+                        for p in i.cluster.replicas or []) for i in infos):
+                    return time.monotonic() - started
+            except (nats.errors.Error, asyncio.TimeoutError):
+                pass
+            await asyncio.sleep(0.2)
+        log.warning("the cluster was not whole again within %.0f s", timeout)
+        return time.monotonic() - started
     finally:
         await nc.close()
 

@@ -33,8 +33,9 @@ class Chain:
 
     _ids = itertools.count(1)
 
-    def __init__(self, user: str, token: str) -> None:
+    def __init__(self, user: str, token: str, keep: bool = False) -> None:
         self.user = user
+        self.kept: list[dict[str, Any]] | None = [] if keep else None  # every frame, for a sampled player's checks
         self.token = token
         self.seqs = array("q")
         self.marks: list[tuple[int, dict[str, Any]]] = []  # (len(seqs) when it came, the frame)
@@ -60,6 +61,8 @@ class Chain:
         else:
             self.marks.clear()  # no cursor: a new chain, checked from its own snapshot on
             del self.seqs[:]
+            if self.kept is not None:
+                self.kept.clear()
         self._snapshot.clear()
         self._leaving = False
         self.ws = await http.ws_connect(url, heartbeat=None, max_msg_size=0)
@@ -72,6 +75,8 @@ class Chain:
             if msg.type != aiohttp.WSMsgType.TEXT:
                 continue
             frame = orjson.loads(msg.data)
+            if self.kept is not None:
+                self.kept.append(frame)
             seq = frame.get("seq")
             kind = frame.get("type")
             if seq is not None:

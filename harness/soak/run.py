@@ -16,9 +16,10 @@ from gateway.streams.frames import CACHE_SIZE as VALIDATOR_CACHE
 from harness.bench.kit import cpu_seconds
 from harness.checks.loss import Stream, StreamMessage, check_chain
 from harness.checks.verify import EXPERIENCE, resync_threshold, stream_messages
-from harness.report import pct, process_settings
+from harness.report import process_settings, tail
 from harness.soak.clients import Chain, ChatDriver, SseReader
 from harness.soak.report import FINAL_RESUMES, Sample, SoakReport, delivered_copies, sample
+from harness.soak.worlds import SAMPLE_PLAYERS, check_worlds
 from harness.system.local import LocalSystem
 from shared.auth import issue_token
 from shared.config import Settings
@@ -67,6 +68,7 @@ class Soak:
         self.samples: list[Sample] = []
         self.stop = asyncio.Event()
         self._users = 0
+        self._updates: dict[int, dict[str, Any]] = {}  # the stream's world_updates by version, for the snapshot check
 
     async def run(self) -> SoakReport:
         """Start, churn for the duration, resume everyone, check every chain, close, settle, check for leaks."""
@@ -192,7 +194,7 @@ class Soak:
         else:
             self._users += 1
             user = f"soak{self._users % (self.config.players * 3)}"
-            chain = Chain(user, issue_token(self.settings, user))
+            chain = Chain(user, issue_token(self.settings, user), keep=self._users <= SAMPLE_PLAYERS)
             self.crowd.chains.append(chain)
         self.crowd.online.append(chain)
         try:
@@ -221,7 +223,7 @@ class Soak:
         lat = self.crowd.latencies_ms[-2000:]
         closes = sum(c.close_codes.count(4408) for c in self.crowd.chains)
         sys.stdout.write(f"\r[{elapsed:5.0f}s] online {len(self.crowd.online)}, sessions {self.crowd.connects}, "
-                         f"actions {len(self.crowd.latencies_ms)} (recent p99 {pct(lat, 99):.0f} ms), "
+                         f"actions {len(self.crowd.latencies_ms)} (recent {tail(lat)} ms), "
                          f"4408 closes {closes}   ")
         sys.stdout.flush()
 
@@ -254,7 +256,7 @@ class Soak:
 
     async def _stream_end(self) -> int:
         messages = await stream_messages(self.system.nats_url, self.settings.stream_name,
-                                         experience_updates(EXPERIENCE))
+                                         experience_updates(EXPERIENCE), self._updates)
         self._messages = messages
         return messages[-1].seq if messages else 0
 
@@ -290,6 +292,10 @@ class Soak:
             report.replays += result.replays
             for r in result.needless[:2] if len(report.resync_examples) < 4 else []:
                 report.resync_examples.append(f"not due: {chain.user} at {r.cursor}, {r.why} ({r.reason})")
+        # The sample's chains back at the end (resumed with their cursors, caught up): a chain that left before
+        # its first event is not resumed, and its world is rightly older than kb's.
+        sampled = [(c.user, c.kept) for c in self.crowd.chains if c.kept is not None and c.open]
+        report.worlds = await check_worlds(self.system.kb_url, self.settings.kb_api_key, sampled, self._updates)
 
     async def _close_everyone(self) -> None:
         await asyncio.gather(*(c.leave(clean=True) for c in self.crowd.chains))
@@ -297,13 +303,14 @@ class Soak:
     async def _gateway_closes(self) -> dict[str, Any]:
         """The gateway's own count of closes by code, and its NATS reconnects (from /metrics)."""
         from prometheus_client.parser import text_string_to_metric_families
-        async with aiohttp.ClientSession() as http, http.get(f"{self.system.gateway_url}/metrics") as resp:
+        async with aiohttp.ClientSession() as http, http.get(f"{self.system.gateway_url}/metrics",
+                                                                           headers=self.system.admin_headers) as resp:
             text = await resp.text()
         out: dict[str, Any] = {"codes": {}, "nats_reconnects": 0.0}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
                 if s.name == "gaia_gateway_session_closes_total":
-                    out["codes"][s.labels.get("code", "?")] = s.value
+                    out["codes"][f"{s.labels.get('by', '?')} {s.labels.get('code', '?')}"] = s.value
                 elif s.name == "gaia_gateway_nats_reconnects_total":
                     out["nats_reconnects"] = s.value
         return out

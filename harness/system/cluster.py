@@ -41,7 +41,7 @@ class ClusterSystem:
         settings = {"presence_grace_s": "60", "presence_renew_s": "2", "stream_sweep_s": "1",
                     "stream_replicas": str(NODES), "handshakes_per_ip_per_s": "1000000",
                     "handshake_burst": "1000000",
-                    "max_connections_per_address": "1000000", **env}
+                    "max_connections_per_address": "1000000", "max_pending_requests_per_address": "1000000", **env}
         if kbs > 1:
             settings.setdefault("kb_ownership", "lease")
         db = str(self.work / "kb.sqlite3")

@@ -1,4 +1,13 @@
-"""`make run`: nats-server + kb + gateway on this machine, a dev token printed, Ctrl-C stops all."""
+"""`make run`: nats-server + kb + gateway on this machine, a dev token printed, Ctrl-C stops all.
+
+Two experiences: wylding-woods (kb/data) and the example studio's tinkers-cellar (examples/worlds, with the
+actions examples.tinkers.actions adds), unless GAIA_KB_DATA_DIR / GAIA_ACTION_MODULES say otherwise. A
+content file saved while it runs is checked and reloaded (harness/system/contentwatch.py).
+
+With `--local-model` (`make run-llm`) the model server runs beside them and is started again on the
+same port when it dies (the gateway tells kb's messages meanwhile); only after it died
+MODEL_DEATHS times within MODEL_WINDOW_S does it stay down, the stack still running.
+"""
 from __future__ import annotations
 
 import argparse
@@ -9,18 +18,25 @@ import secrets
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
+import aiohttp
 import orjson
 
+import examples
+from harness.system.contentwatch import ContentWatch, kb_reloader
 from harness.system.llmserver import ALIAS, ModelServer
 from harness.system.privatefiles import private_folder, write_private
 from harness.system.procs import NatsServer, ServiceProcess, service_env, wait_healthy
+from kb.world.content import DATA_DIR, data_dirs
 from shared.auth import issue_token
 from shared.config import Settings
 from shared.natsauth import new_passwords
 
 RUN_ROOT = Path(".run")
+MODEL_DEATHS, MODEL_WINDOW_S = 5, 300.0  # the model server dying this often this quickly stays down
+MODEL_RESTART_S = 1.0
 # Each port `make run` takes, the variable that moves it, and its default.
 PORTS = (("gateway_port", "GAIA_GATEWAY_PORT", 8000), ("kb_port", "GAIA_KB_PORT", 8001),
          ("nats_port", "GAIA_NATS_PORT", 4222), ("nats_monitor_port", "GAIA_NATS_MONITOR_PORT", 8222))
@@ -70,6 +86,13 @@ def run_dir(args: argparse.Namespace) -> Path:
     return RUN_ROOT if args.gateway_port == 8000 else RUN_ROOT / str(args.gateway_port)
 
 
+def content_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Where the experiences are and which modules add actions: ours and the example's, unless the shell says."""
+    env = os.environ if environ is None else environ
+    return {"kb_data_dir": env.get("GAIA_KB_DATA_DIR") or f"{DATA_DIR},{examples.WORLDS}",
+            "action_modules": env.get("GAIA_ACTION_MODULES", ",".join(examples.ACTION_MODULES))}
+
+
 def write_credentials(folder: Path, root: Path = RUN_ROOT) -> dict[str, str]:
     """Fresh NATS passwords for this run (never a fixed one), kept for its tools in `nats-credentials.json`.
 
@@ -95,11 +118,14 @@ async def run(args: argparse.Namespace) -> int:
                              log_path=str(folder / "nats.log"), passwords=passwords)
     gateway_id = f"dev{secrets.token_hex(4)}"  # /health must answer with it: proof it is our gateway
     model = ModelServer(log_path=str(folder / "model-server.log")) if args.local_model else None
-    narrator = {"narrator_url": model.url, "narrator_model": ALIAS} if model else {}
+    # The local server answers one request at a time: the gateways queue the rest (GAIA_NARRATOR_MAX_INFLIGHT).
+    narrator = {"narrator_url": model.url, "narrator_model": ALIAS, "narrator_max_inflight": "1"} if model else {}
     # One gateway process per core on the gateway's port (SO_REUSEPORT) unless GAIA_GATEWAY_WORKERS says otherwise.
     workers = os.environ.get("GAIA_GATEWAY_WORKERS") or str(gateway_workers())
+    content = content_settings()
     env = service_env(nats_server.url, args.kb_port, str(folder / "kb.sqlite3"), kb_clock_tick_s=str(args.tick),
-                      gateway_port=str(args.gateway_port), gateway_id=gateway_id, gateway_workers=workers, **narrator)
+                      gateway_port=str(args.gateway_port), gateway_id=gateway_id, gateway_workers=workers,
+                      **content, **narrator)
     kb = ServiceProcess("kb", args.kb_port, env, log_path=str(folder / "kb.log"), nats_password=passwords["kb"])
     gateway = ServiceProcess("gateway", args.gateway_port, env, log_path=str(folder / "gateway.log"),
                              nats_password=passwords["gateway"])
@@ -107,7 +133,7 @@ async def run(args: argparse.Namespace) -> int:
     try:
         if model is not None:
             print(f"starting the local model server ({ALIAS}) at {model.url} ...", flush=True)
-            started.append(model.start())
+            model.start()
         for proc in (nats_server, kb, gateway):
             proc.start()
             started.append(proc)
@@ -117,17 +143,54 @@ async def run(args: argparse.Namespace) -> int:
         if not ours or any(p.proc is None or p.proc.poll() is not None for p in (kb, gateway)):
             print(f"make run: something else answers on our ports; see {folder}/*.log", file=sys.stderr)
             return 1
-        print_banner(args, nats_server, kb, gateway, folder)
+        print_banner(args, nats_server, kb, gateway, folder, model)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        return await watch(stop, started, folder)
+        keeper = asyncio.create_task(keep_model(model, stop, folder)) if model is not None else None
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            content_watch = ContentWatch(data_dirs(content["kb_data_dir"]),
+                                         kb_reloader(http, kb.url, Settings.from_env({**os.environ, **env}).kb_api_key),
+                                         lambda text: print(text, flush=True))
+            watcher = asyncio.create_task(content_watch.run(stop), name="content-watch")
+            try:
+                return await watch(stop, started, folder)
+            finally:
+                for task in (keeper, watcher):
+                    if task is not None:
+                        task.cancel()
+                        await asyncio.gather(task, return_exceptions=True)
     finally:
         print("\nstopping gateway, kb, nats-server ...", flush=True)
         for proc in reversed(started):
             proc.stop()
+        if model is not None:
+            model.stop()
         print("stopped.", flush=True)
+
+
+async def keep_model(model: ModelServer, stop: asyncio.Event, logs: Path) -> None:
+    """Start the model server again on its port whenever it dies, unless it keeps dying."""
+    deaths: list[float] = []
+    while not stop.is_set():
+        await asyncio.sleep(0.5)
+        if model.proc is None or model.proc.poll() is None:
+            continue
+        now = time.monotonic()
+        deaths = [t for t in deaths if now - t < MODEL_WINDOW_S] + [now]
+        if len(deaths) >= MODEL_DEATHS:
+            print(f"\nthe model server died {len(deaths)} times in {MODEL_WINDOW_S:.0f} s; it stays down "
+                  f"(stories are kb's messages; see {logs}/model-server.log)", file=sys.stderr, flush=True)
+            return
+        print(f"\nthe model server exited with {model.proc.returncode}; starting it again (stories are kb's "
+              f"messages meanwhile; see {logs}/model-server.log)", file=sys.stderr, flush=True)
+        await asyncio.sleep(MODEL_RESTART_S)
+        try:
+            await asyncio.to_thread(model.start)
+            print(f"the model server is back at {model.url}", file=sys.stderr, flush=True)
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            print(f"the model server did not come back: {exc}", file=sys.stderr, flush=True)
 
 
 async def watch(stop: asyncio.Event, procs: list, logs: Path) -> int:
@@ -154,8 +217,10 @@ def gateway_workers() -> int:
 
 
 def print_banner(args: argparse.Namespace, nats_server: NatsServer, kb: ServiceProcess, gateway: ServiceProcess,
-                 logs: Path) -> None:
+                 logs: Path, model: ModelServer | None = None) -> None:
     token = issue_token(Settings.from_env(), args.user)
+    narrator = (f"\n  model        {model.url}   {ALIAS}, one request at a time; started again when it dies"
+                if model is not None else "")
     ws = f"ws://127.0.0.1:{args.gateway_port}/ws/experience?experience=wylding-woods&token={token}"
     print(f"""
 GAIA is running (state and logs in {logs}/):
@@ -163,12 +228,13 @@ GAIA is running (state and logs in {logs}/):
                users kb and gateway, passwords generated for this run in {logs}/nats-credentials.json
   kb           {kb.url}/health
   gateway      {gateway.url}/health   {gateway.env.get("GAIA_GATEWAY_WORKERS", "1")} process(es) on its port \
-(GAIA_GATEWAY_WORKERS)
+(GAIA_GATEWAY_WORKERS){narrator}
 
 Play in a browser (the live page):
   {gateway.url}/?token={token}
 API documents: {gateway.url}/asyncapi.json  {gateway.url}/openapi.json  {kb.url}/openapi.json
-Metrics:       {gateway.url}/metrics  {kb.url}/metrics
+Metrics:       curl -H "Authorization: Bearer {gateway.env.get("GAIA_ADMIN_TOKEN", "")}" {gateway.url}/metrics \
+(also /debug/event-timings; GAIA_ADMIN_TOKEN, made for this run)   {kb.url}/metrics
 
 Dev token for '{args.user}' (24 h; another user: make token USER=<id>):
   {token}
@@ -178,6 +244,10 @@ WebSocket:
   {ws}
 Legacy SSE:
   curl -N -H "Authorization: Bearer {token}" "{gateway.url}/sse/experience?experience=wylding-woods"
+The example studio's experience, beside it (its own actions: open, close, craft; docs/authoring.md):
+  ws://127.0.0.1:{args.gateway_port}/ws/experience?experience=tinkers-cellar&token={token}
+Content files are watched: a saved change is checked and reloaded (players get a snapshot), or one line says why not.
+Check a world yourself:  make check-world DIR=examples/worlds/tinkers-cellar
 
 Press Ctrl-C to stop.""", flush=True)
 

@@ -92,6 +92,7 @@ class ModelServer:
     n_ctx: int = 2048
     threads: int = 1  # two spinning threads collapse when the cores are shared (seconds per token); one keeps pace
     log_path: str | None = None
+    api_key: str = ""  # when set, the server refuses requests without it (401), as a hosted API does
     proc: subprocess.Popen[Any] | None = None
 
     @property
@@ -106,7 +107,7 @@ class ModelServer:
                 "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
                 "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
                 # Its default cuts the answer in progress when another request arrives: players queue instead.
-                "--interrupt_requests", "false"]
+                "--interrupt_requests", "false", *(["--api_key", self.api_key] if self.api_key else [])]
 
     def start(self, timeout: float = 120.0) -> "ModelServer":
         """Start and wait until GET /v1/models answers (the model is loaded by then)."""
@@ -125,8 +126,10 @@ class ModelServer:
 
     def ready(self) -> bool:
         """True once the server lists its model."""
+        request = urllib.request.Request(f"{self.url}/models",
+                                         headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
         try:
-            with urllib.request.urlopen(f"{self.url}/models", timeout=2) as resp:
+            with urllib.request.urlopen(request, timeout=2) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False

@@ -22,7 +22,7 @@ class LocalSystem:
         kb_port, self.gw_port = free_port(), free_port()
         # One machine plays every client here, so the per-IP handshake limit must not apply.
         settings = {"handshakes_per_ip_per_s": "1000000", "handshake_burst": "1000000",
-                    "max_connections_per_address": "1000000", **env}
+                    "max_connections_per_address": "1000000", "max_pending_requests_per_address": "1000000", **env}
         self.env_settings = settings
         environ = service_env(self.nats.url, kb_port, str(self.work / "kb.sqlite3"), **settings)
         self.kb = ServiceProcess("kb", kb_port, environ, log_path=str(self.work / "kb.log"),
@@ -37,6 +37,11 @@ class LocalSystem:
     @property
     def kb_url(self) -> str:
         return self.kb.url
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """For the gateway's /metrics and /debug/ routes."""
+        return self.gateway.admin_headers
 
     @property
     def nats_url(self) -> str:

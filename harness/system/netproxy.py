@@ -17,6 +17,11 @@ class SilentProxy:
     A silenced connection keeps both sockets open and reads nothing more from either side: no
     reset, no FIN, as when a phone's radio loses the network. New connections are forwarded
     again (the network came back).
+
+    `outage()` goes further: the current connections are silenced and every new one is accepted
+    and swallowed (read, never answered, never forwarded, never closed), as a network whose
+    packets vanish after the TCP handshake; `heal()` forwards new connections again while the
+    swallowed ones stay lost. With no outage it behaves as before.
     """
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
@@ -26,6 +31,8 @@ class SilentProxy:
         self._server: asyncio.base_events.Server | None = None
         self._pumps: dict[asyncio.Task[None], str] = {}  # pump -> "up" (client to target) or "down"
         self._writers: set[asyncio.StreamWriter] = set()  # held open while frozen: closing would tell the peers
+        self._swallowing = False
+        self.swallowed: list[bytes] = []  # per swallowed connection, the first bytes it sent (its upgrade request)
 
     @property
     def url(self) -> str:
@@ -37,6 +44,14 @@ class SilentProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        if self._swallowing:
+            self._writers.add(writer)
+            index = len(self.swallowed)
+            self.swallowed.append(b"")
+            task = asyncio.create_task(self._swallow(reader, index))
+            self._pumps[task] = "swallow"
+            task.add_done_callback(lambda t: self._pumps.pop(t, None))
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
@@ -59,6 +74,25 @@ class SilentProxy:
         for writer in both:  # one side ended: end the other, as a router passing the FIN/RST would
             writer.close()
             self._writers.discard(writer)
+
+    async def _swallow(self, reader: asyncio.StreamReader, index: int) -> None:
+        """Read what a swallowed connection sends (keeping its first bytes), answer nothing, close nothing."""
+        with contextlib.suppress(ConnectionError, OSError):
+            while data := await reader.read(CHUNK):
+                if len(self.swallowed[index]) < CHUNK:
+                    self.swallowed[index] += data
+
+    async def outage(self) -> int:
+        """The network is gone: silence every current connection and swallow every new one until `heal()`."""
+        self._swallowing = True
+        frozen = await self.silence(("up", "down"))
+        log.info("proxy :%d outage: new connections are swallowed", self.port)
+        return frozen
+
+    def heal(self) -> None:
+        """The network is back for new connections; those swallowed during the outage stay lost."""
+        self._swallowing = False
+        log.info("proxy :%d healed after swallowing %d connections", self.port, len(self.swallowed))
 
     async def silence(self, directions: tuple[str, ...] = ("up", "down")) -> int:
         """Stop forwarding `directions` ("up": client to target, "down") on all current connections; close nothing."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -190,6 +191,11 @@ class ServiceProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """What a gateway's /metrics and /debug/ routes ask for (its GAIA_ADMIN_TOKEN)."""
+        return {"Authorization": f"Bearer {self.env.get('GAIA_ADMIN_TOKEN', '')}"}
+
     def stop(self) -> None:
         stop_process(self.proc)
 
@@ -207,11 +213,17 @@ def kb_and_gateway(nats: NatsServer, work: Path, **settings: str) -> tuple[Servi
     return kb, gateway
 
 
+# The gateways this process starts answer /metrics and /debug/ to this token only (GAIA_ADMIN_TOKEN: the
+# environment's, or one made for this run).
+ADMIN_TOKEN = os.environ.get("GAIA_ADMIN_TOKEN") or secrets.token_urlsafe(24)
+ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
 def service_env(nats_url: str, kb_port: int, db_path: str, **extra: str) -> dict[str, str]:
-    """GAIA_* variables that point kb and gateway at each other and at NATS."""
+    """GAIA_* variables that point kb and gateway at each other and at NATS (and the gateway's admin token)."""
     env = {"GAIA_ENV": "dev", "GAIA_NATS_URL": nats_url, "GAIA_KB_PORT": str(kb_port),
            "GAIA_KB_URL": f"http://127.0.0.1:{kb_port}",
-           "GAIA_KB_DB_PATH": db_path}
+           "GAIA_KB_DB_PATH": db_path, "GAIA_ADMIN_TOKEN": ADMIN_TOKEN}
     env.update({f"GAIA_{k.upper()}": v for k, v in extra.items()})
     return env
 

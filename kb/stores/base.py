@@ -34,7 +34,7 @@ class VersionConflict(Exception):
 
 @dataclass
 class WorldDelta:
-    """What one commit changed: the new version and meta, and only the areas and players that changed."""
+    """What one commit changed: the new version and meta, and only the areas and players that changed (None: gone)."""
 
     version: int
     meta: dict[str, Any]
@@ -51,6 +51,8 @@ class WorldDelta:
         """The parts of `new` that are not the very objects of `base` (rules copy what they change)."""
         areas = {} if new["areas"] is base["areas"] else {
             a: s for a, s in new["areas"].items() if base["areas"].get(a) is not s}
+        if new["areas"] is not base["areas"]:  # an area the content no longer has (a migration): its row goes
+            areas.update({a: None for a in base["areas"] if a not in new["areas"]})
         touched = new.get(TOUCHED)
         if new["players"] is base["players"]:
             players = {}

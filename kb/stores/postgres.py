@@ -92,10 +92,12 @@ class PostgresStore(Store):
                                        " AND version = $4", delta.version, meta, experience, base_version)
             if updated != "UPDATE 1":
                 raise VersionConflict(experience)
-        if delta.areas:
+        if kept := [(experience, a, orjson.dumps(s)) for a, s in delta.areas.items() if s is not None]:
             await db.executemany(
                 "INSERT INTO areas VALUES ($1, $2, $3) ON CONFLICT (experience, area_id) DO UPDATE SET state = $3",
-                [(experience, a, orjson.dumps(s)) for a, s in delta.areas.items()])
+                kept)
+        if gone := [a for a, s in delta.areas.items() if s is None]:
+            await db.execute("DELETE FROM areas WHERE experience = $1 AND area_id = ANY($2)", experience, gone)
         if delta.players:
             await db.executemany(
                 "INSERT INTO players VALUES ($1, $2, $3, $4) ON CONFLICT (experience, user_id)"

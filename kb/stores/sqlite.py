@@ -130,7 +130,9 @@ class SqliteStore(Store):
             if cur.rowcount != 1:
                 raise VersionConflict(experience)
         db.executemany("INSERT OR REPLACE INTO areas (experience, area_id, state) VALUES (?, ?, ?)",
-                       [(experience, a, orjson.dumps(s)) for a, s in delta.areas.items()])
+                       [(experience, a, orjson.dumps(s)) for a, s in delta.areas.items() if s is not None])
+        db.executemany("DELETE FROM areas WHERE experience = ? AND area_id = ?",
+                       [(experience, a) for a, s in delta.areas.items() if s is None])
         db.executemany("INSERT OR REPLACE INTO players (experience, user_id, state, seen_ms) VALUES (?, ?, ?, ?)",
                        [(experience, u, orjson.dumps(p), now_ms) for u, p in delta.players.items()])
 

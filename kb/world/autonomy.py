@@ -7,9 +7,6 @@ from kb.world.content import Content
 from kb.world.model import World, edit
 from kb.world.rules import Outcome, ScopedChange
 
-WEATHER_EVERY = 3
-TIME_OF_DAY_EVERY = 2
-
 
 def tick(content: Content, world: World, now_ms: int) -> Outcome:
     """Advance the world clock by one tick; every change it makes is one committed version."""
@@ -33,18 +30,19 @@ def _walk_npcs(content: Content, world: World, number: int) -> list[ScopedChange
         target = route[number % len(route)]
         if target == npc["area_id"]:
             continue
-        old = npc["area_id"]
         npc["area_id"] = target
         change = {"operation": "update", "area_id": target, "path": f"npcs.{npc_id}.area_id", "value": target}
-        changes.append(ScopedChange(change, areas=(old, target)))
+        # Public under `location` too: every snapshot lists every NPC where it stands (only what lies around is
+        # hidden), so a move scoped to its two areas would leave the others' copies behind their next snapshot.
+        changes.append(ScopedChange(change))
     return changes
 
 
 def _advance_environment(content: Content, world: World, number: int) -> list[ScopedChange]:
-    """Time of day and weather cycle through the values the content lists."""
+    """Each environment value moves on through its cycle every `every` ticks (in name order within a tick)."""
     changes = []
-    for key, every in (("time_of_day", TIME_OF_DAY_EVERY), ("weather", WEATHER_EVERY)):
-        values = content.environment.get(key) or []
+    for key in sorted(content.environment):
+        values, every = content.environment[key], content.cycle_every.get(key, 1)
         if len(values) < 2 or number % every:
             continue
         current = world["environment"].get(key, values[0])

@@ -27,9 +27,7 @@ def initial_world(content: Content) -> World:
         }
         for area_id, area in content.areas.items()
     }
-    for inst in content.instances:
-        item = content.make_item(inst["instance_id"], inst["template_id"])
-        areas[inst["area_id"]]["spots"][inst["spot_id"]]["items"].append(item)
+    place_instances(content, areas, content.instances)
     npcs = {
         npc_id: {"id": npc_id, "name": npc["name"], "description": npc["description"], "area_id": npc["area_id"]}
         for npc_id, npc in content.npcs.items()
@@ -45,7 +43,23 @@ def initial_world(content: Content) -> World:
         "environment": environment,
         "respawns": [],
         "clock": {"tick": 0, "spawned": 0},
+        "content_version": content.fingerprint,  # the content it was made from (kb/world/migrate.py)
+        "placed": sorted(i["instance_id"] for i in content.instances),  # content instances it has placed
     }
+
+
+def place_instances(content: Content, areas: dict[str, Any], instances: list[dict[str, Any]]) -> None:
+    """Put content instances where the content says: on their spot, or in the `contents` of the item they are inside."""
+    for inst in instances:
+        if "area_id" in inst and inst["spot_id"] in areas.get(inst["area_id"], {}).get("spots", {}):
+            item = content.make_item(inst["instance_id"], inst["template_id"], inst.get("state"))
+            areas[inst["area_id"]]["spots"][inst["spot_id"]]["items"].append(item)
+    for inst in instances:
+        holder = next((i for area in areas.values() for _, i in iter_area_items(area)
+                       if i["instance_id"] == inst.get("inside")), None)
+        if holder is not None:
+            item = content.make_item(inst["instance_id"], inst["template_id"], inst.get("state"))
+            holder["state"]["contents"] = [*holder["state"].get("contents", []), item]
 
 
 def player_state(world: World, content: Content, user_id: str) -> dict[str, Any]:

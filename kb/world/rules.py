@@ -4,19 +4,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from kb.world.changes import (
+    INVENTORY,
+    ScopedChange,
+    inventory_add,
+    inventory_remove,
+    inventory_update,
+    spot_add,
+    spot_remove,
+)
 from kb.world.content import Content
 from kb.world.model import World, edit, edit_player, find_in_area, find_in_inventory, hidden_spots, player_state
 
-INVENTORY = "player.inventory"
-
-
-@dataclass(frozen=True)
-class ScopedChange:
-    """A delta plus who may see it: one player only, or anyone who can see its areas."""
-
-    change: dict[str, Any]
-    private_to: str | None = None
-    areas: tuple[str, ...] = ()
+__all__ = ["INVENTORY", "Outcome", "ScopedChange", "fail", "apply_action", "RULES"]
 
 
 @dataclass(frozen=True)
@@ -49,16 +49,6 @@ def _npc_here(content: Content, world: World, area_id: str, wanted: str) -> dict
     return None
 
 
-def _inventory_add(user_id: str, item: dict[str, Any]) -> ScopedChange:
-    return ScopedChange({"operation": "add", "area_id": None, "path": INVENTORY, "instance_id": item["instance_id"],
-                         "template_id": item["template_id"], "item": item}, private_to=user_id)
-
-
-def _inventory_remove(user_id: str, instance_id: str) -> ScopedChange:
-    return ScopedChange({"operation": "remove", "area_id": None, "path": INVENTORY, "instance_id": instance_id},
-                        private_to=user_id)
-
-
 def collect_item(content: Content, world: World, user_id: str, args: dict[str, Any], now_ms: int) -> Outcome:
     """Take an item from the player's current area into their inventory."""
     wanted = args["instance_id"]
@@ -74,9 +64,8 @@ def collect_item(content: Content, world: World, user_id: str, args: dict[str, A
     player["inventory"].append(item)
     _schedule_respawn(content, new, item, area_id, spot_id, now_ms)
     changes = (
-        ScopedChange({"operation": "remove", "area_id": area_id, "spot_id": spot_id,
-                      "instance_id": item["instance_id"]}, areas=(area_id,)),
-        _inventory_add(user_id, item),
+        spot_remove(area_id, spot_id, item["instance_id"]),
+        inventory_add(user_id, item),
     )
     return Outcome(True, f"You take the {item['semantic_name']}.", changes, new)
 
@@ -109,9 +98,8 @@ def drop_item(content: Content, world: World, user_id: str, args: dict[str, Any]
     new, editable = edit_player(new, content, user_id)
     editable["inventory"] = [i for i in editable["inventory"] if i["instance_id"] != item["instance_id"]]
     changes = (
-        _inventory_remove(user_id, item["instance_id"]),
-        ScopedChange({"operation": "add", "area_id": area_id, "spot_id": spot_id, "instance_id": item["instance_id"],
-                      "template_id": item["template_id"], "item": item}, areas=(area_id,)),
+        inventory_remove(user_id, item["instance_id"]),
+        spot_add(area_id, spot_id, item),
     )
     spot_name = world["areas"][area_id]["spots"][spot_id]["name"]
     return Outcome(True, f"You put the {item['semantic_name']} on the {spot_name}.", changes, new)
@@ -198,7 +186,7 @@ def give_item(content: Content, world: World, user_id: str, args: dict[str, Any]
         return fail(dialogue["decline"])
     new, editable = edit_player(world, content, user_id)
     editable["inventory"] = [i for i in editable["inventory"] if i["instance_id"] != item["instance_id"]]
-    return Outcome(True, dialogue["thanks"], (_inventory_remove(user_id, item["instance_id"]),), new)
+    return Outcome(True, dialogue["thanks"], (inventory_remove(user_id, item["instance_id"]),), new)
 
 
 def _give_to_player(content: Content, world: World, user_id: str, player: dict[str, Any], item: dict[str, Any],
@@ -211,7 +199,7 @@ def _give_to_player(content: Content, world: World, user_id: str, player: dict[s
     giver["inventory"] = [i for i in giver["inventory"] if i["instance_id"] != item["instance_id"]]
     new, receiver = edit_player(new, content, target_id)
     receiver["inventory"].append(item)
-    changes = (_inventory_remove(user_id, item["instance_id"]), _inventory_add(target_id, item))
+    changes = (inventory_remove(user_id, item["instance_id"]), inventory_add(target_id, item))
     return Outcome(True, f"You give the {item['semantic_name']} to {target_id}.", changes, new)
 
 
@@ -243,16 +231,14 @@ def use_item(content: Content, world: World, user_id: str, args: dict[str, Any],
     if use.get("consumes"):
         new, editable = edit_player(world, content, user_id)
         editable["inventory"] = [i for i in editable["inventory"] if i["instance_id"] != item["instance_id"]]
-        return Outcome(True, use["message"], (_inventory_remove(user_id, item["instance_id"]),), new)
+        return Outcome(True, use["message"], (inventory_remove(user_id, item["instance_id"]),), new)
     new_state = {**item["state"], **use.get("state", {})}
     if new_state == item["state"]:
         return Outcome(True, f"You have already used the {item['semantic_name']}.")
     new, editable = edit_player(world, content, user_id)
     updated = {**item, "state": new_state}
     editable["inventory"] = [updated if i["instance_id"] == item["instance_id"] else i for i in editable["inventory"]]
-    change = {"operation": "update", "area_id": None, "path": INVENTORY, "instance_id": item["instance_id"],
-              "item": updated}
-    return Outcome(True, use["message"], (ScopedChange(change, private_to=user_id),), new)
+    return Outcome(True, use["message"], (inventory_update(user_id, updated),), new)
 
 
 Rule = Callable[[Content, World, str, dict[str, Any], int], Outcome]

@@ -5,7 +5,7 @@ from typing import Any
 
 
 class ErrorCode:
-    """Values of the `code` field of an `error` frame."""
+    """Values of the `code` field of an `error` frame, and of the `error` field of an HTTP error body."""
 
     INVALID_JSON = "invalid_json"
     INVALID_MESSAGE = "invalid_message"
@@ -17,6 +17,8 @@ class ErrorCode:
     UNKNOWN_EXPERIENCE = "unknown_experience"
     INTERNAL_ERROR = "internal_error"
     TOKEN_EXPIRED = "token_expired"
+    RESERVED_USER_ID = "reserved_user_id"  # a token's sub names the world or one of its NPCs
+    TOO_MANY_SESSIONS = "too_many_sessions"  # the user holds the most connections allowed (close code 4409)
 
 
 class CloseCode:

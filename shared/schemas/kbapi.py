@@ -18,6 +18,14 @@ def _user_id(value: str) -> None:
         raise ValidationError("not a valid user id") from exc
 
 
+def _experience(value: str) -> None:
+    """An experience id is one safe subject token too (it names the experience's subject)."""
+    try:
+        check_token(value)
+    except BadSubjectToken as exc:
+        raise ValidationError("not a valid experience id") from exc
+
+
 class ActionRequestSchema(ActionArgsSchema):
     """POST /experiences/{exp}/actions: the gateway acts for the user it authenticated."""
 
@@ -44,8 +52,8 @@ class PresenceSessionSchema(Schema):
         unknown = EXCLUDE
 
     session_id = fields.String(required=True, validate=_ID)
-    user_id = fields.String(required=True, validate=_ID)
-    experience = fields.String(required=True, validate=_ID)
+    user_id = fields.String(required=True, validate=_user_id)
+    experience = fields.String(required=True, validate=_experience)
 
 
 class PresenceUpdateSchema(Schema):
@@ -55,6 +63,9 @@ class PresenceUpdateSchema(Schema):
         unknown = EXCLUDE
 
     gateway_id = fields.String(required=True, validate=_ID)
+    # A gateway process's first report: a newer incarnation of its slot (shared/incarnations.py)
+    # ends the sessions older ones left behind, even before it has any session of its own.
+    hello = fields.Boolean(load_default=False)
     join = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)
     leave = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)
     drop = fields.List(fields.Nested(PresenceSessionSchema), load_default=list)

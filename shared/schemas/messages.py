@@ -1,28 +1,25 @@
 """Client <-> gateway WebSocket messages: one schema per `type`, and registries keyed on it."""
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import orjson
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from shared.schemas import actions
 from shared.schemas.errors import ErrorCode, ProtocolError
 from shared.schemas.events import ItemSchema, PresenceBatchSchema, PresenceEventSchema, WorldUpdateEventSchema
 
-ACTIONS = ("collect_item", "drop_item", "go", "examine", "inventory", "give_item", "talk", "use_item")
-# What each action cannot do without; checked at the edge so kb never sees half an action.
-ACTION_REQUIRES: dict[str, tuple[str, ...]] = {
-    "collect_item": ("instance_id",),
-    "drop_item": ("instance_id",),
-    "go": ("destination",),
-    "examine": (),
-    "inventory": (),
-    "give_item": ("instance_id",),
-    "talk": ("npc_id",),
-    "use_item": ("instance_id",),
-}
+# Every action, the built-in ones first, and what each cannot do without (checked at the edge so kb never sees half
+# an action): the registry's own list and dict, which grow when GAIA_ACTION_MODULES adds actions at start.
+ACTIONS: list[str] = actions.NAMES
+ACTION_REQUIRES: dict[str, tuple[str, ...]] = actions.REQUIRES
 NARRATORS = ("model", "builtin", "fallback")  # who wrote a chat's narrative
-NARRATOR_REASONS = ("model_unavailable", "model_timeout", "model_error", "cancelled", "shutdown")  # why kb's message
+# Why the story is kb's message (narrator "fallback"), or, with narrator "model", `model_length`: a limit cut
+# its last sentence, which was left out (gateway/chat/narration.py).
+NARRATOR_REASONS = ("model_unavailable", "model_timeout", "model_error", "cancelled", "shutdown", "model_auth",
+                    "model_busy", "model_leak", "model_contradiction", "model_length", "model_no_action")
 MAX_SEQ = 2**63 - 1
 _ID = validate.Length(min=1, max=128)
 _TEXT = validate.Length(max=2000)
@@ -56,13 +53,42 @@ class ActionArgsSchema(Schema):
     target_user_id = fields.String(validate=_ID)
     message = fields.String(validate=_TEXT)
 
-    @validates_schema
-    def _check_required_args(self, data: dict[str, Any], **_: Any) -> None:
-        """Each known action names the arguments it needs."""
+    @validates_schema(pass_original=True)
+    def _check_required_args(self, data: dict[str, Any], original_data: Any, **_: Any) -> None:
+        """Each known action names the arguments it needs (an added action's own ones are in the original)."""
         needs = ACTION_REQUIRES.get(data.get("action", ""), ())
-        missing = {name: ["Missing data for required field."] for name in needs if name not in data}
+        given = original_data if isinstance(original_data, dict) else {}
+        missing = {name: ["Missing data for required field."] for name in needs if name not in data
+                   and name not in given}
         if missing:
             raise ValidationError(missing)
+
+    @post_load(pass_original=True)
+    def _own_arguments(self, data: dict[str, Any], original_data: Any, **_: Any) -> dict[str, Any]:
+        """An added action's own arguments, loaded with its own fields (the shared ones above know nothing of them)."""
+        spec = actions.ADDED.get(data["action"])
+        if spec is None or not spec.arguments or not isinstance(original_data, dict):
+            return data
+        own = _own_schema(spec.name).load({k: original_data[k] for k in spec.arguments if k in original_data})
+        return {**data, **own}
+
+
+@functools.cache
+def _own_schema(name: str) -> Schema:
+    """The schema of one added action's own arguments (the registry never changes a name's spec)."""
+    return Schema.from_dict(dict(actions.ADDED[name].arguments), name=f"{name}Arguments")(unknown=EXCLUDE)
+
+
+def action_args_schema() -> type[Schema]:
+    """ActionArgsSchema with every added action's own arguments too: what the narrator's tool and the docs describe."""
+    return _with_own_arguments(tuple(actions.ADDED))
+
+
+@functools.cache
+def _with_own_arguments(added: tuple[str, ...]) -> type[Schema]:
+    """Built once per set of added actions (a class per call would grow marshmallow's class registry)."""
+    own = {n: f for name in added for n, f in actions.ADDED[name].arguments.items()}
+    return type("ActionArgsSchema", (ActionArgsSchema,), dict(own)) if own else ActionArgsSchema
 
 
 class ActionMessageSchema(ActionArgsSchema):

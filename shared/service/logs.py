@@ -6,6 +6,7 @@ import os
 import re
 
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 _TOKEN_RE = re.compile(r"(token=|Bearer\s+)[A-Za-z0-9._\-]+", re.IGNORECASE)
 
@@ -54,6 +55,27 @@ class OneLineFilter(logging.Filter):
             record.msg, record.args = f"{record.getMessage()} ({type(exc).__name__}: {exc})", ()
             record.exc_info, record.exc_text = None, None
         return True
+
+
+class ClientErrorFilter(logging.Filter):
+    """A request the HTTP parser refused (a client's malformed request line or headers) is the client's
+    mistake, not ours: one INFO line, where aiohttp logs a 12-line traceback at ERROR for each. Any
+    other exception keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = " ".join(f"{record.getMessage()}: {type(exc).__name__}: {exc}".split()), ()
+            record.exc_info, record.exc_text = None, None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_client_errors() -> None:
+    """aiohttp's server logs every malformed request with a traceback: one line each instead."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, ClientErrorFilter) for f in logger.filters):
+        logger.addFilter(ClientErrorFilter())
 
 
 def quiet_store_retries() -> None:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 
 from harness.system.local import LocalSystem
 from harness.system.netproxy import SilentProxy
@@ -36,15 +37,19 @@ def newtonsoft() -> Path:
 
 @pytest.fixture(scope="module")
 def unity_program(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package's Runtime/ sources and the console game, compiled as Unity would (C# 7, warnings are errors)."""
+    """Compiled as Unity would (C# 7, warnings are errors): Runtime/ as its own assembly, Gaia.Realtime.dll (the
+    asmdef's), and the console game as a separate one referencing it, so the game can use only what is public."""
     assert MCS and MONO, NEEDS_MONO  # under CI=true a missing Mono fails here instead of skipping
-    out = tmp_path_factory.mktemp("unity") / "ConsoleGame.exe"
-    sources = [*sorted(str(p) for p in (PACKAGE / "Runtime").glob("*.cs")),
-               str(PACKAGE / "Tests~" / "Console" / "ConsoleGame.cs")]
-    built = subprocess.run([MCS, "-langversion:7", "-nologo", "-warnaserror+", f"-out:{out}", "-r:System.Net.Http",
-                            f"-r:{newtonsoft()}", *sources], capture_output=True, text=True)
+    folder = tmp_path_factory.mktemp("unity")
+    library, out = folder / "Gaia.Realtime.dll", folder / "ConsoleGame.exe"
+    common = [MCS, "-langversion:7", "-nologo", "-warnaserror+", "-r:System.Net.Http", f"-r:{newtonsoft()}"]
+    runtime = sorted(str(p) for p in (PACKAGE / "Runtime").glob("*.cs"))
+    built = subprocess.run([*common, "-target:library", f"-out:{library}", *runtime], capture_output=True, text=True)
     assert built.returncode == 0, built.stdout + built.stderr
-    shutil.copy(newtonsoft(), out.parent)  # beside the program, as Unity ships it
+    game = str(PACKAGE / "Tests~" / "Console" / "ConsoleGame.cs")
+    built = subprocess.run([*common, f"-r:{library}", f"-out:{out}", game], capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    shutil.copy(newtonsoft(), folder)  # beside the program, as Unity ships it
     return out
 
 
@@ -134,7 +139,48 @@ async def test_unity_package_without_a_server_npc_changes_odd_ids_read_only_rost
         assert units["act_unconnected"] == "GaiaConnectionException"
         assert units["connect_down"].startswith("GaiaConnectionException"), units["connect_down"]
         assert units["connect_cancelled"] is True
+
+        # The typed world on a LocalWorld of the game's own (as a fake client in a game's test fills it).
+        assert units["typed_first_snapshot_events"] == 0, "the first snapshot is read on Replaced: no change events"
+        assert units["typed_here"] == "entrance|Entrance|A bell.|main_room,garden|woven mat:key_1"
+        assert units["typed_exit_names"] == ["Main Room", "?"], "an exit to an area the snapshot lacks has no AreaInfo"
+        assert units["typed_npcs"] == "bob@entrance,louisa@main_room" and units["typed_npcs_here"] == "Bob"
+        assert units["typed_unknown"] == "True,True,True"
+        assert units["typed_environment"] == "clear|dawn|time_of_day=dawn,weather=clear"
+        assert units["typed_delta_events"] == [
+            "npc louisa: main_room -> entrance", "env weather: clear -> misty",
+            "here entrance -> main_room"], "time_of_day set to its own value: no event"
+        assert units["typed_after_delta"] == "entrance|misty|Main Room|main_room", "the roster follows the own move"
+        assert units["typed_failed_events"] == "Failed 0", "a delta that failed raises nothing"
+        assert units["typed_snapshot_events"] == [
+            "npc bob: entrance -> ", "npc louisa: entrance -> main_room", "npc zed:  -> entrance",
+            "env weather: misty -> starfall", "here main_room -> entrance"], \
+            "what a later snapshot changed, against what the events last said (not a failed delta's half)"
+        assert units["typed_own_world_handler"] == "a game bug in an NpcMoved handler (v10)", \
+            "on a world of the game's own a handler's exception comes out of the Apply call, the delta applied"
+
+        # Options a client cannot work with: an ArgumentException naming the option, at construction or ConnectAsync.
+        bad = units["bad_options"]
+        for case, option in {"null_token": "Token", "empty_token": "Token", "blank_token": "Token",
+                             "null_url": "GatewayUrl", "empty_url": "GatewayUrl", "relative_url": "GatewayUrl",
+                             "ftp_url": "GatewayUrl", "empty_experience": "Experience", "null_dispatcher": "Dispatcher",
+                             "zero_connect_timeout": "ConnectTimeout"}.items():
+            assert bad[case].startswith(f"ArgumentException {option} | GaiaClientOptions.{option} "), (case, bad[case])
+        assert "stringToEscape" not in str(bad) and bad["null_options"] == "ArgumentNullException options"
+        assert bad["token_nulled_before_connect"] == "ArgumentException Token", "checked again by ConnectAsync"
         assert (await game.cmd("frames"))["frame_exceptions"] == []
+    finally:
+        await game.stop()
+
+
+@mono
+async def test_unity_assembly_version_is_package_jsons(unity_program: Path) -> None:
+    version = orjson.loads((PACKAGE / "package.json").read_bytes())["version"]
+    game = await ConsoleGame.start(unity_program)
+    try:
+        seen = await game.cmd("version")
+        assert seen == {**seen, "name": "Gaia.Realtime", "version": f"{version}.0", "informational": version,
+                        "file": version}, f"typeof(GaiaClient).Assembly as a game sees it: {seen}"
     finally:
         await game.stop()
 
@@ -147,9 +193,9 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
     game = await ConsoleGame.start(unity_program)
     try:
         await game.cmd("new", player="ann", url=system.gateway_url, token=token("ann"), ping_ms=1000, pong_ms=3000,
-                       backoff_ms=300, timeout_ms=8000, seam=True)  # ann's socket is the game's own transport
+                       backoff_ms=300, timeout_ms=8000, connect_ms=5000, seam=True)  # ann's socket: a game's transport
         await game.cmd("new", player="cal", url=proxy.url, token=token("cal"), ping_ms=1000, pong_ms=3000,
-                       backoff_ms=1500, timeout_ms=8000)  # cal's phone is behind the proxy
+                       backoff_ms=1500, timeout_ms=8000, connect_ms=5000)  # cal's phone is behind the proxy
         ann = await game.cmd("connect", player="ann")
         await game.cmd("connect", player="cal")
         await game.until("ann", lambda s: set(s["roster"]) == {"ann", "cal"}, "cal in ann's roster")
@@ -160,6 +206,10 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
                                  "clock deltas")
         assert set(lived["results"]) <= {"Applied", "AlreadyHad"}, lived["results"]
         assert lived["area_changes"], "AreaChanged raised for NPC moves"
+        # ...which the typed world shows, with NpcMoved and EnvironmentChanged raised on the dispatcher's thread.
+        lived = await game.until("ann", lambda s: s["npc_moves"] and len(s["environment_changes"]) >= 2,
+                                 "NpcMoved and EnvironmentChanged")
+        assert_typed_world_agrees(lived)
         await game.in_sync("the clock's deltas", "ann", "cal")
 
         # Chat: the world change is applied before the first chunk of the narrative.
@@ -213,7 +263,7 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
         await game.cmd("dispose", player="cal")
         await game.until("ann", lambda s: "cal" not in s["roster"], "cal's leave on Dispose()", timeout=10)
         await game.cmd("new", player="cal", url=proxy.url, token=token("cal"), ping_ms=1000, pong_ms=3000,
-                       backoff_ms=300, timeout_ms=8000)
+                       backoff_ms=300, timeout_ms=8000, connect_ms=5000)
         await game.cmd("connect", player="cal")
         await game.until("ann", lambda s: "cal" in s["roster"], "cal back again")
         await game.until("cal", lambda s: s["last_seq"] is not None, "a resume cursor (a clock delta)")
@@ -245,6 +295,185 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
         system.stop()
 
 
+@mono
+async def test_unity_authoring_a_game_plays_the_studios_experience_and_its_added_actions_beside_ours(
+        unity_program: Path, tmp_path: Path) -> None:
+    """ActAsync and ChatAsync with the actions tinkers-cellar adds (open, craft), from the C# client, while another
+    player of the same game plays wylding-woods; then the studio's content is reloaded and the client resyncs."""
+    import examples
+    from kb.world.content import DATA_DIR
+    studio = tmp_path / "studio"
+    shutil.copytree(examples.WORLDS, studio)
+    system = await LocalSystem(work=tmp_path, kb_data_dir=f"{DATA_DIR},{studio}",
+                               action_modules=",".join(examples.ACTION_MODULES)).start()
+    game = await ConsoleGame.start(unity_program)
+    try:
+        for player, experience in (("ann", "wylding-woods"), ("bob", "tinkers-cellar")):
+            await game.cmd("new", player=player, url=system.gateway_url, token=token(player), experience=experience,
+                           ping_ms=1000, pong_ms=3000, backoff_ms=300, timeout_ms=8000)
+            await game.cmd("connect", player=player)
+        for area in ("workshop", "storeroom"):
+            assert (await game.cmd("act", player="bob", action="go", args={"destination": area}))["response"]["success"]
+        opened = await game.cmd("act", player="bob", action="open", args={"instance_id": "iron chest"})
+        assert opened["response"]["success"] and "Inside: a brass gear" in opened["response"]["message"]
+        await game.in_sync("an added action (open) on a spot item's state", "bob")
+        for item in ("brass gear", "coiled spring"):
+            took = await game.cmd("act", player="bob", action="collect_item", args={"instance_id": item})
+            assert took["response"]["success"]
+        made = await game.cmd("act", player="bob", action="craft",
+                              args={"instance_id": "brass gear", "with_id": "coiled spring"})
+        assert made["response"]["success"] and (await game.cmd("status", player="bob"))["inventory"] == [
+            "clockwork_beetle_c1"]
+        half = await game.cmd("act", player="bob", action="craft", args={"instance_id": "clockwork beetle"})
+        assert (half["response"]["type"], half["response"]["code"]) == ("error", "invalid_message")
+        await game.cmd("act", player="bob", action="go", args={"destination": "workshop"})
+        chat = await game.cmd("chat", player="bob", message="give the clockwork beetle to pip")
+        assert (chat["action"], chat["success"]) == ("give_item", True) and "friend for my rounds" in chat["text"]
+        chat = await game.cmd("chat", player="ann", message="open the door")
+        assert chat["action"] == "use_item", "wylding-woods has no `open`: the built-in verb"
+        await game.in_sync("two experiences side by side", "ann", "bob")
+        ann = await game.cmd("status", player="ann")
+        assert set(ann["roster"]) == {"ann"} and ann["area"] == "entrance"
+
+        zone = studio / "tinkers-cellar" / "zone.json"
+        zone.write_text(zone.read_text().replace("A long bench under a skylight", "A long bench, newly varnished"))
+        async with aiohttp.ClientSession(headers={"X-API-Key": Settings().kb_api_key}) as http:
+            async with http.post(f"{system.kb_url}/experiences/tinkers-cellar/reload") as resp:
+                assert resp.status == 200, await resp.text()
+        await game.until("bob", lambda s: s["gaps"] >= 1 and s["snapshots"] >= 2, "the snapshot after the reload")
+        await game.in_sync("a reload", "bob")
+        assert (await game.cmd("status", player="ann"))["gaps"] == 0
+    except BaseException:
+        for log in ("gateway.log", "kb.log"):
+            print(f"--- {log} (last lines)", *(tmp_path / log).read_text().splitlines()[-40:], sep="\n")
+        raise
+    finally:
+        await game.stop()
+        system.stop()
+
+
+class MuteGateway:
+    """A real WebSocket server that accepts the upgrade and then says nothing (no `connected`)."""
+
+    def __init__(self) -> None:
+        self.port, self.upgraded = free_port(), 0
+        self.runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> "MuteGateway":
+        app = web.Application()
+        app.router.add_get("/ws/experience", self._socket)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.upgraded += 1
+        async for _ in ws:
+            pass
+        return ws
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+
+@mono
+async def test_unity_first_connect_fails_at_its_deadline_when_the_upgrade_or_connected_never_comes(
+        unity_program: Path) -> None:
+    swallower = await SilentProxy(free_port()).start()
+    await swallower.outage()  # accepts the TCP connection, reads the upgrade request, never answers
+    mute = await MuteGateway().start()
+    game = await ConsoleGame.start(unity_program)
+    deadline_ms = 1500
+    try:
+        for url, phase in ((swallower.url, "no answer to the WebSocket upgrade"), (mute.url, "no `connected` frame")):
+            failed = await game.cmd("connect_deadline", url=url, connect_ms=deadline_ms, timeout=15)
+            assert failed["type"] == "GaiaConnectionException" and failed["inner"] == "TimeoutException", failed
+            assert phase in failed["message"] and "GaiaClientOptions.ConnectTimeout" in failed["message"], failed
+            assert "token=" not in failed["message"], "the URL in the message never carries the token"
+            # Given up at its deadline (the coroutine sees it within a few frames; a loaded machine gets some slack).
+            assert deadline_ms - 50 <= failed["elapsed_ms"] <= deadline_ms + 2500, failed
+            assert failed["open"] is False
+        assert len(swallower.swallowed) == 1 and swallower.swallowed[0].startswith(b"GET /ws/experience?"), \
+            "the first phase: the upgrade request was sent and never answered"
+        assert mute.upgraded == 1, "the second phase: the upgrade answered, `connected` never sent"
+        assert (await game.cmd("frames"))["frame_exceptions"] == []
+    finally:
+        await game.stop()
+        await swallower.stop()
+        await mute.stop()
+
+
+@mono
+async def test_unity_reconnect_gives_up_an_attempt_lost_in_an_outage_and_is_back_within_a_deadline_and_a_backoff(
+        unity_program: Path, tmp_path: Path) -> None:
+    system = await LocalSystem(work=tmp_path, kb_clock_tick_s="0.5", presence_grace_s="30").start()
+    proxy = await SilentProxy(system.gw_port).start()
+    game = await ConsoleGame.start(unity_program)
+    connect_ms, max_backoff_ms = 1500, 2000  # the console game's MaxBackoff is 2 s
+    loop = asyncio.get_running_loop()
+    try:
+        await game.cmd("new", player="dee", url=proxy.url, token=token("dee"), ping_ms=500, pong_ms=1500,
+                       backoff_ms=300, timeout_ms=8000, connect_ms=connect_ms)
+        first = await game.cmd("connect", player="dee")
+        await game.until("dee", lambda s: s["last_seq"] is not None, "a resume cursor (a clock delta)")
+
+        # The network goes: the socket falls silent, and every attempt to come back is accepted and lost.
+        await proxy.outage()
+        await game.until("dee", lambda s: 1006 in s["closes"], "the dead link noticed", timeout=10)
+        deadline = loop.time() + 15
+        while len(proxy.swallowed) < 2:  # without a handshake deadline the first lost attempt waits forever
+            assert loop.time() < deadline, f"one lost attempt and no other: {len(proxy.swallowed)} attempts"
+            await asyncio.sleep(0.05)
+        assert all(lost.startswith(b"GET /ws/experience?") and b"last_seq=" in lost for lost in proxy.swallowed), \
+            "each lost attempt was a resume's upgrade"
+        assert not (await game.cmd("status", player="dee"))["open"]
+
+        # The network returns; the attempt under way when it did is lost too, and given up at its deadline.
+        proxy.heal()
+        healed = loop.time()
+        back = await game.until("dee", lambda s: s["open"] and s["connection_id"] != first["connection_id"],
+                                "back on its own", timeout=20)
+        took = loop.time() - healed
+        assert took <= (connect_ms + max_backoff_ms) / 1000 + 3.0, \
+            f"back {took:.1f} s after the network returned (deadline {connect_ms} ms + backoff <= {max_backoff_ms} ms)"
+        assert back["closes"] == [1006], "one Closed for the drop; the lost attempts raise none"
+        await game.until("dee", lambda s: back_again(s) >= 1, "the resume (the clock's deltas missed meanwhile)")
+        await game.in_sync("an outage whose reconnect attempts were lost", "dee")
+    except BaseException:
+        for log in ("gateway.log", "kb.log"):
+            print(f"--- {log} (last lines)", *(tmp_path / log).read_text().splitlines()[-40:], sep="\n")
+        raise
+    finally:
+        await game.stop()
+        await proxy.stop()
+        system.stop()
+
+
+def assert_typed_world_agrees(status: dict[str, Any]) -> None:
+    """The typed world says what View says, and the last NpcMoved of each NPC left it where it now stands."""
+    typed = status["typed"]
+    assert typed["npcs"] == typed["view_npcs"] and typed["npcs"], typed
+    assert typed["environment"] == typed["view_environment"], typed
+    assert typed["weather"] == typed["view_environment"]["weather"], typed
+    assert typed["time_of_day"] == typed["view_environment"]["time_of_day"], typed
+    assert typed["here"] == typed["view_here"] and typed["exits"] == typed["view_exits"] and typed["exits"], typed
+    last = {move["npc"]: move["to"] for move in status["npc_moves"]}
+    assert all(typed["npcs"][npc] == area for npc, area in last.items()), (last, typed["npcs"])
+    moves = status["npc_moves"]
+    assert all(m["from"] != m["to"] and m["from"] and m["to"] for m in moves), moves
+    versions = [m["version"] for m in moves]
+    assert versions == sorted(versions), "raised in world order, on the dispatcher's thread"
+    assert all("=" in change and change.split("=", 1)[1] for change in status["environment_changes"])
+
+
 def back_again(status: dict[str, Any]) -> int:
     """How often the player came back after a drop: resumed, or resynchronised by a fresh snapshot."""
     return int(status["resumes"]) + len(status["resyncs"])
@@ -256,6 +485,103 @@ async def wait_for(value: Callable[[], Any], want: Any, what: str, timeout: floa
     while (got := await value()) != want:
         assert asyncio.get_running_loop().time() < deadline, f"{what}: {got} after {timeout}s"
         await asyncio.sleep(0.1)
+
+
+# Compile-only stand-ins for the few UnityEngine members the IMGUI sample uses (Unity is not installed here): they
+# check the sample against the package's public API, not its drawing.
+UNITY_ENGINE_STANDINS = """
+namespace UnityEngine
+{
+    public class MonoBehaviour { }
+    public sealed class TextAreaAttribute : System.Attribute { }
+    public struct Vector2 { }
+    public struct Rect { public Rect(float x, float y, float width, float height) { } }
+    public static class Screen { public static int width = 0, height = 0; }
+    public static class Debug { public static void LogException(System.Exception e) { } }
+    public static class GUILayout
+    {
+        public static void BeginArea(Rect area) { }
+        public static void EndArea() { }
+        public static void Label(string text) { }
+        public static bool Button(string text) { return false; }
+        public static string TextField(string text) { return text; }
+        public static Vector2 BeginScrollView(Vector2 at) { return at; }
+        public static void EndScrollView() { }
+    }
+}
+"""
+
+
+@mono
+def test_unity_sample_compiles_against_the_packages_public_api(unity_program: Path, tmp_path: Path) -> None:
+    standins = tmp_path / "UnityEngine.cs"
+    standins.write_text(UNITY_ENGINE_STANDINS)
+    samples = sorted(str(p) for p in (PACKAGE / "Samples~").rglob("*.cs"))
+    built = subprocess.run([MCS, "-langversion:7", "-nologo", "-warnaserror+", "-target:library",
+                            f"-out:{tmp_path / 'Sample.dll'}", f"-r:{unity_program.parent / 'Gaia.Realtime.dll'}",
+                            f"-r:{newtonsoft()}", str(standins), *samples], capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+
+
+# Stand-ins for the two NUnit members docs/unity.md's example uses (NUnit is not installed here), and a runner that
+# calls every [Test] method: the example is compiled against Gaia.Realtime.dll as a game's test assembly would be.
+NUNIT_STANDINS = """
+namespace NUnit.Framework
+{
+    [System.AttributeUsage(System.AttributeTargets.Method)]
+    public sealed class TestAttribute : System.Attribute { }
+
+    public static class Assert
+    {
+        public static void AreEqual(object expected, object actual)
+        {
+            if (!object.Equals(expected, actual))
+                throw new System.Exception("expected <" + expected + "> but was <" + actual + ">");
+        }
+    }
+}
+
+public static class StandInRunner
+{
+    public static int Main()
+    {
+        var failed = 0;
+        foreach (var type in typeof(StandInRunner).Assembly.GetTypes())
+            foreach (var method in type.GetMethods())
+                if (method.GetCustomAttributes(typeof(NUnit.Framework.TestAttribute), false).Length > 0)
+                {
+                    try
+                    {
+                        method.Invoke(System.Activator.CreateInstance(type), null);
+                        System.Console.WriteLine("passed " + method.Name);
+                    }
+                    catch (System.Reflection.TargetInvocationException e)
+                    {
+                        failed++;
+                        System.Console.WriteLine("failed " + method.Name + ": " + e.InnerException);
+                    }
+                }
+        return failed;
+    }
+}
+"""
+
+
+@mono
+def test_unity_docs_fake_client_example_compiles_as_a_games_test_assembly_and_its_tests_pass(
+        unity_program: Path, tmp_path: Path) -> None:
+    docs = (PACKAGE.parent.parent / "docs" / "unity.md").read_text()
+    example = next(block for block in re.findall(r"```csharp\n(.*?)```", docs, re.S) if "class FakeClient" in block)
+    (tmp_path / "Example.cs").write_text(example)
+    (tmp_path / "NUnit.cs").write_text(NUNIT_STANDINS)
+    program = tmp_path / "ExampleTests.exe"
+    built = subprocess.run([MCS, "-langversion:7", "-nologo", "-warnaserror+", f"-out:{program}",
+                            f"-r:{unity_program.parent / 'Gaia.Realtime.dll'}", f"-r:{newtonsoft()}",
+                            str(tmp_path / "Example.cs"), str(tmp_path / "NUnit.cs")], capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    ran = subprocess.run([MONO, str(program)], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "MONO_PATH": str(unity_program.parent)})
+    assert ran.returncode == 0 and ran.stdout.count("passed ") == 2, ran.stdout + ran.stderr
 
 
 def unity_sees(path: Path) -> bool:

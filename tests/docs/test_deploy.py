@@ -171,3 +171,83 @@ def test_kb_runs_on_postgresql_with_two_replicas_wherever_the_manifests_scale() 
     unit = (DEPLOY / "systemd" / "gaia-kb.service").read_text()
     assert "EnvironmentFile=/etc/gaia/kb-store.env" in unit
     assert "GAIA_KB_DB_PATH" not in (DEPLOY / "systemd" / "gaia.env").read_text()
+
+
+PUBLIC_PATHS = ("/", "/ws/experience", "/sse/experience", "/chat/unified", "/health", "/openapi.json",
+                "/asyncapi.json", "/favicon.ico", "/static/app.js")
+OPERATOR_PATHS = ("/metrics", "/debug/event-timings", "/debug/", "/metrics/", "/debug")
+
+
+def ingress_routes(path: str) -> bool:
+    """Whether the shipped Ingress sends `path` to the gateways (Kubernetes' Exact and Prefix matching)."""
+    ingress = next(d for d in k8s_docs() if d["kind"] == "Ingress" and d["metadata"]["name"] == "gateway")
+    for rule in ingress["spec"]["rules"]:
+        for entry in rule["http"]["paths"]:
+            want, kind = entry["path"], entry["pathType"]
+            if kind == "Exact" and path == want:
+                return True
+            if kind == "Prefix" and (path == want or path.startswith(want.rstrip("/") + "/")):
+                return True
+    return False
+
+
+def nginx_routes(path: str) -> bool:
+    """Whether the shipped nginx proxies `path` to the gateways: the regex locations are tried first, then
+    the longest prefix location (only `location /`, which must answer 404 itself)."""
+    conf = (DEPLOY / "nginx/nginx.conf").read_text()
+    blocks = re.findall(r"location\s+(~\s+)?(\S+)\s*\{(.*?)\n    \}", conf, re.DOTALL)
+    for regex, pattern, body in blocks:
+        if regex and re.search(pattern, path):
+            return "proxy_pass" in body
+    prefix = max((b for b in blocks if not b[0] and path.startswith(b[1])), key=lambda b: len(b[1]))
+    return "proxy_pass" in prefix[2]
+
+
+def test_the_shipped_proxies_pass_the_public_routes_and_never_metrics_or_debug() -> None:
+    """/metrics and /debug/ are the operators' (GAIA_ADMIN_TOKEN): nginx and the Ingress do not carry them."""
+    for path in PUBLIC_PATHS:
+        assert ingress_routes(path), path
+        assert nginx_routes(path), path
+    for path in OPERATOR_PATHS:
+        assert not ingress_routes(path), path
+        assert not nginx_routes(path), path
+    conf = (DEPLOY / "nginx/nginx.conf").read_text()
+    assert re.search(r"location / \{\s*return 404;\s*\}", conf)
+
+
+def network_allows(source: str | None, target: str, port: int) -> bool:
+    """Whether the shipped NetworkPolicies let a pod labelled app=`source` (None: from outside the namespace)
+    open `port` on a pod labelled app=`target` (ingress policies; the semantics used by the shipped ones)."""
+    policies = [d for d in k8s_docs() if d["kind"] == "NetworkPolicy"]
+    selecting = [p for p in policies if all(({"app": target}.get(k) == v)
+                                            for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())]
+    assert all(p["spec"]["policyTypes"] == ["Ingress"] for p in selecting)
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from")
+            ports = [p["port"] for p in rule.get("ports", [])]
+            peer_ok = peers is None or (source is not None and any(
+                peer.get("podSelector", {}).get("matchLabels") == {"app": source} for peer in peers))
+            if peer_ok and (not ports or port in ports):
+                return True
+    return False
+
+
+def test_only_the_gateways_reach_kb_and_only_kb_and_the_gateways_reach_nats() -> None:
+    """deploy/k8s/40-network-policy.yaml: a default deny, then each service's callers (kb binds 0.0.0.0 in its pod)."""
+    deny = next(d for d in k8s_docs()
+                if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "default-deny-ingress")
+    assert deny["spec"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    apps = ("gateway", "kb", "nats", "postgres", "elsewhere", None)
+    allowed = {(source, target, port) for source in apps for target, port in
+               (("kb", 8001), ("nats", 4222), ("nats", 6222), ("postgres", 5432), ("gateway", 8000))
+               if network_allows(source, target, port)}
+    assert {(s, t, p) for s, t, p in allowed if t != "gateway"} == {
+        ("gateway", "kb", 8001), ("kb", "kb", 8001),  # kb forwards a world it does not own to its owner
+        ("gateway", "nats", 4222), ("kb", "nats", 4222), ("nats", "nats", 6222), ("kb", "postgres", 5432)}
+    assert all((s, "gateway", 8000) in allowed for s in apps)
+    assert not network_allows("kb", "kb", 8002) and not network_allows(None, "nats", 8222)
+    config = next(d for d in k8s_docs() if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "gaia-config")
+    assert config["data"]["GAIA_KB_HOST"] == "0.0.0.0"  # why the policies matter; documented in the ConfigMap

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from shared.schemas.messages import CLIENT_MESSAGES, SERVER_MESSAGES
 from shared.service.logs import JsonFormatter
-from tests.helpers import eventually
+from tests.helpers import ADMIN, eventually
 from tools import docs as generated_docs
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -74,7 +74,7 @@ async def test_both_processes_serve_their_documents(gateway_server, kb_server) -
 async def scrape(server: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """name+labels -> value, from a real /metrics scrape."""
     async with aiohttp.ClientSession() as http:
-        async with http.get(server.make_url("/metrics")) as resp:
+        async with http.get(server.make_url("/metrics"), headers=ADMIN) as resp:
             assert resp.status == 200 and resp.content_type == "text/plain"
             text = await resp.text()
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
@@ -91,7 +91,7 @@ async def test_metrics_follow_sessions_events_and_actions(players, gateway_serve
     assert gw[("gaia_gateway_action_seconds_count", (("transport", "websocket"),))] == 1
     assert gw[("gaia_gateway_nats_up", ())] == 1
     assert ("gaia_gateway_slow_consumer_closes_total", ()) in gw and ("gaia_gateway_nats_reconnects_total", ()) in gw
-    assert gw[("gaia_gateway_outbox_depth", (("stat", "max"),))] == 0  # nothing waits for an idle session's socket
+    assert gw[("gaia_gateway_send_queue_depth", (("stat", "max"),))] == 0  # nothing waits for an idle session's socket
     kb = await scrape(kb_server)
     assert kb[("gaia_kb_actions_total", (("action", "go"), ("outcome", "committed")))] == 1
     assert kb[("gaia_kb_action_seconds_count", (("action", "go"),))] == 1

@@ -7,14 +7,15 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("gateway", "kb", "shared", "tools", "harness", "tests")
+PACKAGES = ("gateway", "kb", "shared", "tools", "harness", "examples", "tests")
 SERVICES = ("gateway", "kb")
 TRANSPORTS = ("gateway.ws", "gateway.sse")
 STAGES = ("gateway.edge", "gateway.streams", "gateway.delivery", "gateway.chat")
 # What each package may import of ours (docs/ARCHITECTURE.md's table).
 MAY_IMPORT = {"shared": {"shared"}, "gateway": {"gateway", "shared"}, "kb": {"kb", "shared"},
-              "tools": {"tools", "gateway", "kb", "shared"},
-              "harness": {"harness", "gateway", "kb", "shared", "tools"}, "tests": set(PACKAGES)}
+              "examples": {"examples", "kb", "shared"},  # a game: the registry (shared) and the world's helpers (kb)
+              "tools": {"tools", "gateway", "kb", "shared", "examples"},
+              "harness": {"harness", "gateway", "kb", "shared", "tools", "examples"}, "tests": set(PACKAGES)}
 TEST_HELPERS = {"tests", "tests.helpers", "tests.conftest"}
 
 
@@ -164,7 +165,7 @@ def placed_paths(text: str) -> set[str]:
 
 def test_every_module_is_placed_in_the_architecture_page() -> None:
     placed = placed_paths((ROOT / "docs" / "ARCHITECTURE.md").read_text())
-    for top in ("gateway", "kb", "shared", "tools", "harness"):
+    for top in ("gateway", "kb", "shared", "tools", "harness", "examples"):
         for path in sorted((ROOT / top).rglob("*.py")):
             if path.name != "__init__.py":
                 where = str(path.relative_to(ROOT))

@@ -12,7 +12,7 @@ from gateway.app import create_app as create_gateway
 from gateway.keys import NATS as GW_NATS
 from harness.client.sse import read_events
 from harness.client.ws import ChatError, GaiaClient
-from tests.helpers import EXPERIENCE
+from tests.helpers import ADMIN, EXPERIENCE
 
 
 def kinds_for(client: GaiaClient, chat_id: str) -> list[str]:
@@ -65,19 +65,6 @@ async def test_it_and_there_refer_to_what_the_conversation_named(players) -> Non
     assert not other[-1]["success"], "another conversation has no 'it'"
 
 
-def test_conversation_words_resolve_and_the_book_is_bounded_and_forgets() -> None:
-    from gateway.chat.pipeline import ConversationBook, remember, resolve
-    book = ConversationBook(limit=2, ttl_s=60)
-    talk = book.get("u", "c1", now=0)
-    remember(talk, "go to garden", {"action": "go", "destination": "garden"}, {"success": True, "message": ""})
-    remember(talk, "take quill", {"action": "collect_item", "instance_id": "quill"}, {"success": True, "message": ""})
-    assert resolve({"action": "drop_item", "instance_id": "it"}, talk)["instance_id"] == "quill"
-    assert resolve({"action": "go", "destination": "there"}, talk)["destination"] == "garden"
-    assert book.get("u", "c1", now=30) is talk and book.get("u", "c1", now=200) is not talk  # forgotten
-    book.get("u", "c2", now=201), book.get("u", "c3", now=202)
-    assert len(book) == 2
-
-
 async def test_a_chat_whose_kb_call_fails_gets_kb_unavailable_with_its_id(aiohttp_server, gateway_settings,
                                                                           token) -> None:
     dead_kb = replace(gateway_settings, kb_url="http://127.0.0.1:9", kb_timeout_s=1.0)
@@ -108,6 +95,8 @@ async def test_the_same_chat_over_sse_yields_the_same_events_and_text(players, g
     assert "world_update" in kinds[:kinds.index("chat.completion.chunk")]
     sse_text = "".join(f["choices"][0]["delta"]["content"] for f in frames if f.get("object"))
     assert ws_text == sse_text == "You take the dream bottle."
+    end = [f for f in frames if f.get("type") == "metadata"][-1]  # what chat_done says, SSE's end says too
+    assert (end["action"], end["success"], end["narrator"]) == ("collect_item", True, "builtin")
     await bob.close()
 
 
@@ -118,7 +107,7 @@ async def test_metrics_count_chats_and_users_by_transport(players, gateway_serve
         async with http.post(gateway_server.make_url("/chat/unified"), headers={"Authorization": f"Bearer {token('sam')}"},
                              json={"message": "look", "experience": EXPERIENCE, "stream": False}) as resp:
             assert (await resp.json())["action"] == "examine"
-        async with http.get(gateway_server.make_url("/metrics")) as resp:
+        async with http.get(gateway_server.make_url("/metrics"), headers=ADMIN) as resp:
             text = await resp.text()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}

@@ -120,7 +120,7 @@ async def test_a_long_resume_makes_a_consumer_paced_by_the_socket_that_is_gone_o
     # A small outbox and a phone with a small receive buffer: what it has not read cannot all sit in buffers
     # (a socket's own grows up to tcp_rmem's maximum, tens of MB on some machines), so the replay must wait.
     server = await aiohttp_server(create_gateway(replace(gateway_settings, catchup_direct_max=100,
-                                                         session_outbox_size=16), "gwlong"))
+                                                         session_send_queue_size=16), "gwlong"))
     assert await server.app[GW_NATS].wait_ready(10)
     alice = GaiaClient(str(server.make_url("")).rstrip("/"), token("alice"), EXPERIENCE)
     await alice.connect()
@@ -204,7 +204,7 @@ async def slow_phone(server: Any, token: str) -> AsyncIterator[aiohttp.ClientWeb
 
 async def test_a_burst_beyond_the_outbox_is_read_again_paced_not_closed(aiohttp_server, gateway_settings, token,
                                                                        nats_server) -> None:
-    server = await aiohttp_server(create_gateway(replace(gateway_settings, session_outbox_size=16), "gwburst"))
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, session_send_queue_size=16), "gwburst"))
     assert await server.app[GW_NATS].wait_ready(10)
     stats = server.app[STREAMS].stats
     async with slow_phone(server, token("alice")) as ws:
@@ -227,7 +227,7 @@ async def test_a_storm_while_connecting_is_read_again_not_a_reason_to_close(aioh
                                                                            nats_server) -> None:
     """Events that pile up behind the first snapshot (here: 300 at once, 16 frames of room) are read
     again from the stream, paced, after it: every client gets its snapshot and then everything, once."""
-    server = await aiohttp_server(create_gateway(replace(gateway_settings, session_outbox_size=16), "gwstorm"))
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, session_send_queue_size=16), "gwstorm"))
     assert await server.app[GW_NATS].wait_ready(10)
     base = str(server.make_url("")).rstrip("/")
     clients = [GaiaClient(base, token(f"c{i}"), EXPERIENCE) for i in range(5)]
@@ -305,7 +305,7 @@ async def test_a_slow_socket_far_behind_gets_a_snapshot_instead_of_being_closed(
     """Its outbox (16 frames) overflows under a 300-event burst; reading it all again would be more
     than 20 events behind, so the stream says resync_required and a fresh snapshot follows: the
     phone stays connected and consistent instead of being closed with 4408."""
-    settings = replace(gateway_settings, session_outbox_size=16, resync_after_events=20)
+    settings = replace(gateway_settings, session_send_queue_size=16, resync_after_events=20)
     server = await aiohttp_server(create_gateway(settings, "gwslowsnap"))
     assert await server.app[GW_NATS].wait_ready(10)
     stats = server.app[STREAMS].stats

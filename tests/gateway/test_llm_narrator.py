@@ -1,9 +1,11 @@
 """The model narrator against a real OpenAI-compatible server (llama-cpp-python + SmolLM2): streaming,
-deadlines, a dead or killed server, cancellation, shutdown, caps, tool proposals and the prompt."""
+deadlines, a dead or killed server, cancellation, shutdown, caps, tool proposals and the guard. Where a test
+needs a given story it holds the real model to it with a grammar (llama.cpp's `grammar` request field)."""
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -12,14 +14,25 @@ from gateway.chat import tools
 from gateway.chat.model import ModelNarrator
 from gateway.chat.narration import MID_STREAM_BREAK, Narration
 from gateway.chat.narratormetrics import NarratorMetrics
-from gateway.chat.prompt import Scene, describe, narrate_messages
+from gateway.chat.prompt import Scene, Turn, narrate_messages, propose_messages
 from harness.system.llmserver import ModelServer
 from harness.system.procs import free_port
 from shared.config import Settings
 from tests.helpers import eventually, server_log
 
 KB_SAYS = "You take the dream bottle."
-LONG = {"narrator_max_tokens": 2000, "narrator_extra_body": '{"min_tokens": 1500}'}  # llama.cpp: no early end
+TOLD = "You take the dream bottle, and it hums softly."
+
+
+def grammar(*sentences: str, repeat: str = "") -> str:
+    """narrator_extra_body holding the real model to these sentences (then `repeat`, again and again)."""
+    rule = " ".join(json.dumps(s + " ") for s in sentences) + (f" ({json.dumps(repeat + ' ')})+" if repeat else "")
+    return json.dumps({"grammar": f"root ::= {rule}"})
+
+
+# A long answer the guard lets through: the story's first sentence, then one sentence again and again.
+LONG = {"narrator_max_tokens": 2000, "narrator_sentences": 0,
+        "narrator_extra_body": grammar(TOLD, repeat="The bottles hum softly.")}
 VIEW = {
     "player": {"current_area": "main_room", "inventory": [
         {"instance_id": "moon_key_1", "semantic_name": "moon key", "template_id": "moon_key"}]},
@@ -32,15 +45,20 @@ VIEW = {
 }
 
 
-def make(server_url: str, **settings: object) -> tuple[ModelNarrator, CollectorRegistry]:
+async def make(server_url: str, warm: bool = True, **settings: object) -> tuple[ModelNarrator, CollectorRegistry]:
+    """A narrator on the server; `warm`: its endpoint checked and the prompt's prefix read, as at a gateway's start
+    (a cold prefix costs a fresh server seconds, more on busy cores)."""
     registry = CollectorRegistry()
     values = {"narrator_url": server_url, "narrator_model": "smollm2", "narrator_temperature": 0.0,
               "narrator_first_token_s": 30.0, "narrator_answer_s": 60.0, **settings}  # two busy cores
-    return ModelNarrator(Settings(**values), NarratorMetrics(registry)), registry  # type: ignore[arg-type]
+    narrator = ModelNarrator(Settings(**values), NarratorMetrics(registry))  # type: ignore[arg-type]
+    if warm:
+        assert await narrator.endpoint.check() == "ok"
+    return narrator, registry
 
 
 def scene(line: str = "take the dream bottle", user: str = "alice") -> Scene:
-    return Scene(user, line, VIEW, [("look around", "You see shelves.")],
+    return Scene(user, line, VIEW, [Turn("look around", "examine", True, "You see shelves.")],
                  {"action": "collect_item", "instance_id": "dream bottle"},
                  {"success": True, "message": KB_SAYS, "changes": []})
 
@@ -56,16 +74,13 @@ def sample(registry: CollectorRegistry, name: str, labels: dict[str, str] | None
     return registry.get_sample_value(name, labels or {}) or 0.0
 
 
-def test_llm_prompt_shows_the_scene_and_kbs_decision() -> None:
-    text = describe(VIEW, "alice")
-    assert "Main Room (main_room)" in text and "dream bottle (dream_bottle_1)" in text
-    assert "Louisa (louisa)" in text and "Woander" not in text  # only the characters here
-    assert "Other players here: bob." in text and "carol" not in text
-    assert "carries: moon key (moon_key_1)" in text and "Exits: entrance, counter." in text
-    messages = narrate_messages(scene())
-    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
-    assert KB_SAYS in messages[-1]["content"] and "It worked." in messages[-1]["content"]
-    assert "take the dream bottle" in messages[-1]["content"]
+def test_llm_prompt_shows_kbs_decision_and_the_scene_by_name() -> None:
+    story = narrate_messages(scene())[-1]["content"]
+    assert story.splitlines() == ["Place: Main Room.", 'Earlier: "look around" worked.', f"Worked: {KB_SAYS}"]
+    proposal = propose_messages(scene())[-1]["content"]
+    assert "In reach: dream bottle." in proposal and "Here: Louisa, player A." in proposal
+    assert "bob" not in proposal and "carol" not in proposal and "Woander" not in proposal
+    assert "You carry: moon key." in proposal and "Exits: Entrance, Counter." in proposal
 
 
 def test_llm_tool_is_kbs_action_schema() -> None:
@@ -79,63 +94,87 @@ def test_llm_tool_is_kbs_action_schema() -> None:
 
 
 async def test_llm_narrative_streams_from_the_model(model_server: ModelServer) -> None:
-    narrator, registry = make(model_server.url)
+    narrator, registry = await make(model_server.url, narrator_sentences=3,
+                              narrator_extra_body=grammar(TOLD, "The shelves creak.", "Dust drifts."))
     narration = narrator.narrate(scene(), KB_SAYS)
     pieces = []
     async for piece in narration:
         pieces.append(piece)
-        assert narrator.in_flight == 1 and sample(registry, "gaia_gateway_narrator_requests_in_flight") == 1
+        assert narrator.in_flight <= 1
     narration.close()
     assert narration.narrator == "model" and narration.reason is None
-    assert len(pieces) > 3 and "".join(pieces).strip()
-    assert narrator.in_flight == 0 and not narrator.per_user
+    assert pieces == [TOLD + " ", "The shelves creak. ", "Dust drifts. "]  # a whole sentence at a time
+    await eventually(lambda: narrator.in_flight == 0)  # the request closed: its slot is free
+    assert sample(registry, "gaia_gateway_narrator_requests_in_flight") == 0
     assert sample(registry, "gaia_gateway_narrator_first_token_seconds_count") == 1
     assert sample(registry, "gaia_gateway_narrator_tokens_per_second_count") == 1
     assert sample(registry, "gaia_gateway_narrator_answers_total", {"narrator": "model", "reason": ""}) == 1
     await narrator.close()
 
 
+@pytest.mark.parametrize(("forced", "reason"), [
+    ("You can't find it anywhere.", "model_contradiction"),  # a successful take told as failure (issue 39)
+    ("Other players here: duoB.", "model_leak"),  # the old prompt's scaffolding
+    ("I have taken the magic from the box (magic_box).", "model_leak"),
+])
+async def test_llm_guard_tells_kbs_message_for_a_story_that_breaks_its_rules(
+        model_server: ModelServer, forced: str, reason: str) -> None:
+    narrator, registry = await make(model_server.url, narrator_extra_body=grammar(forced))
+    narration = narrator.narrate(scene(), KB_SAYS)
+    assert await collect(narration) == KB_SAYS and (narration.narrator, narration.reason) == ("fallback", reason)
+    assert sample(registry, "gaia_gateway_narrator_answers_total", {"narrator": "fallback", "reason": reason}) == 1
+    await narrator.close()
+
+
+async def test_llm_a_sentence_cut_by_the_token_cap_is_left_out_and_said(model_server: ModelServer) -> None:
+    narrator, _ = await make(model_server.url, narrator_max_tokens=14,
+                       narrator_extra_body=grammar(TOLD, repeat="The bottles hum softly in colours nobody named."))
+    narration = narrator.narrate(scene(), KB_SAYS)
+    assert await collect(narration) == TOLD + " " and (narration.narrator, narration.reason) == ("model", "model_length")
+    await narrator.close()
+
+
 async def test_llm_answer_cut_by_its_deadline_ends_with_kbs_message(model_server: ModelServer) -> None:
-    narrator, registry = make(model_server.url, narrator_answer_s=6.0, **LONG)
+    narrator, registry = await make(model_server.url, narrator_answer_s=6.0, **LONG)
     narration = narrator.narrate(scene("tell me a very long story about every bottle"), KB_SAYS)
     text = await collect(narration)
     assert narration.narrator == "fallback" and narration.reason == "model_timeout"
     assert narration.text and text.startswith("".join(narration.text))  # the model's part came first
-    assert text.endswith(MID_STREAM_BREAK + KB_SAYS)
+    assert text.endswith(MID_STREAM_BREAK.lstrip() + KB_SAYS)
     assert sample(registry, "gaia_gateway_narrator_answers_total",
                   {"narrator": "fallback", "reason": "model_timeout"}) == 1
     await narrator.close()
 
 
 async def test_llm_model_down_gives_kbs_message_at_once() -> None:
-    narrator, registry = make(f"http://127.0.0.1:{free_port()}/v1")
+    narrator, registry = await make(f"http://127.0.0.1:{free_port()}/v1", warm=False)
     narration = narrator.narrate(scene(), KB_SAYS)
     assert await collect(narration) == KB_SAYS
     assert (narration.narrator, narration.reason) == ("fallback", "model_unavailable")
-    action, reason = await narrator.propose(scene("sing to the moon"))
+    action, reason = await narrator.propose(scene("sing to the moon"), time.perf_counter() + 5)
     assert action is None and reason == "model_unavailable"
-    assert narrator.in_flight == 0
+    await eventually(lambda: narrator.in_flight == 0)
     await narrator.close()
 
 
 async def test_llm_server_killed_mid_stream(model_server: ModelServer) -> None:
-    narrator, _ = make(model_server.url, **LONG)
+    narrator, _ = await make(model_server.url, **LONG)
     narration = narrator.narrate(scene("tell me a very long story about every bottle"), KB_SAYS)
     first = await narration.__anext__()
     model_server.kill()
     rest = await collect(narration)
-    assert first and rest.endswith(MID_STREAM_BREAK + KB_SAYS)
+    assert first and rest.endswith(MID_STREAM_BREAK.lstrip() + KB_SAYS)
     assert narration.narrator == "fallback" and narration.reason in ("model_error", "model_unavailable")
-    assert narrator.in_flight == 0
+    await eventually(lambda: narrator.in_flight == 0)
     await narrator.close()
 
 
 async def test_llm_close_mid_stream_cancels_the_model_request(model_server: ModelServer) -> None:
-    narrator, registry = make(model_server.url, **LONG)
+    narrator, registry = await make(model_server.url, **LONG)
     narration = narrator.narrate(scene("tell me a very long story about every bottle"), KB_SAYS)
     assert await narration.__anext__()
     narration.close()  # the player went away
-    assert narrator.in_flight == 0 and sample(registry, "gaia_gateway_narrator_requests_in_flight") == 0
+    await eventually(lambda: narrator.in_flight == 0 and sample(registry, "gaia_gateway_narrator_requests_in_flight") == 0)
     assert sample(registry, "gaia_gateway_narrator_answers_total", {"narrator": "fallback", "reason": "cancelled"}) == 1
     # The server sees the connection go and stops generating (it would run 2000 tokens otherwise).
     await eventually(lambda: "Disconnected from client" in server_log(model_server), timeout=10)
@@ -143,7 +182,7 @@ async def test_llm_close_mid_stream_cancels_the_model_request(model_server: Mode
 
 
 async def test_llm_shutdown_ends_narratives_in_flight(model_server: ModelServer) -> None:
-    narrator, _ = make(model_server.url, **LONG)
+    narrator, _ = await make(model_server.url, **LONG)
     narration = narrator.narrate(scene("tell me a very long story about every bottle"), KB_SAYS)
     assert await narration.__anext__()
     narrator.stop()
@@ -154,27 +193,31 @@ async def test_llm_shutdown_ends_narratives_in_flight(model_server: ModelServer)
     await narrator.close()
 
 
-async def test_llm_caps_per_user_and_process(model_server: ModelServer) -> None:
-    narrator, _ = make(model_server.url, narrator_max_per_user=1, narrator_max_inflight=2, narrator_max_tokens=400)
+async def test_llm_caps_per_user_and_the_queue_for_a_slot(model_server: ModelServer) -> None:
+    """One slot (llama.cpp's server answers one request at a time): a user at her share is `model_busy` at
+    once; another player waits in the queue for the slot and gets it as soon as it is freed."""
+    narrator, registry = await make(model_server.url, narrator_max_per_user=1, narrator_max_inflight=1, **LONG)
     first = narrator.narrate(scene(user="alice"), KB_SAYS)
+    assert await first.__anext__() == TOLD + " "
     second = narrator.narrate(scene(user="alice"), KB_SAYS)
-    assert await collect(second) == KB_SAYS and second.reason == "model_unavailable"  # alice is at her cap
-    other = narrator.narrate(scene(user="bob"), KB_SAYS)
-    third = narrator.narrate(scene(user="carol"), KB_SAYS)
-    assert await collect(third) == KB_SAYS and third.reason == "model_unavailable"  # the process is at its cap
-    for narration in (first, other):
-        narration.close()
-    assert narrator.in_flight == 0
+    assert await collect(second) == KB_SAYS and second.reason == "model_busy"  # her share is in use
+    third = narrator.narrate(scene(user="carol"), KB_SAYS)  # the slot is taken: carol waits for it
+    await eventually(lambda: sample(registry, "gaia_gateway_narrator_requests_queued") == 1)
+    first.close()
+    assert await third.__anext__() == TOLD + " "  # alice's slot, as soon as she left
+    third.close()
+    await eventually(lambda: narrator.in_flight == 0)
+    assert sample(registry, "gaia_gateway_narrator_queue_seconds_count") == 1
     await narrator.close()
 
 
 async def test_llm_proposes_an_action_through_the_tool(model_server: ModelServer) -> None:
-    narrator, registry = make(model_server.url, narrator_actions=("drop_item",))
-    action, reason = await narrator.propose(scene("let the moon have what I carry"))
+    narrator, registry = await make(model_server.url, narrator_actions=("drop_item",))
+    action, reason = await narrator.propose(scene("let the moon have what I carry"), time.perf_counter() + 30)
     assert reason is None and action is not None
     assert action["action"] == "drop_item" and action["instance_id"]  # the grammar held it to the schema
     assert sample(registry, "gaia_gateway_narrator_proposals_total", {"outcome": "action"}) == 1
-    assert narrator.in_flight == 0
+    await eventually(lambda: narrator.in_flight == 0)
     await narrator.close()
 
 

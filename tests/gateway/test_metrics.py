@@ -35,5 +35,5 @@ def test_send_queue_depth_is_the_total_and_the_largest_over_sessions() -> None:
         sessions.add(session)
     metrics = GatewayMetrics(sessions, StreamSet(link, settings), link)
     values = {(s.name, s.labels.get("stat")): s.value for m in metrics.registry.collect() for s in m.samples}
-    assert values[("gaia_gateway_outbox_depth", "total")] == 8
-    assert values[("gaia_gateway_outbox_depth", "max")] == 5
+    assert values[("gaia_gateway_send_queue_depth", "total")] == 8
+    assert values[("gaia_gateway_send_queue_depth", "max")] == 5

@@ -15,7 +15,7 @@ from harness.client.sse import read_events
 from harness.client.ws import GaiaClient
 from harness.system.procs import free_port
 from shared.config import Settings
-from tests.helpers import EXPERIENCE
+from tests.helpers import ADMIN, EXPERIENCE
 
 
 async def test_chat_done_says_builtin_without_a_model(players: Callable[..., Any]) -> None:
@@ -48,7 +48,7 @@ async def test_model_down_world_change_still_arrives_and_story_is_kbs(
         async with http.post(f"{base}/chat/unified", json={"message": "go to the main room", "experience": EXPERIENCE},
                              headers={"Authorization": f"Bearer {token('bob')}"}) as resp:
             events = [e.data async for e in read_events(resp)]
-        async with http.get(f"{base}/metrics") as resp:
+        async with http.get(f"{base}/metrics", headers=ADMIN) as resp:
             metrics = await resp.text()
     end = orjson.loads(events[-3])
     assert (end["type"], end["narrator"], end["reason"]) == ("metadata", "fallback", "model_unavailable")

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.keys import STREAMS, TICKS
 from shared.natsconn import connect_tool
-from tests.helpers import EXPERIENCE, SEND_TICK_MS, broadcast, eventually
+from tests.helpers import ADMIN, EXPERIENCE, SEND_TICK_MS, broadcast, eventually
 
 
 @pytest.fixture
@@ -44,9 +44,11 @@ async def test_event_timings_endpoint_gives_each_events_stamps_in_order(players,
     update = await alice.next("world_update")
     assert update["snapshot_version"] == step["snapshot_version"]
     async with aiohttp.ClientSession() as http:
-        async with http.get(gateway_server.make_url("/debug/event-timings"), params={"after": update["seq"] - 1}) as r:
+        async with http.get(gateway_server.make_url("/debug/event-timings"), params={"after": update["seq"] - 1},
+                            headers=ADMIN) as r:
             body = await r.json()
-        async with http.get(gateway_server.make_url("/debug/event-timings"), params={"after": "x"}) as bad:
+        async with http.get(gateway_server.make_url("/debug/event-timings"), params={"after": "x"},
+                            headers=ADMIN) as bad:
             assert bad.status == 400
     row = dict(zip(body["fields"], next(e for e in body["events"] if e[0] == update["seq"])))
     assert 0 < row["committed"] <= row["received"] + 0.001  # kb's stamp has millisecond resolution

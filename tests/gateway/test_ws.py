@@ -186,8 +186,8 @@ async def raw_ws_connect(port: int, path: str) -> socket.socket:
 @pytest.mark.also_with_send_tick
 async def test_slow_consumer_is_closed_4408_and_others_are_unaffected(aiohttp_server, gateway_settings, token,
                                                                       settings, nats_server) -> None:
-    server = await aiohttp_server(create_gateway(replace(gateway_settings, session_outbox_size=16, slow_consumer_s=1.0),
-                                                 "gwslow"))
+    server = await aiohttp_server(create_gateway(replace(gateway_settings, session_send_queue_size=16,
+                                                         slow_consumer_s=1.0), "gwslow"))
     assert await server.app[GW_NATS].wait_ready(10)
     healthy = GaiaClient(str(server.make_url("")).rstrip("/"), token("bob"), EXPERIENCE)
     await healthy.connect()

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 from harness.system.devstack import gateway_workers
 from harness.system.procs import free_port
+from tests.helpers import eventually, need_model
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -104,3 +108,38 @@ async def test_make_run_stopped_with_ctrl_c_starts_again_at_once_on_the_same_por
         assert (await health(chosen["GAIA_GATEWAY_PORT"]))["status"] == "healthy"
     finally:
         assert stop(again) == 0
+
+
+async def test_llm_make_run_llm_starts_a_dead_model_server_again_and_the_stack_stays_up(tmp_path: Path) -> None:
+    need_model()
+    chosen = ports()
+    env = {**os.environ, **chosen, "PYTHONPATH": str(ROOT), "GAIA_LOG_LEVEL": "WARNING"}
+    env.pop("GAIA_ENV", None)
+    run = subprocess.Popen([sys.executable, "-m", "harness.system.devstack", "--tick", "0", "--local-model"], cwd=tmp_path,
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        banner = wait_running(run, timeout=180)
+        model_url = re.search(r"model\s+(http://\S+/v1)", banner)
+        assert model_url, banner
+        server = next(p for p in psutil.Process(run.pid).children(recursive=True)
+                      if "llama_cpp.server" in " ".join(p.cmdline()))
+        server.kill()  # the model server dies
+        await eventually(lambda: answers(model_url.group(1)) and not server.is_running(), timeout=180, interval=0.5)
+        assert run.poll() is None  # the stack stayed up
+        gateway = await health(chosen["GAIA_GATEWAY_PORT"])
+        assert gateway["status"] == "healthy" and gateway["narrator"]["kind"] == "model"
+    finally:
+        code = stop(run)
+    assert code == 0
+    assert "starting it again" in (run.stderr.read() if run.stderr else "")
+
+
+def answers(base: str) -> bool:
+    """The model server lists its model."""
+    try:
+        with urllib.request.urlopen(f"{base}/models", timeout=2) as resp:
+            return bool(resp.status == 200)
+    except OSError:
+        return False
+
+

@@ -9,7 +9,8 @@ import pytest
 from nats.aio.msg import Msg
 
 from gateway.delivery.tick import SendTicker
-from harness.bench.floors.forwarder import ForwardedSocket, create_app
+from gateway.streams.natscopies import CopyParser
+from harness.bench.floors.forwarder import NC, ForwardedSocket, create_app
 
 
 class RecordingSocket:
@@ -68,9 +69,15 @@ async def test_a_socket_that_pushes_back_at_the_tick_gets_its_frames_in_order_fr
     assert [frame for write in ws.writes for frame in write] == [b"a", b"b"]
 
 
-@pytest.mark.parametrize("tick_ms", [0, 20])
-async def test_every_socket_gets_every_message_in_order(aiohttp_client: Any, nats_server: Any, tick_ms: int) -> None:
-    client = await aiohttp_client(create_app(nats_server.url_as("operator"), tick_ms))
+def test_an_unknown_parser_is_refused() -> None:
+    with pytest.raises(ValueError, match="parser"):
+        create_app("nats://127.0.0.1:1", 0, "regex")
+
+
+@pytest.mark.parametrize("tick_ms,parser", [(0, "copies"), (20, "copies"), (0, "nats-py")])
+async def test_every_socket_gets_every_message_in_order(aiohttp_client: Any, nats_server: Any, tick_ms: int,
+                                                        parser: str) -> None:
+    client = await aiohttp_client(create_app(nats_server.url_as("operator"), tick_ms, parser))
     sockets = []
     for _ in range(3):
         ws = await client.ws_connect("/ws?subject=floor.test")
@@ -88,3 +95,8 @@ async def test_every_socket_gets_every_message_in_order(aiohttp_client: Any, nat
         assert [m.data for m in got] == [str(i) for i in range(200)]
         assert all(m.type == aiohttp.WSMsgType.TEXT for m in got)
         await ws.close()
+    reader = client.app[NC]._ps
+    if parser == "copies":  # the floor reads as the gateway does: each message in full once, its copies in place
+        assert isinstance(reader, CopyParser) and reader.copies == 200 * 2
+    else:
+        assert not isinstance(reader, CopyParser)

@@ -17,7 +17,8 @@ async def test_a_small_soak_with_drops_and_resumes_loses_nothing_and_reports_eve
     assert report.needless_resyncs == 0 and report.churn_replays > report.churn_resyncs, report.lines()
     assert report.resumes > 0 and report.churn_replays + report.churn_resyncs <= report.replays + report.resyncs
     assert report.nats_probe_messages == report.published > 0 and report.nats_probe_mb > 0
-    assert len(report.table()) > 3 and len(verdicts) == 11
+    assert len(report.table()) > 3 and len(verdicts) == 12
+    assert report.worlds is not None and report.worlds.ok, report.worlds  # the sample's worlds equal kb's
     assert set(report.cpu_share) == {"nats-server", "kb", "gateway", "driver"} and report.cpu_share["gateway"] > 0
     assert report.frames_sent >= len(report.latencies_ms) and report.gateway_us_per_frame() > 0, report.lines()
 

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from gateway.streams.audience import personal_copy
+from kb.keys import PRESENCE
 from shared.schemas.events import BroadcastWorldUpdateSchema, WorldUpdateEventSchema
 from tests.helpers import EXPERIENCE
 
@@ -134,7 +135,7 @@ async def test_views_answers_many_sessions_in_order_and_refuses_one_past_the_use
 
     from kb.app import create_app
     from kb.keys import NATS, PRESENCE
-    server = await aiohttp_server(create_app(replace(settings, max_sessions_per_user=2)))
+    server = await aiohttp_server(create_app(replace(settings, max_connections_per_user=2)))
     assert await server.app[NATS].wait_ready(10)
     sessions = [{"user_id": u, "session_id": f"s{i}", "gateway_id": "gw"}
                 for i, u in enumerate(["ann", "bo", "ann", "ann", "cy"])]
@@ -161,3 +162,37 @@ async def test_a_bad_entry_in_a_presence_report_is_a_422_naming_its_place(kb_ser
     async with kb_http.post(url(kb_server, "/presence"), json=bad) as resp:
         assert resp.status == 422
         assert (await resp.json())["details"] == {"join": {"1": {"session_id": ["Length must be between 1 and 128."]}}}
+
+
+@pytest.mark.parametrize("user_id", ["eve.>", "victim\n", "a b", "*"])
+async def test_a_presence_report_with_a_user_id_that_is_no_subject_token_is_refused(kb_server, kb_http,
+                                                                                     user_id) -> None:
+    report = {"gateway_id": "gw", "join": [{"session_id": "s1", "user_id": user_id, "experience": EXPERIENCE}]}
+    async with kb_http.post(url(kb_server, "/presence"), json=report) as resp:
+        assert resp.status == 422
+        assert (await resp.json())["details"] == {"join": {"0": {"user_id": ["not a valid user id"]}}}
+
+
+async def test_presence_of_unknown_experiences_and_reserved_ids_is_ignored_and_never_announced(kb_server,
+                                                                                               kb_http) -> None:
+    sessions = [{"session_id": f"s{i}", "user_id": "mallory", "experience": f"nowhere{i}"} for i in range(50)]
+    sessions += [{"session_id": "w", "user_id": "world", "experience": EXPERIENCE},
+                 {"session_id": "n", "user_id": "louisa", "experience": EXPERIENCE},
+                 {"session_id": "ok", "user_id": "alice", "experience": EXPERIENCE}]
+    async with kb_http.post(url(kb_server, "/presence"), json={"gateway_id": "gw", "join": sessions}) as resp:
+        assert resp.status == 200 and (await resp.json())["ignored"] == 52
+    book = kb_server.app[PRESENCE]
+    assert set(book.sessions) == {"ok"} and book.present_users(EXPERIENCE) == {"alice"}
+
+
+@pytest.mark.parametrize("user_id", ["world", "louisa"])
+async def test_the_world_and_its_npcs_are_no_players(kb_server, kb_http, user_id) -> None:
+    status, body = await post_action(kb_http, kb_server, user_id, action="go", destination="main_room")
+    assert status == 403 and body["error"] == "reserved_user_id"
+    async with kb_http.get(url(kb_server, f"/experiences/{EXPERIENCE}/players/{user_id}/state")) as resp:
+        assert resp.status == 403
+    views = {"sessions": [{"user_id": user_id, "session_id": "s", "gateway_id": "gw"}]}
+    async with kb_http.post(url(kb_server, f"/experiences/{EXPERIENCE}/views"), json=views) as resp:
+        assert resp.status == 403
+    async with kb_http.get(url(kb_server, "/health")) as resp:
+        assert user_id in (await resp.json())["reserved_user_ids"]

@@ -7,6 +7,7 @@ import orjson
 import pytest
 
 from kb.presence import PresenceBook, PresenceChange
+from shared.incarnations import new_incarnation
 
 
 def test_two_devices_join_once_and_leave_with_the_last() -> None:
@@ -28,6 +29,36 @@ def test_a_dropped_session_leaves_only_when_its_grace_ends_and_survives_a_restar
     restarted.restore(book.take_changes()[0])
     assert restarted.present_users("w") == {"bob"}
     assert restarted.expire(70) == [PresenceChange("leave", "bob", "w")]
+
+
+def test_a_newer_incarnation_of_a_gateway_drops_what_the_older_one_left_at_once() -> None:
+    """A worker SIGKILLed and started again with the same slot: its old sessions enter their grace when the
+    new one first reports, so a clean close after a resume is a leave, and a vanished phone leaves after
+    the grace counted from the restart (not after the renewals time out)."""
+    book = PresenceBook(grace_s=60, stale_s=45)
+    old, new, other = new_incarnation("gw-w0", 1000.0), new_incarnation("gw-w0", 1010.0), new_incarnation("gw-w1", 0)
+    book.join("a1", "alice", "w", old, 1000)
+    book.join("v1", "victor", "w", old, 1000)
+    book.join("o1", "olga", "w", other, 1000)
+    book.gateway_started(new, 1012)  # the restarted worker's hello
+    assert book.ended_by_restart == 2 and book.live_sessions("w", "olga") == 1, "only the restarted slot's"
+    book.join("a2", "alice", "w", new, 1013)  # alice resumed on the new worker
+    assert book.leave("a2") == [PresenceChange("leave", "alice", "w")], "a clean close is a leave at once"
+    assert book.expire(1071) == [] and "victor" in book.present_users("w")
+    assert book.expire(1072) == [PresenceChange("leave", "victor", "w")], "grace counted from the restart"
+
+
+def test_an_older_incarnation_never_ends_a_newer_ones_sessions() -> None:
+    book = PresenceBook(grace_s=60, stale_s=45)
+    old, new = new_incarnation("gw", 1000.0), new_incarnation("gw", 2000.0)
+    book.join("n", "nina", "w", new, 2000)
+    book.alive("o", "otto", "w", old, 2001)  # a process left over from before (an orphan) still reports
+    book.gateway_started(old, 2002)
+    assert book.ended_by_restart == 0 and book.live_sessions("w", "nina") == 1
+    restarted = PresenceBook(grace_s=60, stale_s=45)  # kb restarted: incarnations come back with the rows
+    restarted.restore(book.take_changes()[0])
+    restarted.gateway_started(old, 2003)
+    assert restarted.ended_by_restart == 0 and restarted.live_sessions("w", "nina") == 1
 
 
 def test_ten_thousand_joins_stay_cheap() -> None:

@@ -60,3 +60,16 @@ def test_a_marshmallow_of_another_minor_version_or_without_hooks_is_named(monkey
     monkeypatch.delattr(Schema, "_hooks")
     with pytest.raises(fastload.MarshmallowInternalsMoved, match=r"4\.4\.x \(found 4\.5\.0\).*Schema\._hooks"):
         fastload.check_marshmallow_internals()
+
+
+def test_an_aiohttp_whose_reader_hooks_moved_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frame guard sits where aiohttp's request handler keeps its payload parser, and is put there by
+    the response's `_post_start`: either moved, and the gateway does not start with an unguarded reader."""
+    from aiohttp import web
+    from aiohttp.web_protocol import RequestHandler
+    monkeypatch.delattr(web.WebSocketResponse, "_post_start")
+    monkeypatch.setattr(RequestHandler, "__slots__", tuple(n for n in RequestHandler.__slots__
+                                                           if n != "_payload_parser"))
+    with pytest.raises(AiohttpInternalsMoved,
+                       match=r"WebSocketResponse\._post_start\(\).*RequestHandler\._payload_parser"):
+        check_aiohttp_internals()

@@ -22,6 +22,7 @@ import orjson
 import pytest
 from nats.aio.msg import Msg
 
+import examples
 from gateway.streams.foreign import ForeignMessages
 from gateway.streams.headers import republish_problem
 from harness.checks.verify import player_seqs
@@ -30,18 +31,21 @@ from shared.config import Settings
 from shared.natsauth import STREAM, inbox_prefix
 from shared.natsconn import connect_tool
 from shared.subjects import EXPERIENCE_UPDATES_PREFIX, experience_updates, live_subject
-from tests.helpers import EXPERIENCE, eventually, outbox_drained
+from tests.helpers import ADMIN, EXPERIENCE, eventually, outbox_drained
 
 EXPERIENCES = (EXPERIENCE, "glade", "marsh")
 DATA = Path(__file__).resolve().parents[2] / "kb" / "data" / EXPERIENCE
+STUDIO = "tinkers-cellar"  # the example studio's experience, different in shape, with actions of its own
 
 
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
-    """Three experiences (copies of one world under three names); a gap over 2 events is read by a consumer."""
+    """Three experiences (copies of one world under three names) and the studio's; a gap over 2 events is read by
+    a consumer."""
     worlds = tmp_path / "worlds"
     for name in EXPERIENCES:
         shutil.copytree(DATA, worlds / name)
+    shutil.copytree(examples.WORLDS / STUDIO, worlds / STUDIO)
     return replace(settings, kb_data_dir=str(worlds), catchup_direct_max=2, resync_after_events=1000,
                    presence_window_ms=1)  # each move its own event: the long gap is longer than 2
 
@@ -116,7 +120,7 @@ def as_pattern(subject: str) -> re.Pattern[str]:
 
 async def metric(http: Any, url: str, name: str) -> float:
     """The sum of every sample of a metric on a /metrics page."""
-    async with http.get(f"{url}/metrics") as resp:
+    async with http.get(f"{url}/metrics", headers=ADMIN) as resp:
         text = await resp.text()
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith(name) and not line.startswith("#"))
@@ -215,6 +219,38 @@ async def test_no_read_path_hands_one_experiences_event_to_another(nats_server, 
     assert len(foreign) == 1, [r.getMessage() for r in foreign]  # once per interval, not per session or message
     assert not [r for r in caplog.records if r.exc_info and r.name.startswith(("gateway", "shared"))]
 
+
+
+async def test_authoring_players_of_two_different_experiences_play_under_the_probe_and_see_only_their_own(
+        nats_server, kb_server, players, settings) -> None:
+    """wylding-woods and the studio's tinkers-cellar, each played (the studio's own actions too) while a probe aims
+    the other experience's stream at each live subject: each player gets exactly its experience's events."""
+    woods = {role: await players(f"{role}-woods", EXPERIENCE) for role in ("act", "watch")}
+    cellar = {role: await players(f"{role}-cellar", STUDIO) for role in ("act", "watch")}
+    gateway, operator = nats_server.url_as("gateway"), nats_server.url_as("operator")
+    steps = [(woods["act"], "go", {"destination": "main_room"}), (cellar["act"], "go", {"destination": "workshop"}),
+             (woods["act"], "collect_item", {"instance_id": "dream bottle"}),
+             (cellar["act"], "go", {"destination": "storeroom"}),
+             (cellar["act"], "open", {"instance_id": "iron chest"}),
+             (cellar["act"], "collect_item", {"instance_id": "brass gear"})]
+    for n, (client, action, args) in enumerate(steps):
+        assert (await client.act(action, **args))["success"], (action, args)
+        if n == 2:
+            await probe(gateway, live_subject(experience_updates(EXPERIENCE)), experience_updates(STUDIO))
+            await probe(gateway, live_subject(experience_updates(STUDIO)), experience_updates(EXPERIENCE))
+    refused = await woods["act"].act("open", instance_id="dream bottle")
+    assert refused["code"] == "unknown_action", "an action one experience adds is not another's"
+    await outbox_drained(kb_server)
+    for name, clients in ((EXPERIENCE, woods), (STUDIO, cellar)):
+        for client in clients.values():
+            owed = await player_seqs(operator, settings.stream_name, name, client.user_id)
+            await eventually(lambda c=client, o=owed: c.last_seq == o[-1])
+            assert client.seqs == owed[owed.index(client.seqs[0]):], client.user_id
+            assert {f.get("experience") for f in client.frames if f.get("type") in ("world_update", "presence")} \
+                == {name}
+    watch = cellar["watch"].drain("world_update")
+    assert watch and all(not f["changes"] for f in watch if f["actor_id"] == "act-cellar"), \
+        "the studio's world hides what lies in other areas (location visibility): the watcher on the stairs saw none"
 
 
 def test_foreign_messages_are_counted_each_and_reported_once_per_interval(caplog) -> None:

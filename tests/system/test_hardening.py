@@ -87,6 +87,15 @@ def test_an_empty_jwt_secret_is_a_clear_configuration_error_even_in_dev(module: 
     assert "GAIA_JWT_SECRET is empty" in done.stderr
 
 
+@pytest.mark.parametrize("module", ["gateway", "kb"])
+@pytest.mark.parametrize("key", ["k", "replace-me", "x" * 31])
+def test_a_short_kb_api_key_is_refused_outside_dev(module: str, key: str, tmp_path: Path) -> None:
+    """The service key is a shared secret like the JWT's: deploy/'s `replace-me` or a one-letter key never serves."""
+    done = start_service(module, tmp_path, GAIA_JWT_SECRET="s" * 40, GAIA_KB_API_KEY=key)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert f"GAIA_KB_API_KEY has {len(key)} bytes; it needs at least 32" in done.stderr
+
+
 async def test_every_forwarded_for_line_is_read_right_to_left_as_one_list(aiohttp_server, gateway_settings,
                                                                           token) -> None:
     """A proxy that adds its own X-Forwarded-For line (HAProxy) after the client's: the client's
@@ -140,7 +149,7 @@ def test_every_limit_says_where_it_counts_and_the_docs_show_it() -> None:
     from tools.docs import with_limits_table
     not_gateway_limits = {"jwt_max_lifetime_s", "narrator_max_tokens", "stream_max_age_s", "stream_max_consumers"}
     limits = {f.name for f in fields(Settings)
-              if re.search(r"(^max_|_max_|_burst$|_per_s$|concurrency|outbox_size)", f.name)} - not_gateway_limits
+              if re.search(r"(^max_|_max_|_burst$|_per_s$|concurrency|queue_size)", f.name)} - not_gateway_limits
     assert limits <= set(LIMIT_SCOPES)
     docs = ROOT / "docs" / "security.md"
     assert with_limits_table(docs.read_text()) == docs.read_text(), "run `make docs`"

@@ -99,7 +99,7 @@ async def test_flooding_gets_rate_limited_then_4429(aiohttp_server, gateway_sett
 
 
 async def test_sessions_per_user_are_capped_4409(aiohttp_server, gateway_settings, token) -> None:
-    server = await gateway(aiohttp_server, gateway_settings, max_sessions_per_user=2)
+    server = await gateway(aiohttp_server, gateway_settings, max_connections_per_user=2)
     base = str(server.make_url("")).rstrip("/")
     first, second = GaiaClient(base, token("al"), EXPERIENCE), GaiaClient(base, token("al"), EXPERIENCE)
     await first.connect()
@@ -167,7 +167,9 @@ async def test_fuzzed_frames_get_clear_errors_and_nothing_breaks(batch, fuzz_tar
 
 @pytest.fixture
 async def fuzz_target(aiohttp_server, gateway_settings, token):
-    server = await gateway(aiohttp_server, gateway_settings, msg_rate_per_s=1e6, msg_burst=10**6)
+    # The parser is what is fuzzed here, not the budgets (tests/system/test_hostile.py has those).
+    server = await gateway(aiohttp_server, gateway_settings, msg_rate_per_s=1e6, msg_burst=10**6,
+                           frame_rate_per_s=1e6, frame_burst=10**6, bytes_per_s=1e9, bytes_burst=10**9)
     base = str(server.make_url("")).rstrip("/")
     client, other = GaiaClient(base, token("fuzzer"), EXPERIENCE), GaiaClient(base, token("bystander"), EXPERIENCE)
     await client.connect()
@@ -238,8 +240,10 @@ async def test_fuzzed_http_bodies_never_get_a_500(body, http_fuzz_target) -> Non
 
 @pytest.fixture
 async def http_fuzz_target(kb_server, aiohttp_server, gateway_settings, settings, token):
-    # The body parser is what is fuzzed here, not the chat budget (tested in tests/system/test_trust.py).
-    gateway_server = await gateway(aiohttp_server, gateway_settings, chats_per_user_per_s=1e6, chat_burst=10**6)
+    # The body parser is what is fuzzed here, not the chat budget (tested in tests/system/test_trust.py) nor
+    # the handshake bucket every chat POST draws on (tests/gateway/test_admission.py).
+    gateway_server = await gateway(aiohttp_server, gateway_settings, chats_per_user_per_s=1e6, chat_burst=10**6,
+                                   handshakes_per_ip_per_s=1e6, handshake_burst=10**6)
     async with aiohttp.ClientSession(headers={"X-API-Key": settings.kb_api_key}) as http:
         yield (http, str(kb_server.make_url(f"/experiences/{EXPERIENCE}/actions")),
                str(gateway_server.make_url("/chat/unified")), {"Authorization": f"Bearer {token('fuzz')}"})

@@ -23,8 +23,14 @@ namespace Gaia.Realtime
         private readonly GaiaClientOptions options;
 
         /// <summary>A client that connects nothing yet.</summary>
+        /// <exception cref="ArgumentNullException"><paramref name="options"/> is null.</exception>
+        /// <exception cref="ArgumentException">A required option (GatewayUrl, Token, Experience, Dispatcher) is null or
+        /// empty, the URL is not http(s) or ws(s), or ConnectTimeout is not positive: the message and ParamName name it.</exception>
         public GaiaClient(GaiaClientOptions options)
         {
+            if (options == null)
+                throw new ArgumentNullException("options", "GaiaClientOptions is null: give the gateway's URL, the player's token and a dispatcher");
+            options.Check();
             this.options = options;
             backoff = new Backoff(options.InitialBackoff, options.MaxBackoff);
             World = new LocalWorld();
@@ -78,6 +84,7 @@ namespace Gaia.Realtime
         /// <inheritdoc />
         public async Task<JObject> ConnectAsync(CancellationToken cancel = default(CancellationToken))
         {
+            options.Check();  // the options are fields a game may have changed since the constructor checked them
             stopped = false;
             return await ConnectCore(true, cancel).ConfigureAwait(false);
         }

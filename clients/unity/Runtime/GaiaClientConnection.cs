@@ -74,8 +74,15 @@ namespace Gaia.Realtime
             }
         }
 
+        /// <summary>
+        /// One handshake, bounded by ConnectTimeout from the first byte to `connected`: the socket and its
+        /// WebSocket upgrade, then the `connected` frame. A handshake past its deadline is given up (the
+        /// transport cut, a late success closed when it comes) and fails with GaiaConnectionException.
+        /// </summary>
         private async Task<JObject> Open(CancellationToken cancel)
         {
+            var limit = options.ConnectTimeout;
+            var deadline = Waiters.Now + (long)limit.TotalMilliseconds;
             var transport = options.Transport != null ? options.Transport() : new ClientWebSocketTransport();
             var c = new Connection(transport);
             lock (gate)
@@ -83,20 +90,29 @@ namespace Gaia.Realtime
             var headers = new Dictionary<string, string>();
             if (options.TokenInHeader)
                 headers["Authorization"] = "Bearer " + options.Token;
+            var uri = BuildUri(LastSeq);
+            var where = uri.GetLeftPart(UriPartial.Path);  // never the query: it may hold the token
+            var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+            Task upgrade = null;
             try
             {
-                await transport.ConnectAsync(BuildUri(LastSeq), headers, cancel).ConfigureAwait(false);
+                upgrade = transport.ConnectAsync(uri, headers, stop.Token);
+                await Waiters.Within(upgrade, deadline, cancel, "answer to the WebSocket upgrade").ConfigureAwait(false);
             }
             catch (Exception e)
             {
                 lock (gate)
                     if (current == c)
                         current = null;
-                transport.Dispose();
-                if (e is OperationCanceledException)
+                Abandon(transport, upgrade, stop);
+                if (e is OperationCanceledException && cancel.IsCancellationRequested)
                     throw;
-                throw new GaiaConnectionException("could not open the socket to " + options.GatewayUrl + ": " + e.Message, e);
+                if (e is TimeoutException)
+                    throw new GaiaConnectionException("no answer to the WebSocket upgrade from " + where + " within " + limit +
+                                                      " (GaiaClientOptions.ConnectTimeout): the attempt was given up", e);
+                throw new GaiaConnectionException("could not open the socket to " + where + ": " + e.Message, e);
             }
+            stop.Dispose();
             Interlocked.Exchange(ref c.LastHeardTicks, Waiters.Now);
             var reader = Task.Run(() => ReadLoop(c));        // ends with the socket; OnClosed takes it from there
             var heartbeat = Task.Run(() => Heartbeat(c));    // ends when the connection is replaced or closed
@@ -104,13 +120,13 @@ namespace Gaia.Realtime
             GC.KeepAlive(heartbeat);
             try
             {
-                return await Waiters.Within(c.Hello.Task, Waiters.Now + (long)options.RequestTimeout.TotalMilliseconds,
-                                            cancel, "`connected` frame").ConfigureAwait(false);
+                return await Waiters.Within(c.Hello.Task, deadline, cancel, "`connected` frame").ConfigureAwait(false);
             }
-            catch (TimeoutException)
+            catch (TimeoutException e)
             {
-                Cut(c, "no `connected` frame in time");
-                throw;
+                Cut(c, "no `connected` frame within " + limit + " (ConnectTimeout)");
+                throw new GaiaConnectionException("the WebSocket to " + where + " opened but no `connected` frame came within " +
+                                                  limit + " (GaiaClientOptions.ConnectTimeout): the attempt was given up", e);
             }
             catch (OperationCanceledException)
             {
@@ -119,9 +135,40 @@ namespace Gaia.Realtime
             }
         }
 
+        /// <summary>
+        /// Give up a handshake: cut the transport (and cancel its token) now, and dispose of it once its
+        /// ConnectAsync ends. Some runtimes (Mono's ClientWebSocket, as in Unity) finish a pending upgrade
+        /// neither on cancel nor on abort: the client does not wait for it, and if it still succeeds later,
+        /// that socket is cut at once instead of living on as a second session.
+        /// </summary>
+        private static void Abandon(IWebSocketTransport transport, Task upgrade, CancellationTokenSource stop)
+        {
+            try { stop.Cancel(); }
+            catch (ObjectDisposedException) { }
+            try { transport.Abort(); }
+            catch (Exception) { }  // a transport that cannot abort while connecting: the continuation below cuts it
+            if (upgrade == null)
+            {
+                transport.Dispose();
+                stop.Dispose();
+                return;
+            }
+            upgrade.ContinueWith(t =>
+            {
+                var ignored = t.Exception;
+                try
+                {
+                    transport.Abort();
+                    transport.Dispose();
+                }
+                catch (Exception) { }
+                stop.Dispose();
+            }, TaskScheduler.Default);
+        }
+
         private Uri BuildUri(long? lastSeq)
         {
-            var baseUrl = options.GatewayUrl.TrimEnd('/');
+            var baseUrl = options.GatewayUrl.Trim().TrimEnd('/');
             if (baseUrl.StartsWith("http", StringComparison.Ordinal))
                 baseUrl = "ws" + baseUrl.Substring(4);
             var query = "experience=" + Uri.EscapeDataString(options.Experience);

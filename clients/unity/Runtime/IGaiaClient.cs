@@ -67,11 +67,13 @@ namespace Gaia.Realtime
         event Action<Exception> HandlerFailed;
 
         /// <summary>
-        /// Open the socket (resuming after <see cref="LastSeq"/> if there is one) and wait for `connected`.
-        /// On a client that is already connected it opens nothing: it checks the link with a ping and
-        /// returns the current `connected` frame, or, if no pong comes within PongTimeout, cuts the
-        /// dead socket and resumes on a new one. Throws <see cref="GaiaAuthException"/> on 4401 and
-        /// <see cref="GaiaConnectionException"/> when the gateway cannot be reached.
+        /// Open the socket (resuming after <see cref="LastSeq"/> if there is one) and wait for `connected`,
+        /// the whole handshake within <see cref="GaiaClientOptions.ConnectTimeout"/>. On a client that is
+        /// already connected it opens nothing: it checks the link with a ping and returns the current
+        /// `connected` frame, or, if no pong comes within PongTimeout, cuts the dead socket and resumes on
+        /// a new one. Throws <see cref="GaiaAuthException"/> on 4401, <see cref="GaiaConnectionException"/>
+        /// when the gateway cannot be reached or the handshake missed its deadline (InnerException a
+        /// <see cref="TimeoutException"/>), and <see cref="ArgumentException"/> naming an option that is null or empty.
         /// </summary>
         Task<JObject> ConnectAsync(CancellationToken cancel = default(CancellationToken));
 

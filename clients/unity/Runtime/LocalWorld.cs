@@ -2,6 +2,7 @@ using System;
 using System.Collections.Generic;
 using System.Collections.ObjectModel;
 using System.Linq;
+using System.Runtime.ExceptionServices;
 using Newtonsoft.Json.Linq;
 
 namespace Gaia.Realtime
@@ -25,7 +26,18 @@ namespace Gaia.Realtime
     /// The player's copy of the world, read-only for the game: an `area_of_interest` snapshot kept
     /// current by the client (each `world_update` whose base_version equals <see cref="Version"/>),
     /// and the roster of who is where. Changes only on the dispatcher's thread; its events too.
+    /// Typed: areas with names and exits (<see cref="Area"/>, <see cref="Here"/>), NPCs and where each
+    /// stands (<see cref="Npcs"/>), the environment (<see cref="Weather"/>, <see cref="TimeOfDay"/>), each
+    /// with an event when a change moves it (<see cref="NpcMoved"/>, <see cref="EnvironmentChanged"/>,
+    /// <see cref="CurrentAreaChanged"/>).
     /// </summary>
+    /// <remarks>
+    /// The client applies every frame itself. <see cref="ApplySnapshot"/>, <see cref="ApplyUpdate"/> and
+    /// <see cref="ApplyPresence"/> are public for a game's tests: a fake <see cref="IGaiaClient"/> fills a
+    /// <c>new LocalWorld()</c> with them and its events fire as they would in play. Never call them on a
+    /// connected client's world. A handler that throws is reported through <see cref="GaiaClient.HandlerFailed"/>
+    /// on a client's world; on a world of your own its exception comes out of the Apply call.
+    /// </remarks>
     public sealed class LocalWorld
     {
         private static readonly IReadOnlyList<Item> None = new Item[0];
@@ -34,6 +46,7 @@ namespace Gaia.Realtime
         private bool inventoryTouched;
         private bool rosterTouched;
         private JObject view;
+        private Typed told;  // the NPCs, environment and area as of the last change applied whole: what the events said
 
         /// <summary>An empty world (version -1) until the first snapshot.</summary>
         public LocalWorld()
@@ -50,6 +63,19 @@ namespace Gaia.Realtime
         public event Action<LocalWorld> InventoryChanged;
         /// <summary>Someone joined, left or moved (self included).</summary>
         public event Action<LocalWorld> RosterChanged;
+        /// <summary>
+        /// An NPC walked (or appeared, or left the world): raised once per NPC for each change a delta
+        /// makes, and for each difference a later snapshot brings (not for the first snapshot: read
+        /// <see cref="Npcs"/> on <see cref="Replaced"/>). After the AreaChanged of both areas.
+        /// </summary>
+        public event Action<NpcMove> NpcMoved;
+        /// <summary>
+        /// A value of the environment (`weather`, `time_of_day`) changed: raised as <see cref="NpcMoved"/> is,
+        /// once per key, for deltas and for what a later snapshot changes.
+        /// </summary>
+        public event Action<EnvironmentChange> EnvironmentChanged;
+        /// <summary>The player now stands in another area (its own `go`, or a snapshot that differs); as <see cref="NpcMoved"/> is.</summary>
+        public event Action<AreaMove> CurrentAreaChanged;
 
         /// <summary>The raw `area_of_interest` JSON kept current; read it, never change it (use the typed members).</summary>
         public JObject View { get { return view; } }
@@ -64,7 +90,8 @@ namespace Gaia.Realtime
         /// <summary>Who is present in the experience (self included) and the area each stands in; a live read-only view.</summary>
         public IReadOnlyDictionary<string, string> Roster { get; private set; }
 
-        internal Action<Exception> HandlerFailed = e => { };
+        /// <summary>Where a handler's exception goes: the client's HandlerFailed; on a world of the game's own, out of the Apply call.</summary>
+        internal Action<Exception> HandlerFailed = e => ExceptionDispatchInfo.Capture(e).Throw();
 
         /// <summary>The area the player stands in (null before the first snapshot).</summary>
         public string CurrentArea
@@ -78,7 +105,7 @@ namespace Gaia.Realtime
             get { return Items(Path(view, "player", "inventory") as JArray); }
         }
 
-        /// <summary>The ids of every area the snapshot lists.</summary>
+        /// <summary>The ids of every area the snapshot lists (typed: <see cref="Area"/>).</summary>
         public IReadOnlyList<string> Areas
         {
             get { var areas = Path(view, "areas") as JObject; return areas == null ? new string[0] : areas.Properties().Select(p => p.Name).ToArray(); }
@@ -115,10 +142,73 @@ namespace Gaia.Realtime
             return Text(Path(view, "environment", key));
         }
 
-        /// <summary>Replace everything with a snapshot.</summary>
-        internal void ApplySnapshot(JObject frame)
+        /// <summary>One area, typed: name, description, exits, spots and their items (null for an unknown id).</summary>
+        public AreaInfo Area(string areaId)
         {
+            var area = Path(view, "areas", areaId) as JObject;
+            return area == null ? null : new AreaInfo(areaId, area);
+        }
+
+        /// <summary>The area the player stands in, typed (null before the first snapshot): <c>Here.Name</c>, <c>Here.Exits</c>.</summary>
+        public AreaInfo Here
+        {
+            get { return Area(CurrentArea); }
+        }
+
+        /// <summary>Every NPC of the world with where it stands, sorted by id.</summary>
+        public IReadOnlyList<NpcInfo> Npcs
+        {
+            get
+            {
+                var npcs = Path(view, "npcs") as JObject;
+                return npcs == null ? new NpcInfo[0]
+                    : npcs.Properties().Where(p => p.Value is JObject).OrderBy(p => p.Name, StringComparer.Ordinal)
+                          .Select(p => new NpcInfo(p.Name, (JObject)p.Value)).ToArray();
+            }
+        }
+
+        /// <summary>One NPC (null for an unknown id).</summary>
+        public NpcInfo Npc(string npcId)
+        {
+            var npc = Path(view, "npcs", npcId) as JObject;
+            return npc == null ? null : new NpcInfo(npcId, npc);
+        }
+
+        /// <summary>The NPCs standing in one area, sorted by id.</summary>
+        public IReadOnlyList<NpcInfo> NpcsIn(string areaId)
+        {
+            return Npcs.Where(n => n.AreaId == areaId).ToArray();
+        }
+
+        /// <summary>The weather (`clear`, `misty`, ...; null before the first snapshot or if the world has none).</summary>
+        public string Weather
+        {
+            get { return Environment("weather"); }
+        }
+
+        /// <summary>The time of day (`dawn`, `day`, ...; null before the first snapshot or if the world has none).</summary>
+        public string TimeOfDay
+        {
+            get { return Environment("time_of_day"); }
+        }
+
+        /// <summary>Every value of the environment by key (a copy, sorted by key).</summary>
+        public IReadOnlyDictionary<string, string> EnvironmentValues
+        {
+            get { return Typed.Of(view).Environment; }
+        }
+
+        /// <summary>
+        /// Replace everything with a snapshot (an `area_of_interest` frame). The client calls it; public for
+        /// a game's tests (a fake client's world). Raises <see cref="Replaced"/>, every area's AreaChanged,
+        /// InventoryChanged and RosterChanged, then what differs from the world held before (NpcMoved,
+        /// EnvironmentChanged, CurrentAreaChanged; none for the first snapshot).
+        /// </summary>
+        public void ApplySnapshot(JObject frame)
+        {
+            var before = told;
             view = (JObject)frame.DeepClone();
+            told = Typed.Of(view);
             Version = (long)frame["snapshot_version"];
             Snapshots++;
             roster.Clear();
@@ -131,10 +221,18 @@ namespace Gaia.Realtime
                 Fire(AreaChanged, area);
             Fire(InventoryChanged, this);
             Fire(RosterChanged, this);
+            if (before != null)
+                RaiseDifferences(before, told);
         }
 
-        /// <summary>Apply one world_update if it is the next step of the chain; `self` keeps the roster's own entry current.</summary>
-        internal DeltaResult ApplyUpdate(JObject update, string self)
+        /// <summary>
+        /// Apply one `world_update` if it is the next step of the chain (see <see cref="DeltaResult"/>). The
+        /// client calls it; public for a game's tests. <paramref name="self"/>, the player's user id, keeps the
+        /// roster's own entry where <see cref="CurrentArea"/> is. Raises AreaChanged, InventoryChanged,
+        /// RosterChanged, NpcMoved, EnvironmentChanged and CurrentAreaChanged for what it changed; nothing
+        /// if it was not applied.
+        /// </summary>
+        public DeltaResult ApplyUpdate(JObject update, string self = null)
         {
             if (view == null)
                 return DeltaResult.NoSnapshot;
@@ -146,6 +244,7 @@ namespace Gaia.Realtime
                 Gaps++;
                 return DeltaResult.Gap;
             }
+            var before = told;
             try
             {
                 foreach (JObject change in (JArray)update["changes"])
@@ -164,12 +263,14 @@ namespace Gaia.Realtime
             var here = CurrentArea;
             if (self != null && here != null)
                 SetRoster(self, here);
+            told = Typed.Of(view);
             RaiseTouched();
+            RaiseDifferences(before, told);
             return DeltaResult.Applied;
         }
 
-        /// <summary>A join, leave or move of a player.</summary>
-        internal void ApplyPresence(PresenceChange change)
+        /// <summary>A join, leave or move of a player (a `presence` frame). The client calls it; public for a game's tests.</summary>
+        public void ApplyPresence(PresenceChange change)
         {
             if (change.Event == "leave")
             {
@@ -221,6 +322,29 @@ namespace Gaia.Realtime
                 Fire(InventoryChanged, this);
             if (players)
                 Fire(RosterChanged, this);
+        }
+
+        /// <summary>NpcMoved, EnvironmentChanged and CurrentAreaChanged for what differs between two readings of the world.</summary>
+        private void RaiseDifferences(Typed before, Typed after)
+        {
+            foreach (var npc in before.NpcAreas.Keys.Union(after.NpcAreas.Keys).OrderBy(k => k, StringComparer.Ordinal).ToArray())
+            {
+                string from, to;
+                before.NpcAreas.TryGetValue(npc, out from);
+                after.NpcAreas.TryGetValue(npc, out to);
+                if (from != to || before.NpcAreas.ContainsKey(npc) != after.NpcAreas.ContainsKey(npc))
+                    Fire(NpcMoved, new NpcMove { NpcId = npc, From = from, To = to });
+            }
+            foreach (var key in before.Environment.Keys.Union(after.Environment.Keys).OrderBy(k => k, StringComparer.Ordinal).ToArray())
+            {
+                string was, now;
+                before.Environment.TryGetValue(key, out was);
+                after.Environment.TryGetValue(key, out now);
+                if (was != now)
+                    Fire(EnvironmentChanged, new EnvironmentChange { Key = key, Value = now, Previous = was });
+            }
+            if (before.CurrentArea != after.CurrentArea)
+                Fire(CurrentAreaChanged, new AreaMove { From = before.CurrentArea, To = after.CurrentArea });
         }
 
         private void ClearTouched()
@@ -342,9 +466,38 @@ namespace Gaia.Realtime
             return at;
         }
 
-        private static string Text(JToken token)
+        internal static string Text(JToken token)
         {
             return token == null || token.Type == JTokenType.Null ? null : token.ToString();
+        }
+
+        /// <summary>What the typed events compare: where each NPC stands, the environment, the player's area.</summary>
+        private sealed class Typed
+        {
+            internal readonly Dictionary<string, string> NpcAreas = new Dictionary<string, string>();
+            internal readonly IReadOnlyDictionary<string, string> Environment;
+            internal string CurrentArea;
+
+            private Typed(SortedDictionary<string, string> environment)
+            {
+                Environment = new ReadOnlyDictionary<string, string>(environment);
+            }
+
+            internal static Typed Of(JObject view)
+            {
+                var environment = new SortedDictionary<string, string>(StringComparer.Ordinal);
+                var values = Path(view, "environment") as JObject;
+                if (values != null)
+                    foreach (var value in values.Properties())
+                        if (value.Value.Type != JTokenType.Null)
+                            environment[value.Name] = value.Value.ToString();
+                var typed = new Typed(environment) { CurrentArea = Text(Path(view, "player", "current_area")) };
+                var npcs = Path(view, "npcs") as JObject;
+                if (npcs != null)
+                    foreach (var npc in npcs.Properties())
+                        typed.NpcAreas[npc.Name] = Text(Path(npc.Value, "area_id"));
+                return typed;
+            }
         }
     }
 }

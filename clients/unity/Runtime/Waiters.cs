@@ -44,6 +44,18 @@ namespace Gaia.Realtime
             return await task.ConfigureAwait(false);
         }
 
+        /// <summary>The task's end, or TimeoutException at the deadline (monotonic ms), or OperationCanceledException.</summary>
+        internal static Task Within(Task task, long deadline, CancellationToken cancel, string what)
+        {
+            return Within(Done(task), deadline, cancel, what);
+        }
+
+        private static async Task<bool> Done(Task task)
+        {
+            await task.ConfigureAwait(false);
+            return true;
+        }
+
         /// <summary>The task's result, or OperationCanceledException when <paramref name="cancel"/> fires first.</summary>
         internal static async Task<T> Cancellable<T>(Task<T> task, CancellationToken cancel)
         {

@@ -2,8 +2,11 @@
 
 One core subscription per socket, each message's bytes sent as one text frame: no validation,
 no per-player copy, no cursor, no outbox. The gateway is judged against this; with `--tick-ms` it is
-the floor of the send tick too (the gateway's own ticker, one write per socket per tick).
-Run: `python -m harness.bench.floors.forwarder --port P --nats URL [--tick-ms 50]`.
+the floor of the send tick too (the gateway's own ticker, one write per socket per tick). It reads NATS
+with the gateway's own parser (gateway/streams/natscopies.py: a run of copies of one message read once),
+so the floor has what the gateway has; `--parser nats-py` reads every copy as nats-py does, a line that
+shows what the parser saves.
+Run: `python -m harness.bench.floors.forwarder --port P --nats URL [--tick-ms 50] [--parser copies|nats-py]`.
 """
 from __future__ import annotations
 
@@ -16,11 +19,13 @@ from aiohttp import web
 from nats.aio.msg import Msg
 
 from gateway.delivery.tick import SendTicker
+from gateway.streams.natscopies import read_copies_once
 from gateway.streams.natssub import subscribe_direct
 from gateway.ws.socket import GatewayWebSocket
 
 NC = web.AppKey("nc", nats.NATS)
 TICKER = web.AppKey("ticker", SendTicker)
+PARSERS = ("copies", "nats-py")  # the gateway's CopyParser (the floor), or nats-py's own (what it saves)
 
 
 class ForwardedSocket:
@@ -89,14 +94,19 @@ async def socket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def create_app(nats_url: str, tick_ms: float = 0) -> web.Application:
-    """The forwarder app: one NATS connection, one route; with `tick_ms` one send tick for every socket."""
+def create_app(nats_url: str, tick_ms: float = 0, parser: str = "copies") -> web.Application:
+    """The forwarder app: one NATS connection read by `parser`, one route; with `tick_ms` one send tick for
+    every socket."""
+    if parser not in PARSERS:
+        raise ValueError(f"parser must be one of {PARSERS}, not {parser!r}")
     app = web.Application()
     if tick_ms > 0:
         app[TICKER] = SendTicker(tick_ms / 1000)
 
     async def connection(app: web.Application) -> AsyncIterator[None]:
-        app[NC] = await nats.connect(nats_url)
+        nc = nats.NATS()
+        app[NC] = read_copies_once(nc) if parser == "copies" else nc
+        await nc.connect(nats_url)
         yield
         await app[NC].close()
 
@@ -110,13 +120,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--nats", required=True)
     parser.add_argument("--tick-ms", type=float, default=0, help="gather each socket's frames for one tick (0: off)")
+    parser.add_argument("--parser", choices=PARSERS, default="copies",
+                        help="copies: the gateway's parser (the floor); nats-py: nats-py's own, copy by copy")
     args = parser.parse_args()
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
-    web.run_app(create_app(args.nats, args.tick_ms), host="127.0.0.1", port=args.port, print=None, backlog=4096)
+    web.run_app(create_app(args.nats, args.tick_ms, args.parser), host="127.0.0.1", port=args.port, print=None,
+                backlog=4096)
 
 
 if __name__ == "__main__":

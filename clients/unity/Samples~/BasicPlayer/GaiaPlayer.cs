@@ -2,12 +2,12 @@ using System;
 using System.Collections.Generic;
 using System.Linq;
 using Gaia.Realtime;
-using Newtonsoft.Json.Linq;
 using UnityEngine;
 
 /// <summary>
 /// Drop on an empty GameObject, paste a token (make token USER=you), press Play: the room, who is
-/// here, the items with a button each, the exits, and the event log, drawn with IMGUI.
+/// here (players and NPCs), the weather and time of day, the items with a button each, the exits,
+/// and the event log, drawn with IMGUI from the typed world (no JSON digging).
 /// </summary>
 public sealed class GaiaPlayer : MonoBehaviour
 {
@@ -34,6 +34,9 @@ public sealed class GaiaPlayer : MonoBehaviour
         client.ErrorReceived += e => Note("error " + e);
         client.Closed += c => Note("closed " + c.Code + (c.WillReconnect ? ", reconnecting in " + c.RetryIn.TotalSeconds.ToString("0.0") + " s" : ""));
         client.AuthRequired += code => Note("the token was refused: paste a fresh one and press Play again");
+        client.World.NpcMoved += m => Note(NpcName(m.NpcId) + " walks to " + AreaName(m.To));
+        client.World.EnvironmentChanged += e => Note("the " + e.Key.Replace('_', ' ') + " turns " + e.Value);
+        client.World.CurrentAreaChanged += m => Note("you are in " + AreaName(m.To));
         try
         {
             var hello = await client.ConnectAsync();
@@ -80,17 +83,20 @@ public sealed class GaiaPlayer : MonoBehaviour
             GUILayout.EndArea();
             return;
         }
-        var here = world.View["areas"][world.CurrentArea];
-        GUILayout.Label((string)here["name"] + " (world v" + world.Version + ")");
-        GUILayout.Label((string)here["description"]);
-        GUILayout.Label("Players here: " + string.Join(", ", world.PlayersIn(world.CurrentArea).ToArray()));
-        foreach (var spot in world.SpotsIn(world.CurrentArea))
-            foreach (var item in world.ItemsAt(world.CurrentArea, spot))
-                if (GUILayout.Button("collect " + item.SemanticName + " (" + here["spots"][spot]["name"] + ")"))
+        var here = world.Here;
+        GUILayout.Label(here.Name + " (world v" + world.Version + "; " + world.TimeOfDay + ", " + world.Weather + ")");
+        GUILayout.Label(here.Description);
+        GUILayout.Label("Players here: " + string.Join(", ", world.PlayersIn(here.Id).ToArray()));
+        foreach (var npc in world.NpcsIn(here.Id))
+            if (GUILayout.Button("talk to " + npc.Name))
+                Act("talk", new { npc_id = npc.Id });
+        foreach (var spot in here.Spots)
+            foreach (var item in spot.Items)
+                if (GUILayout.Button("collect " + item.SemanticName + " (" + spot.Name + ")"))
                     Act("collect_item", new { instance_id = item.InstanceId });
-        foreach (var exit in (JArray)here["exits"])
-            if (GUILayout.Button("go to " + world.View["areas"][(string)exit]["name"]))
-                Act("go", new { destination = (string)exit });
+        foreach (var exit in here.Exits)
+            if (GUILayout.Button("go to " + AreaName(exit)))
+                Act("go", new { destination = exit });
         GUILayout.Label("Inventory: " + string.Join(", ", world.Inventory.Select(i => i.SemanticName).ToArray()));
         chatLine = GUILayout.TextField(chatLine);
         if (GUILayout.Button("say") && chatLine.Trim().Length > 0)
@@ -127,6 +133,18 @@ public sealed class GaiaPlayer : MonoBehaviour
         {
             Note("chat failed: " + e.Message);
         }
+    }
+
+    private string AreaName(string areaId)
+    {
+        var area = client.World.Area(areaId);
+        return area == null ? areaId : area.Name;
+    }
+
+    private string NpcName(string npcId)
+    {
+        var npc = client.World.Npc(npcId);
+        return npc == null ? npcId : npc.Name;
     }
 
     private void Note(string line)

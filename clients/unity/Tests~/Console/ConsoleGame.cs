@@ -123,6 +123,10 @@ public static class ConsoleGame
             return Units((string)c["down_url"]);
         if (cmd == "frames")
             return Answer(new JObject { { "frame_exceptions", new JArray(FrameErrors) } });
+        if (cmd == "version")
+            return Version();
+        if (cmd == "connect_deadline")
+            return ConnectDeadline((string)c["url"], (int)c["connect_ms"]);
         var player = Players[(string)c["player"]];
         switch (cmd)
         {
@@ -158,7 +162,10 @@ public static class ConsoleGame
             GatewayUrl = (string)c["url"], Token = (string)c["token"], Dispatcher = MainThread,
             InitialBackoff = TimeSpan.FromMilliseconds((int)c["backoff_ms"]), MaxBackoff = TimeSpan.FromSeconds(2),
             RequestTimeout = TimeSpan.FromMilliseconds((int)c["timeout_ms"]),
+            ConnectTimeout = TimeSpan.FromMilliseconds(c["connect_ms"] != null ? (int)c["connect_ms"] : (int)c["timeout_ms"]),
             PingInterval = TimeSpan.FromMilliseconds((int)c["ping_ms"]), PongTimeout = TimeSpan.FromMilliseconds((int)c["pong_ms"]) };
+        if (c["experience"] != null)
+            options.Experience = (string)c["experience"];  // another experience of the same gateway
         var counted = new Counted();
         if (c["seam"] != null && (bool)c["seam"])
             options.Transport = () => new CountingTransport(new ClientWebSocketTransport(), counted);
@@ -335,6 +342,8 @@ public static class ConsoleGame
         results["after_failure"] = world.ApplyUpdate(next, "me").ToString();
         world.ApplyPresence(new PresenceChange { Event = "join", UserId = "bob", AreaId = "hall" });
         results["view_players"] = new JArray(world.View["players"].Select(p => (string)p["user_id"]));
+        TypedWorld(results);
+        yield return BadOptions(results);
 
         var cancelled = new CancellationTokenSource();
         cancelled.Cancel();
@@ -350,6 +359,143 @@ public static class ConsoleGame
         results["connect_cancelled"] = cancel.IsCanceled || cancel.Exception != null &&
                                        cancel.Exception.InnerException is OperationCanceledException;
         yield return results;
+    }
+
+    /// <summary>The assembly's version as a game sees it at run time (reflection on Gaia.Realtime.dll).</summary>
+    static IEnumerator Version()
+    {
+        var assembly = typeof(GaiaClient).Assembly;
+        var informational = (System.Reflection.AssemblyInformationalVersionAttribute)Attribute.GetCustomAttribute(
+            assembly, typeof(System.Reflection.AssemblyInformationalVersionAttribute));
+        var file = (System.Reflection.AssemblyFileVersionAttribute)Attribute.GetCustomAttribute(
+            assembly, typeof(System.Reflection.AssemblyFileVersionAttribute));
+        yield return new JObject { { "name", assembly.GetName().Name }, { "version", assembly.GetName().Version.ToString() },
+                                   { "informational", informational == null ? null : informational.InformationalVersion },
+                                   { "file", file == null ? null : file.Version } };
+    }
+
+    /// <summary>A first ConnectAsync against a server that never finishes the handshake: how it failed, and when.</summary>
+    static IEnumerator ConnectDeadline(string url, int connectMs)
+    {
+        var options = new GaiaClientOptions { GatewayUrl = url, Token = "t", Dispatcher = MainThread,
+                                              ConnectTimeout = TimeSpan.FromMilliseconds(connectMs) };
+        IGaiaClient client = new GaiaClient(options);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var connecting = client.ConnectAsync();
+        while (!connecting.IsCompleted)
+            yield return null;
+        var took = clock.ElapsedMilliseconds;
+        client.Dispose();
+        var error = connecting.Exception == null ? null : connecting.Exception.InnerException;
+        yield return new JObject { { "status", connecting.Status.ToString() }, { "elapsed_ms", took },
+                                   { "type", error == null ? null : error.GetType().Name },
+                                   { "inner", error == null || error.InnerException == null ? null : error.InnerException.GetType().Name },
+                                   { "message", error == null ? null : error.Message }, { "open", client.IsOpen } };
+    }
+
+    /// <summary>Options a client cannot work with: what the constructor (or ConnectAsync) throws, by case.</summary>
+    static IEnumerator BadOptions(JObject results)
+    {
+        var cases = new List<KeyValuePair<string, Action<GaiaClientOptions>>> {
+            Case("null_token", o => o.Token = null), Case("empty_token", o => o.Token = ""), Case("blank_token", o => o.Token = "  "),
+            Case("null_url", o => o.GatewayUrl = null), Case("empty_url", o => o.GatewayUrl = ""),
+            Case("relative_url", o => o.GatewayUrl = "gateway.example"), Case("ftp_url", o => o.GatewayUrl = "ftp://gateway.example"),
+            Case("empty_experience", o => o.Experience = ""), Case("null_dispatcher", o => o.Dispatcher = null),
+            Case("zero_connect_timeout", o => o.ConnectTimeout = TimeSpan.Zero) };
+        var thrown = new JObject();
+        foreach (var bad in cases)
+        {
+            var options = new GaiaClientOptions { GatewayUrl = "https://gateway.example", Token = "t", Dispatcher = MainThread };
+            bad.Value(options);
+            try
+            {
+                new GaiaClient(options).Dispose();
+                thrown[bad.Key] = "none";
+            }
+            catch (ArgumentException e)
+            {
+                thrown[bad.Key] = e.GetType().Name + " " + e.ParamName + " | " + e.Message.Split('\n')[0];
+            }
+        }
+        try
+        {
+            new GaiaClient(null);
+            thrown["null_options"] = "none";
+        }
+        catch (ArgumentException e)
+        {
+            thrown["null_options"] = e.GetType().Name + " " + e.ParamName;
+        }
+        var later = new GaiaClientOptions { GatewayUrl = "https://gateway.example", Token = "t", Dispatcher = MainThread };
+        IGaiaClient client = new GaiaClient(later);
+        later.Token = null;  // the options are fields: changed after the constructor checked them
+        var connecting = client.ConnectAsync();
+        while (!connecting.IsCompleted)
+            yield return null;
+        var error = connecting.Exception == null ? null : connecting.Exception.InnerException as ArgumentException;
+        thrown["token_nulled_before_connect"] = error == null ? connecting.Status.ToString() : error.GetType().Name + " " + error.ParamName;
+        results["bad_options"] = thrown;
+    }
+
+    static KeyValuePair<string, Action<GaiaClientOptions>> Case(string name, Action<GaiaClientOptions> spoil)
+    {
+        return new KeyValuePair<string, Action<GaiaClientOptions>>(name, spoil);
+    }
+
+    /// <summary>The typed world on a LocalWorld of the game's own, as a fake client's test would fill it.</summary>
+    static void TypedWorld(JObject results)
+    {
+        var world = new LocalWorld();
+        var seen = new List<string>();
+        world.NpcMoved += m => seen.Add("npc " + m);
+        world.EnvironmentChanged += e => seen.Add("env " + e);
+        world.CurrentAreaChanged += m => seen.Add("here " + m);
+        world.ApplySnapshot(JObject.Parse(@"{""type"": ""area_of_interest"", ""snapshot_version"": 1,
+            ""areas"": {""entrance"": {""id"": ""entrance"", ""name"": ""Entrance"", ""description"": ""A bell."", ""exits"": [""main_room"", ""garden""],
+                                   ""spots"": {""doormat"": {""id"": ""doormat"", ""name"": ""woven mat"", ""items"": [{""instance_id"": ""key_1"", ""template_id"": ""key""}]}}},
+                       ""main_room"": {""id"": ""main_room"", ""name"": ""Main Room"", ""exits"": [""entrance""], ""spots"": {}}},
+            ""player"": {""current_area"": ""entrance"", ""inventory"": []},
+            ""npcs"": {""louisa"": {""id"": ""louisa"", ""name"": ""Louisa"", ""area_id"": ""main_room""}, ""bob"": {""id"": ""bob"", ""name"": ""Bob"", ""area_id"": ""entrance""}},
+            ""environment"": {""weather"": ""clear"", ""time_of_day"": ""dawn""}, ""players"": []}"));
+        results["typed_first_snapshot_events"] = seen.Count;
+        var here = world.Here;
+        results["typed_here"] = here.Id + "|" + here.Name + "|" + here.Description + "|" + string.Join(",", here.Exits) + "|" +
+                                here.Spots[0].Name + ":" + here.Spots[0].Items[0].InstanceId;
+        results["typed_exit_names"] = new JArray(here.Exits.Select(e => world.Area(e) == null ? "?" : world.Area(e).Name));
+        results["typed_npcs"] = string.Join(",", world.Npcs.Select(n => n.Id + "@" + n.AreaId));
+        results["typed_npcs_here"] = string.Join(",", world.NpcsIn("entrance").Select(n => n.Name));
+        results["typed_unknown"] = (world.Area("nowhere") == null) + "," + (world.Npc("nobody") == null) + "," + (world.Area(null) == null);
+        results["typed_environment"] = world.Weather + "|" + world.TimeOfDay + "|" +
+                                       string.Join(",", world.EnvironmentValues.Select(p => p.Key + "=" + p.Value));
+        world.ApplyUpdate(JObject.Parse(@"{""base_version"": 1, ""snapshot_version"": 2, ""changes"": [
+            {""operation"": ""update"", ""area_id"": ""entrance"", ""path"": ""npcs.louisa.area_id"", ""value"": ""entrance""},
+            {""operation"": ""update"", ""area_id"": null, ""path"": ""environment.weather"", ""value"": ""misty""},
+            {""operation"": ""update"", ""area_id"": null, ""path"": ""environment.time_of_day"", ""value"": ""dawn""},
+            {""operation"": ""update"", ""area_id"": null, ""path"": ""player.current_area"", ""value"": ""main_room""}]}"), "me");
+        results["typed_delta_events"] = new JArray(seen);
+        results["typed_after_delta"] = world.Npc("louisa").AreaId + "|" + world.Weather + "|" + world.Here.Name + "|" + world.Roster["me"];
+        seen.Clear();
+        var failed = world.ApplyUpdate(JObject.Parse(@"{""base_version"": 2, ""snapshot_version"": 3, ""changes"": [
+            {""operation"": ""update"", ""area_id"": null, ""path"": ""environment.weather"", ""value"": ""starfall""},
+            {""operation"": ""teleport""}]}"));  // half applied: the weather is in View, but no event said so
+        results["typed_failed_events"] = failed + " " + seen.Count;
+        world.ApplySnapshot(JObject.Parse(@"{""type"": ""area_of_interest"", ""snapshot_version"": 9,
+            ""areas"": {""entrance"": {""name"": ""Entrance"", ""exits"": [], ""spots"": {}}},
+            ""player"": {""current_area"": ""entrance"", ""inventory"": []},
+            ""npcs"": {""louisa"": {""area_id"": ""main_room""}, ""zed"": {""name"": ""Zed"", ""area_id"": ""entrance""}},
+            ""environment"": {""weather"": ""starfall"", ""time_of_day"": ""dawn""}, ""players"": []}"));
+        results["typed_snapshot_events"] = new JArray(seen);
+        world.NpcMoved += m => { throw new InvalidOperationException("a game bug in an NpcMoved handler"); };
+        try
+        {
+            world.ApplyUpdate(JObject.Parse(@"{""base_version"": 9, ""snapshot_version"": 10, ""changes"": [
+                {""operation"": ""update"", ""area_id"": ""entrance"", ""path"": ""npcs.zed.area_id"", ""value"": ""garden""}]}"));
+            results["typed_own_world_handler"] = "swallowed";
+        }
+        catch (InvalidOperationException e)
+        {
+            results["typed_own_world_handler"] = e.Message + " (v" + world.Version + ")";
+        }
     }
 
     static void Reply(int n, JObject data)
@@ -372,6 +518,9 @@ public static class ConsoleGame
         internal readonly Dictionary<string, int> AreaChanges = new Dictionary<string, int>();
         internal readonly List<string> Presence = new List<string>();
         internal readonly List<string> Resyncs = new List<string>();
+        internal readonly List<JObject> NpcMoves = new List<JObject>();
+        internal readonly List<string> EnvironmentChanges = new List<string>();
+        internal readonly List<string> AreaMoves = new List<string>();
         internal int Resumes;
         internal bool ThrowOnNextUpdate;
         private JObject view;
@@ -404,6 +553,33 @@ public static class ConsoleGame
             client.HandlerFailed += e => HandlerFailures.Add(e.Message);
             client.PresenceChanged += p => Presence.Add(p.Event + " " + p.UserId);
             client.World.AreaChanged += a => Count(AreaChanges, a);
+            client.World.NpcMoved += m => Keep(NpcMoves, new JObject { { "npc", m.NpcId }, { "from", m.From }, { "to", m.To },
+                                                                       { "version", Client.World.Version } });
+            client.World.EnvironmentChanged += e => Keep(EnvironmentChanges, e.Key + "=" + e.Value);
+            client.World.CurrentAreaChanged += m => Keep(AreaMoves, m.ToString());
+        }
+
+        static void Keep<T>(List<T> list, T entry)
+        {
+            list.Add(entry);
+            if (list.Count > 100)
+                list.RemoveAt(0);
+        }
+
+        /// <summary>The typed world beside the same facts read from View: a test compares them.</summary>
+        JObject Typed()
+        {
+            var w = Client.World;
+            if (w.View == null)
+                return null;
+            var here = w.Here;
+            return new JObject {
+                { "npcs", JObject.FromObject(w.Npcs.ToDictionary(n => n.Id, n => n.AreaId)) },
+                { "view_npcs", JObject.FromObject(((JObject)w.View["npcs"]).Properties().ToDictionary(p => p.Name, p => (string)p.Value["area_id"])) },
+                { "environment", JObject.FromObject(w.EnvironmentValues) }, { "view_environment", w.View["environment"].DeepClone() },
+                { "weather", w.Weather }, { "time_of_day", w.TimeOfDay },
+                { "here", here == null ? null : here.Name }, { "view_here", (string)w.View["areas"][w.CurrentArea]["name"] },
+                { "exits", here == null ? null : new JArray(here.Exits) }, { "view_exits", w.View["areas"][w.CurrentArea]["exits"].DeepClone() } };
         }
 
         internal string Url;
@@ -420,7 +596,9 @@ public static class ConsoleGame
                 { "closes", new JArray(Closes) }, { "resumes", Resumes }, { "seam", new JObject { { "opened", Seam.Opened }, { "sent", Seam.Sent }, { "received", Seam.Received } } }, { "resyncs", new JArray(Resyncs) }, { "handler_failures", new JArray(HandlerFailures) },
                 { "updates_by", JObject.FromObject(UpdatesBy) }, { "results", JObject.FromObject(Results) },
                 { "weathers", new JArray(Weathers.OrderBy(x => x, StringComparer.Ordinal)) },
-                { "area_changes", JObject.FromObject(AreaChanges) }, { "presence", new JArray(Presence) } };
+                { "area_changes", JObject.FromObject(AreaChanges) }, { "presence", new JArray(Presence) },
+                { "npc_moves", new JArray(NpcMoves) }, { "environment_changes", new JArray(EnvironmentChanges) },
+                { "area_moves", new JArray(AreaMoves) }, { "typed", Typed() } };
         }
 
         static void Count(Dictionary<string, int> counts, string key)
