@@ -9,10 +9,22 @@ import pytest
 from shared.service.gcpacer import MIN_GAP_S, NEVER, GcPacer
 
 
+HEAP_BLOCKS = 200_000  # the heap the pacer sees at install, whatever ran in this process before
+
+
 @pytest.fixture
-def pacer() -> GcPacer:
-    """A pacer installed for one test; CPython's own thresholds and an unfrozen heap afterwards."""
+def pacer(monkeypatch: pytest.MonkeyPatch) -> GcPacer:
+    """A pacer installed for one test; CPython's own thresholds and an unfrozen heap afterwards.
+
+    Late in a suite the process holds millions of blocks, and doubling that with garbage took over
+    pytest's 120 s: the pacer is shown a heap of HEAP_BLOCKS plus whatever the test itself makes
+    (the block counter shifted, every block the test allocates still counted for real).
+    """
     thresholds = gc.get_threshold()
+    real = sys.getallocatedblocks
+    gc.collect()
+    offset = max(0, real() - HEAP_BLOCKS)
+    monkeypatch.setattr(sys, "getallocatedblocks", lambda: real() - offset)
     pacer = GcPacer(every_s=30.0)
     pacer.install()
     yield pacer
