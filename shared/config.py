@@ -79,8 +79,8 @@ class Settings:
     # A connection's request headers must arrive within this (and an idle keep-alive connection waits
     # no longer for its next request); aiohttp's default of 75 s let a slow client hold a descriptor
     http_header_timeout_s: float = 10.0
-    # Connections from one address still waiting for their first request's headers, PER PROCESS
-    # (trusted proxies excepted: they send whole requests); one more is closed at once
+    # Connections from one address still waiting for their first request's headers (trusted proxies
+    # excepted: they send whole requests); one more is closed at once. Counted PER PROCESS
     max_pending_requests_per_address: int = 64
     # GET /metrics and /debug/event-timings answer only `Authorization: Bearer <this>`; empty: 404 always
     admin_token: str = field(default="", repr=False)
