@@ -28,6 +28,12 @@ NEEDS_MONO = ("Mono is not installed and `make test` could not install it "
 mono = pytest.mark.skipif((MCS is None or MONO is None) and os.environ.get("CI") != "true", reason=NEEDS_MONO)
 
 
+def print_service_logs(folder: Path) -> None:
+    """The last lines of the gateway's and kb's logs, for a failed game's report."""
+    for log in ("gateway.log", "kb.log"):
+        print(f"--- {log} (last lines)", *(folder / log).read_text().splitlines()[-40:], sep="\n")
+
+
 def newtonsoft() -> Path:
     """Debian's Newtonsoft.Json (what Unity's com.unity.nuget.newtonsoft-json provides)."""
     dll = next(Path("/usr/lib/cli").glob("Newtonsoft.Json*/Newtonsoft.Json.dll"), None)
@@ -286,8 +292,7 @@ async def test_unity_game_plays_a_living_world_through_a_silent_network_a_throwi
         assert seam["opened"] >= 2 and seam["sent"] > 0 and seam["received"] > 0, "every socket came from the seam"
         assert final["failures"] == 0 and final["handler_failures"] == ["a game bug in a WorldUpdated handler"]
     except BaseException:
-        for log in ("gateway.log", "kb.log"):
-            print(f"--- {log} (last lines)", *(tmp_path / log).read_text().splitlines()[-40:], sep="\n")
+        print_service_logs(tmp_path)
         raise
     finally:
         await game.stop()
@@ -344,8 +349,7 @@ async def test_unity_authoring_a_game_plays_the_studios_experience_and_its_added
         await game.in_sync("a reload", "bob")
         assert (await game.cmd("status", player="ann"))["gaps"] == 0
     except BaseException:
-        for log in ("gateway.log", "kb.log"):
-            print(f"--- {log} (last lines)", *(tmp_path / log).read_text().splitlines()[-40:], sep="\n")
+        print_service_logs(tmp_path)
         raise
     finally:
         await game.stop()
@@ -448,8 +452,7 @@ async def test_unity_reconnect_gives_up_an_attempt_lost_in_an_outage_and_is_back
         await game.until("dee", lambda s: back_again(s) >= 1, "the resume (the clock's deltas missed meanwhile)")
         await game.in_sync("an outage whose reconnect attempts were lost", "dee")
     except BaseException:
-        for log in ("gateway.log", "kb.log"):
-            print(f"--- {log} (last lines)", *(tmp_path / log).read_text().splitlines()[-40:], sep="\n")
+        print_service_logs(tmp_path)
         raise
     finally:
         await game.stop()
