@@ -34,6 +34,7 @@ class Socket:
         self.drained = asyncio.Event()
         self.drained.set()
         self.close_fails = False
+        self.sending = 0  # sends under way (the writer's task waiting in send_texts)
         self.log: list[tuple[str, Any]] = []  # ("write", [frames]) per write, ("close", code)
 
     def try_write(self, frame: bytes) -> bool:
@@ -46,7 +47,11 @@ class Socket:
         return True
 
     async def send_texts(self, frames: list[bytes]) -> None:
-        await self.drained.wait()
+        self.sending += 1
+        try:
+            await self.drained.wait()
+        finally:
+            self.sending -= 1
         self.log.append(("write", list(frames)))
 
     async def close(self, *, code: int = 1000, message: bytes = b"") -> bool:
@@ -104,7 +109,7 @@ async def test_a_frame_pushed_while_a_send_is_under_way_never_overtakes_it() -> 
     socket.ready, socket.drained = False, asyncio.Event()
     writer, _ = make_writer(socket)
     writer.push(event(5))
-    await asyncio.sleep(0.01)  # the writer's task is inside its send, the queue empty
+    await eventually(lambda: socket.sending == 1, timeout=2)  # the writer's task is inside its send, the queue empty
     socket.ready = True  # the socket would take a frame at once now
     writer.push(event(6))
     socket.drained.set()
@@ -228,6 +233,6 @@ async def test_finish_ends_a_send_the_client_never_takes() -> None:
     socket.ready, socket.drained = False, asyncio.Event()
     writer, _ = make_writer(socket)
     writer.push(event(5))
-    await asyncio.sleep(0.01)  # stuck in its send
+    await eventually(lambda: socket.sending == 1, timeout=2)  # stuck in its send
     await asyncio.wait_for(writer.finish(), timeout=2)
     assert socket.log == [("close", 1000)]
