@@ -10,7 +10,9 @@ unfinished ones. The address is the TCP peer's (no header has been read yet), so
 are not counted: they forward whole requests, and every client behind them shares their address.
 
 Hooked on aiohttp's `web.Server` (gateway/serve.py installs it): its `connection_made`,
-`connection_lost` and `request_factory`, the last called once a request's headers are parsed.
+`connection_lost` and `request_factory`, the last called once a request's headers are parsed (with
+the connection's handler third; `check_aiohttp_internals` in gateway/ws/socket.py checks the three
+at start, aiohttp being pinned to 3.14).
 """
 from __future__ import annotations
 

@@ -2,11 +2,12 @@
 every frame the client sends charged before aiohttp parses it, and an abusive client closed unread.
 
 The direct writes use aiohttp internals (the response's `_writer`, its transport and compression
-setting, the protocol's `_drain_helper`), and so does the frame guard (gateway/ws/frameguard.py:
-the request handler's `_payload_parser`, `_data_received_cb` and `_message_tail`, the response's
-`_post_start`, `_reader`, `_parser`, heartbeat reset and pong timer), so aiohttp is pinned to one
-minor version in setup.cfg and `check_aiohttp_internals` fails the start with a clear message if an
-upgrade moved them.
+setting, the protocol's `_drain_helper`), and so do the frame guard (gateway/ws/frameguard.py, put
+in front of aiohttp's reader as the request handler's `_payload_parser`, with its `_message_tail`,
+by the response's `_post_start`, whose `_parser` it wraps) and the close and heartbeat here (the
+response's `_reader`, `_closed`, `_close_code`, `_exception`, `_set_closed`), so aiohttp is pinned to
+one minor version in setup.cfg and `check_aiohttp_internals` fails the start with a clear message if
+an upgrade moved them.
 """
 from __future__ import annotations
 
@@ -87,7 +88,7 @@ class GatewayWebSocket(web.WebSocketResponse):
             return
         self._set_closed()
         self._close_code = WSCloseCode.ABNORMAL_CLOSURE
-        self._exception = asyncio.TimeoutError(f"no pong within {self.heartbeat_s and self.heartbeat_s / 2:g} s")
+        self._exception = asyncio.TimeoutError(f"no pong within {(self.heartbeat_s or 0) / 2:g} s")
         if self._writer is not None:
             self._writer.transport.close()
         if self._reader is not None:  # the session ends as for aiohttp's heartbeat: an error, not a clean close
@@ -168,14 +169,14 @@ class GatewayWebSocket(web.WebSocketResponse):
         if len(frames) == 1 or writer is None or writer.compress:
             for frame in frames:
                 await self.send_frame(frame, WSMsgType.TEXT)
-            return
-        data = b"".join(framed(frames))
-        if self.closed or writer.transport.is_closing():
-            raise ConnectionResetError("the socket is closing")
-        writer.transport.write(data)
-        if writer.protocol.writing_paused:  # aiohttp's own flow control: wait until the socket drains
-            await writer.protocol._drain_helper()
-        if self._pending_pong is not None:
+        else:
+            data = b"".join(framed(frames))
+            if self.closed or writer.transport.is_closing():
+                raise ConnectionResetError("the socket is closing")
+            writer.transport.write(data)
+            if writer.protocol.writing_paused:  # aiohttp's own flow control: wait until the socket drains
+                await writer.protocol._drain_helper()
+        if self._pending_pong is not None:  # the socket took what we had: the pong that waited goes too
             self.flush_pong()
 
     def try_write(self, frame: bytes) -> bool:
@@ -269,6 +270,13 @@ def check_aiohttp_internals() -> None:
         missing.append("WebSocketResponse._post_start(request, protocol, writer)")
     if not getattr(web.WebSocketResponse, "_send_headers_immediately", False):
         missing.append("WebSocketResponse._send_headers_immediately (the 101 on the wire before _post_start)")
+    # gateway/edge/pending.py: the server's connection hooks, and requests made with their protocol third
+    for name, expected in (("connection_made", ["self", "handler", "transport"]),
+                           ("connection_lost", ["self", "handler", "exc"]),
+                           ("_make_request", ["self", "message", "payload", "protocol", "writer", "task"])):
+        method = getattr(web.Server, name, None)
+        if not callable(method) or list(inspect.signature(method).parameters)[:len(expected)] != expected:
+            missing.append(f"Server.{name}({', '.join(expected[1:])})")
     missing += [f"RequestHandler.{name}" for name in ("_payload_parser", "_message_tail")
                 if name not in getattr(RequestHandler, "__slots__", ())]
     if not inspect.iscoroutinefunction(getattr(BaseProtocol, "_drain_helper", None)):

@@ -61,6 +61,15 @@ async def health(port: str) -> dict:
         return await resp.json()
 
 
+async def metrics_as_printed(banner: str) -> int:
+    """GET /metrics the way the banner's curl line says (the run's admin token): its status."""
+    found = re.search(r'curl -H "Authorization: Bearer (\S+)" (http://\S+/metrics)', banner)
+    assert found, banner
+    async with aiohttp.ClientSession() as http:
+        async with http.get(found[2], headers={"Authorization": f"Bearer {found[1]}"}) as resp:
+            return resp.status
+
+
 async def test_two_make_run_copies_on_chosen_ports_and_a_third_on_busy_ports_is_refused(tmp_path: Path) -> None:
     first_ports, second_ports = ports(), ports()
     first, second = start_copy(tmp_path, first_ports), start_copy(tmp_path, second_ports)
@@ -75,6 +84,7 @@ async def test_two_make_run_copies_on_chosen_ports_and_a_third_on_busy_ports_is_
             assert f"{cores} process(es) on its port" in banner  # one gateway process per core by default
             if cores > 1:
                 assert str((await health(chosen["GAIA_GATEWAY_PORT"]))["gateway_id"]).rsplit("-w", 1)[1].isdigit()
+            assert await metrics_as_printed(banner) == 200, "the banner says how to reach /metrics (GAIA_ADMIN_TOKEN)"
 
         third = start_copy(tmp_path, {**ports(), "GAIA_KB_PORT": first_ports["GAIA_KB_PORT"]})
         _, err = third.communicate(timeout=60)
