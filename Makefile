@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 USER_ID := $(if $(filter command line,$(origin USER)),$(USER),player2)
 
-.PHONY: install run run-llm llm test lint token bench docs screenshots browser mono postgres systemd-analyze clean unity-release check-world
+.PHONY: install run run-llm llm test lint token bench docs screenshots browser mono postgres systemd-analyze netlab clean unity-release check-world
 
 $(STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -36,7 +36,7 @@ llm: install
 	  echo "installing the local model server for the llm tests"; $(PY) -m harness.system.llmserver --install || \
 	  echo "could not install the local model server: the llm tests will be skipped (failed under CI=true)"; }
 
-test: install browser mono postgres systemd-analyze lint llm
+test: install browser mono postgres systemd-analyze netlab lint llm
 	$(PY) -m pytest
 
 # Hygiene of the services' code, on every `make test`: ruff (lint and import order) and mypy.
@@ -44,41 +44,36 @@ lint: install
 	$(PY) -m ruff check gateway kb shared tools examples
 	$(PY) -m mypy
 
-# The live-page test drives Debian's chromium; install it when missing (it is skipped, saying so, if that fails;
-# under CI=true the target and the test fail instead).
+# The tools the tests drive, from Debian's packages when missing: `$(call apt_tool,<check>,<packages>,<for what>)`.
+# When an install fails the tests that need the tool are skipped, saying so; under CI=true the target fails instead.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null 2>&1 && [ "$$(id -u)" != 0 ] && echo sudo -n)
+define apt_tool
+@{ $(1); } >/dev/null 2>&1 || { echo "installing $(2) for $(3)"; \
+  export DEBIAN_FRONTEND=noninteractive; \
+  $(SUDO) apt-get install -y -q $(2) >/dev/null 2>&1 || \
+  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q $(2) >/dev/null 2>&1; } || \
+  { echo "could not install $(2): $(3) will be skipped (a failure under CI=true)"; [ "$$CI" != true ]; }; }
+endef
+
+# The live-page test drives Debian's chromium.
 browser:
-	@command -v chromium >/dev/null 2>&1 || { echo "installing chromium for the live-page test"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1; } || \
-	  { echo "could not install chromium: the live-page test will be skipped (a failure under CI=true)"; [ "$$CI" != true ]; }; }
+	$(call apt_tool,command -v chromium,chromium,the live-page test)
 
-# The Unity client test compiles the C# package with Mono and Debian's Newtonsoft.Json; installed when missing.
+# The Unity client test compiles the C# package with Mono and Debian's Newtonsoft.Json.
 mono:
-	@{ command -v mcs >/dev/null 2>&1 && command -v mono >/dev/null 2>&1 && ls /usr/lib/cli/Newtonsoft.Json*/Newtonsoft.Json.dll >/dev/null 2>&1; } || \
-	  { echo "installing mono-devel and libnewtonsoft-json-cil-dev for the Unity client test"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $(SUDO) apt-get install -y -q mono-devel libnewtonsoft-json-cil-dev >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q mono-devel libnewtonsoft-json-cil-dev >/dev/null 2>&1; } || \
-	  { echo "could not install Mono: the Unity client test will be skipped (a failure under CI=true)"; [ "$$CI" != true ]; }; }
+	$(call apt_tool,command -v mcs && command -v mono && ls /usr/lib/cli/Newtonsoft.Json*/Newtonsoft.Json.dll,mono-devel libnewtonsoft-json-cil-dev,the Unity client test)
 
-# The PostgreSQL store tests start a real server (initdb + pg_ctl); installed when missing.
+# The PostgreSQL store tests start a real server (initdb + pg_ctl).
 postgres:
-	@{ command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || \
-	  { echo "installing postgresql for the kb store tests"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $(SUDO) apt-get install -y -q postgresql >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q postgresql >/dev/null 2>&1; } || \
-	  { echo "could not install PostgreSQL: the PostgreSQL store tests will be skipped (a failure under CI=true)"; [ "$$CI" != true ]; }; }
+	$(call apt_tool,command -v initdb || ls /usr/lib/postgresql/*/bin/initdb,postgresql,the PostgreSQL store tests)
 
-# The deploy test verifies the systemd units with systemd-analyze; installed when missing.
+# The deploy test verifies the systemd units with systemd-analyze.
 systemd-analyze:
-	@command -v systemd-analyze >/dev/null 2>&1 || { echo "installing systemd for the unit-file test"; \
-	  export DEBIAN_FRONTEND=noninteractive; \
-	  $(SUDO) apt-get install -y -q systemd >/dev/null 2>&1 || \
-	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q systemd >/dev/null 2>&1; } || \
-	  { echo "could not install systemd: the unit-file test will be skipped (a failure under CI=true)"; [ "$$CI" != true ]; }; }
+	$(call apt_tool,command -v systemd-analyze,systemd,the unit-file test)
+
+# The cluster's partition tests put each node in a network namespace and cut links with nftables (as root).
+netlab:
+	$(call apt_tool,command -v ip && command -v nft,iproute2 nftables,the partition tests)
 
 # Regenerate what docs/ holds from the code: the AsyncAPI/OpenAPI documents and docs/security.md's tables
 # (tools/docs.py; a test fails when one is stale).

@@ -19,11 +19,16 @@ def run(*args: str, ns: str | None = None, stdin: str | None = None) -> None:
         raise RuntimeError(f"{' '.join(cmd)}: {done.stderr.strip() or done.stdout.strip()}")
 
 
+def missing_tools() -> list[str]:
+    """The commands partitions need that are not installed (`make netlab` installs them)."""
+    return [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
+
+
 def available() -> str | None:
     """None when partitions can be made here (root, ip and nft), else why not."""
     if os.geteuid() != 0:
         return "network namespaces need root"
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
+    missing = missing_tools()
     return f"not installed: {', '.join(missing)}" if missing else None
 
 

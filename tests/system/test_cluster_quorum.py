@@ -28,7 +28,7 @@ from kb.ownership import WorldOwnership
 from shared.config import Settings
 from shared.natsconn import NatsLink, ensure_stream, lease_bucket
 from shared.subjects import OWNER_BUCKET
-from tests.helpers import EXPERIENCE, eventually
+from tests.helpers import EXPERIENCE, eventually, missing_tool
 
 
 @pytest.fixture
@@ -188,7 +188,9 @@ LABS = itertools.count()
 @pytest.fixture
 def lab_nodes(tmp_path: Path):
     """Three nodes, each in a network namespace of its own (root, ip and nft), for partitions."""
-    from harness.system.netlab import NetLab, available
+    from harness.system.netlab import NetLab, available, missing_tools
+    if os.geteuid() == 0 and missing_tools():
+        missing_tool(f"partitions: not installed: {', '.join(missing_tools())} (make netlab)")
     why_not = available()
     if why_not is not None:
         pytest.skip(f"partitions: {why_not}")
