@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -46,6 +47,7 @@ BOUND = 1.2  # p99 with chats streaming / without, at most (the median of the ro
 FIGURE = "chat_load_p99_ratio"
 FIGURE_ABOUT = "action -> other players, p99 at 100 players with 20 chats streaming"  # its verdict row (benchreport)
 PACE = {"first_token_s": 0.3, "tokens_per_s": 30.0, "tokens": 60}
+CHAT_SPREAD_S = 1.6  # one chat's length at PACE (its story told in 1.6 s): the talkers' first chats spread over it
 START, END = "<!-- bench:narrator:start -->", "<!-- bench:narrator:end -->"
 DOC = Path("docs/benchmarks.md")
 
@@ -71,8 +73,14 @@ async def _drive(actor: GatewayListener, actions: int) -> list[tuple[int, float]
     return await drive_actions(actor, actions, gap_s=0.05)
 
 
-async def _chatting(client: GaiaClient, stop: asyncio.Event, counts: dict[str, int]) -> None:
-    """One player chatting without pause until told to stop."""
+async def _chatting(client: GaiaClient, stop: asyncio.Event, counts: dict[str, int], offset_s: float) -> None:
+    """One player chatting without pause until told to stop, the first chat `offset_s` after the others' start.
+
+    Players do not chat in step: started together, 20 chats of the same length would end and start again
+    together, and the phase would measure bursts of 20 chat starts in one instant, not 20 stories streaming.
+    """
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), offset_s)
     while not stop.is_set():
         async for frame in client.chat("look around", timeout=30):
             if frame["type"] == "chat_done":
@@ -96,7 +104,8 @@ async def talk(url: str, talkers: int) -> None:
     while (command := (await asyncio.to_thread(sys.stdin.readline)).strip()) in ("talk", "quiet"):
         if command == "talk":
             stop, counts = asyncio.Event(), {}
-            loops = [asyncio.create_task(_chatting(c, stop, counts)) for c in clients]
+            offsets = [CHAT_SPREAD_S * i / len(clients) for i in range(len(clients))]  # spread over one chat's length
+            loops = [asyncio.create_task(_chatting(c, stop, counts, offset)) for c, offset in zip(clients, offsets, strict=True)]
             print("talking", flush=True)
         else:
             stop.set()
@@ -195,7 +204,8 @@ async def bench_chat_load(run: Run, players: int = 100, chatters: int = 20, acti
             run.figures[FIGURE] = ratio
             verdict = "met" if ratio <= BOUND else "NOT met"
             phase.rows += ["", f"The {len(others)} players who do not chat, measured; the {chatters} who do chat "
-                               f"(from a client process of their own) without pause (\"look around\"; "
+                               f"(from a client process of their own) without pause, their first chats spread over "
+                               f"{CHAT_SPREAD_S:g} s as players' are, not in step (\"look around\"; "
                                f"{sum(counts.values())} chats, narrators: "
                                f"{', '.join(f'{k} {v}' for k, v in sorted(counts.items()))}). Tail with chats / "
                                f"without, each round's ratio: **{rounds_of.spread(FIGURE)}** (bound {BOUND}x on the "
