@@ -105,7 +105,8 @@ async def talk(url: str, talkers: int) -> None:
         if command == "talk":
             stop, counts = asyncio.Event(), {}
             offsets = [CHAT_SPREAD_S * i / len(clients) for i in range(len(clients))]  # spread over one chat's length
-            loops = [asyncio.create_task(_chatting(c, stop, counts, offset)) for c, offset in zip(clients, offsets, strict=True)]
+            loops = [asyncio.create_task(_chatting(c, stop, counts, offset))
+                     for c, offset in zip(clients, offsets, strict=True)]
             print("talking", flush=True)
         else:
             stop.set()
