@@ -19,10 +19,23 @@ from urllib.parse import urlsplit
 import openai
 from openai import AsyncOpenAI
 
-from gateway.chat.narration import AUTH, ERROR, UNAVAILABLE, reason_for
+from gateway.chat.narration import AUTH, ERROR, TIMEOUT, UNAVAILABLE, reason_for
 
 log = logging.getLogger(__name__)
 OK, UNCHECKED = "ok", "unchecked"
+
+
+def model_reason(exc: BaseException) -> str:
+    """The `chat_done` reason for a failed request to the model's endpoint (the openai client's errors)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return TIMEOUT
+    if isinstance(exc, openai.APIConnectionError):
+        return UNAVAILABLE
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return AUTH
+    if isinstance(exc, openai.APIStatusError) and exc.status_code in (429, 502, 503, 504):
+        return UNAVAILABLE
+    return reason_for(exc)
 
 
 def shown_url(url: str) -> str:
@@ -78,7 +91,7 @@ class Endpoint:
         except openai.NotFoundError:  # some servers have no /models: reachable, and the key was not refused
             names = []
         except Exception as exc:  # noqa: BLE001 - every failure is a status, never a crash at start
-            self._set(reason_for(exc) if isinstance(exc, (openai.OpenAIError, TimeoutError)) else ERROR,
+            self._set(model_reason(exc) if isinstance(exc, (openai.OpenAIError, TimeoutError)) else ERROR,
                       type(exc).__name__)
             return self.status
         if names and self.model not in names and self.status != OK:
@@ -106,7 +119,7 @@ class Endpoint:
 
     def failed(self, exc: BaseException) -> None:
         """A request failed: an auth refusal or an unreachable server is the endpoint's status."""
-        reason = reason_for(exc)
+        reason = model_reason(exc)
         if reason in (AUTH, UNAVAILABLE):
             self._set(reason, type(exc).__name__)
 

@@ -11,8 +11,8 @@ import openai
 from openai import AsyncOpenAI
 
 from gateway.chat import guard, prompt, tools
-from gateway.chat.endpoint import Endpoint
-from gateway.chat.narration import AUTH, BUSY, ERROR, FALLBACK, SHUTDOWN, Busy, Narration, Shutdown, reason_for
+from gateway.chat.endpoint import Endpoint, model_reason
+from gateway.chat.narration import AUTH, BUSY, ERROR, FALLBACK, SHUTDOWN, Busy, ModelFailed, Narration, Shutdown
 from gateway.chat.narratormetrics import NarratorMetrics
 from gateway.chat.prompt import Scene
 from gateway.chat.slots import HostSlots, ModelQueue
@@ -130,7 +130,7 @@ class ModelNarrator:
                     finish = choice.finish_reason or finish
         except (openai.OpenAIError, TimeoutError) as exc:
             self.endpoint.failed(exc)
-            raise
+            raise ModelFailed(model_reason(exc)) from exc
         self.endpoint.answered()
         narration.end(finish)
 
@@ -158,7 +158,7 @@ class ModelNarrator:
         except (openai.OpenAIError, TimeoutError, Shutdown) as exc:
             if not isinstance(exc, (Shutdown, TimeoutError)):
                 self.endpoint.failed(exc)
-            return None, self._no_proposal(reason_for(exc), type(exc).__name__)
+            return None, self._no_proposal(model_reason(exc), type(exc).__name__)
         except Exception as exc:  # noqa: BLE001 - whatever an endpoint returns, the chat goes on without it
             return None, self._no_proposal(ERROR, type(exc).__name__)
         finally:

@@ -14,8 +14,6 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-import openai
-
 from gateway.chat import guard
 from gateway.chat.guard import Facts, Sentences
 from gateway.chat.narratormetrics import NarratorMetrics
@@ -48,20 +46,25 @@ class Busy(Exception):
     """No model slot for this request before its deadline (or the user's share is in use)."""
 
 
+class ModelFailed(Exception):
+    """The model's request failed; `reason` is the `chat_done` reason its client's error maps to
+    (gateway/chat/endpoint.py's `model_reason`: this module knows no client library)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 def reason_for(exc: BaseException) -> str:
-    """The `chat_done` reason for a failed model request."""
-    if isinstance(exc, (TimeoutError, openai.APITimeoutError)):
+    """The `chat_done` reason for a model request that ended in `exc`."""
+    if isinstance(exc, ModelFailed):
+        return exc.reason
+    if isinstance(exc, TimeoutError):
         return TIMEOUT
     if isinstance(exc, Shutdown):
         return SHUTDOWN
     if isinstance(exc, Busy):
         return BUSY
-    if isinstance(exc, openai.APIConnectionError):
-        return UNAVAILABLE
-    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
-        return AUTH
-    if isinstance(exc, openai.APIStatusError) and exc.status_code in (429, 502, 503, 504):
-        return UNAVAILABLE
     return ERROR
 
 
