@@ -64,6 +64,7 @@ from shared.service.problems import refuse
 from shared.service.tasks import bounded, stop_tasks
 
 log = logging.getLogger(__name__)
+SHUTDOWN_BATCH = 500  # sessions told 1001 per turn of the loop at shutdown
 SEQ = re.compile(r"[0-9]{1,19}")  # a stream sequence in a query: ASCII digits, below 2**64
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 # The page talks only to this origin (HTTP and WebSocket) and runs only its own script.
@@ -194,13 +195,16 @@ def refuse_sessions(registry: SessionRegistry, session_ids: list[str]) -> None:
 
 
 async def close_all_sessions(app: web.Application) -> None:
-    """on_shutdown: every session is told 1001 so clients reconnect elsewhere."""
+    """on_shutdown: every session is told 1001 so clients reconnect elsewhere, SHUTDOWN_BATCH at a time
+    (each batch's close frames leave before the next is written: the first clients hear it at once)."""
     sessions = list(app[REGISTRY].sessions.values())
     if sessions:
         log.info("closing %d sessions for shutdown", len(sessions))
     started = time.perf_counter()
-    await asyncio.gather(*(s.shutdown(CloseCode.GOING_AWAY, "server shutting down") for s in sessions),
-                         return_exceptions=True)
+    for start in range(0, len(sessions), SHUTDOWN_BATCH):
+        await asyncio.gather(*(s.shutdown(CloseCode.GOING_AWAY, "server shutting down")
+                               for s in sessions[start:start + SHUTDOWN_BATCH]), return_exceptions=True)
+        await asyncio.sleep(0)
     if sessions:
         log.info("told %d sessions 1001 in %.1f s; %d still open", len(sessions), time.perf_counter() - started,
                  len(app[REGISTRY].sessions))

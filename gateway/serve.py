@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 
+import psutil
 from aiohttp import web
 
 from gateway.keys import PENDING, SETTINGS
+
+log = logging.getLogger(__name__)
 
 
 def serve(app: web.Application, host: str, port: int, loop: asyncio.AbstractEventLoop,
@@ -31,6 +36,9 @@ def serve(app: web.Application, host: str, port: int, loop: asyncio.AbstractEven
             app[PENDING].install(runner.server)
             site = web.TCPSite(runner, host, port, backlog=settings.listen_backlog, reuse_port=reuse_port)
             await site.start()
+            # One line per start: a restart's time to listen, apart from its clients' time to come back.
+            log.info("listening on %s:%d, %.2f s after the process started", host, port,
+                     time.time() - psutil.Process().create_time())
             while True:
                 await asyncio.sleep(3600)
         finally:

@@ -188,7 +188,7 @@ class Session(StreamClient[bytes]):
         frame): one line, and the socket is closed without reading any further."""
         if self.server_close is None:
             log.info("[%s] %s; closing %d", self.conn_id, reason, code)
-        self.writer.close_abusive(code, reason)
+        self.writer.close_unread(code, reason)
 
     def _on_text(self, data: str) -> None:
         if not self.limiter.allow():
@@ -270,8 +270,8 @@ class Session(StreamClient[bytes]):
         self.writer.close_soon(CloseCode.TOO_MANY_SESSIONS, reason, flush=True)
 
     async def shutdown(self, code: int, reason: str) -> None:
-        """Server-initiated close (shutdown: 1001)."""
-        await self.writer.shutdown(code, reason)
+        """Server-initiated close (shutdown: 1001), written at once; the read loop ends now."""
+        self.writer.shutdown(code, reason)
 
     async def _cleanup(self, clean: bool) -> None:
         """Unsubscribe, deregister, report presence, close the socket: always, exactly once."""

@@ -28,7 +28,7 @@ from gateway.ws.frameguard import FrameGuard, FrameLimits
 from gateway.ws.heartbeat import Heartbeat
 from shared.schemas.errors import CloseCode
 
-ABUSE_CLOSE_S = 1.0  # a peer that has not taken our close frame by then is cut off (it is not read meanwhile)
+CUT_OFF_S = 1.0  # a peer that has not taken our close frame by then is cut off (it is not read meanwhile)
 PING_OPCODE, PONG_OPCODE, CLOSE_OPCODE = 0x89, 0x8A, 0x88  # FIN + opcode
 CLOSED = WSMessage(WSMsgType.CLOSED, None, None)
 
@@ -47,9 +47,9 @@ class GatewayWebSocket(web.WebSocketResponse):
         self.heartbeat_s = heartbeat if limits else None
         self.heartbeat: Heartbeat | None = None
         self.guard: FrameGuard | None = None
-        self.on_abuse: Callable[[int, str], None] | None = None  # the session's; default: close_abusive
+        self.on_abuse: Callable[[int, str], None] | None = None  # the session's; default: close_unread
         self._pending_pong: bytes | None = None
-        self._cut_off: asyncio.TimerHandle | None = None  # an abusive client's connection ends then
+        self._cut_off: asyncio.TimerHandle | None = None  # after close_unread, the connection ends then
 
     def _post_start(self, request: web.BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
         """aiohttp's start, then the guard put in front of its reader (every byte from now on, and any that
@@ -102,13 +102,14 @@ class GatewayWebSocket(web.WebSocketResponse):
     def _abused(self, code: int, reason: str) -> None:
         handler = self.on_abuse
         if handler is None:
-            self.close_abusive(code, reason)
+            self.close_unread(code, reason)
         else:
             handler(code, reason)
 
-    def close_abusive(self, code: int, reason: str) -> None:
-        """Close without reading any further: reading stops, the close frame follows what is already
-        written, then our end of the stream (FIN); the connection is cut off ABUSE_CLOSE_S later.
+    def close_unread(self, code: int, reason: str) -> None:
+        """Close without reading any further (a client that broke its budget, or every client when the
+        gateway stops): reading stops, the close frame follows what is already written, then our end of
+        the stream (FIN); the connection is cut off CUT_OFF_S later. Nothing here waits.
 
         aiohttp's own close waits for the peer's close frame, reading (and parsing) everything the
         peer had sent first: megabytes of a flood. Closing at once instead would reset the
@@ -131,12 +132,12 @@ class GatewayWebSocket(web.WebSocketResponse):
                 transport.write(close_frame(code, reason))
             if transport.can_write_eof():
                 transport.write_eof()  # FIN once the buffer is written
-            self._cut_off = asyncio.get_running_loop().call_later(ABUSE_CLOSE_S, _cut_off, transport)
+            self._cut_off = asyncio.get_running_loop().call_later(CUT_OFF_S, _cut_off, transport)
         if self._reader is not None:  # the session's read loop ends now, not after what is queued
             self._reader.feed_data(CLOSED, 0)  # (an end of stream would make the close code 1000)
 
     async def until_cut_off(self) -> None:
-        """After `close_abusive`: wait for the cut-off (the request handler closes the transport when we
+        """After `close_unread`: wait for the cut-off (the request handler closes the transport when we
         return, which would reset the connection at once)."""
         handle = self._cut_off
         if handle is not None and not handle.cancelled():

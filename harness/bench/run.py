@@ -318,9 +318,12 @@ async def bench_capacity_and_restart(sessions: int, run: Run) -> None:
                 await bench_restart(http, system, listeners, local, run.failures, phase, r)
                 run.rounds.add("restart_resumed_s", local["restart_resumed_s"])
                 run.rounds.add("restart_exit_s", local["restart_exit_s"])
+                run.rounds.add("restart_listen_s", local["restart_listen_s"])
                 lost += local["restart_lost"]
             run.figures["restart_lost"] = lost
-            phase.rows += ["", f"SIGTERM to the last session resumed, over the {ROUNDS} restarts: "
+            phase.rows += ["", f"Over the {ROUNDS} restarts, from the SIGTERM: the old process gone after "
+                               f"{run.rounds.spread('restart_exit_s', 1)} s, the new one listening after "
+                               f"{run.rounds.spread('restart_listen_s', 1)} s, the last session resumed after "
                                f"**{run.rounds.spread('restart_resumed_s', 1)}** s."]
             await asyncio.gather(*(l.close() for l in listeners))
     finally:

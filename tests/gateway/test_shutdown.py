@@ -70,3 +70,29 @@ async def test_sigterm_with_a_session_exits_promptly_every_time(tmp_path) -> Non
         gateway.stop()
         kb.stop()
         server.cleanup()
+
+
+async def test_shutdown_tells_every_session_1001_without_waiting_for_their_answers(
+        aiohttp_server, gateway_settings, token, monkeypatch) -> None:
+    """At shutdown each session's close frame is written and its connection let go, batch after batch: no
+    session waits for its client's close frame. With any wait for an answer this would hang: the clients
+    here never answer, and that wait is made endless."""
+    from gateway.app import close_all_sessions, create_app
+    from gateway.keys import NATS, REGISTRY
+    from harness.client.rawws import TEXT, RawSocket
+    from tests.helpers import EXPERIENCE, eventually
+
+    monkeypatch.setattr("gateway.ws.writer.CLOSE_TIMEOUT_S", 600.0)
+    monkeypatch.setattr("gateway.app.SHUTDOWN_BATCH", 7)  # 20 sessions: three batches
+    server = await aiohttp_server(create_app(gateway_settings, "gwstop"))
+    assert await server.app[NATS].wait_ready(10)
+    base = str(server.make_url("")).rstrip("/")
+    socks = [await RawSocket.open(base, token(f"stayer{i}"), EXPERIENCE) for i in range(20)]
+    for sock in socks:
+        opcode, payload = await sock.next_frame()
+        assert opcode == TEXT and b'"connected"' in payload
+    await eventually(lambda: len(server.app[REGISTRY].sessions) == 20)
+    await asyncio.wait_for(close_all_sessions(server.app), 30)
+    codes = await asyncio.gather(*(asyncio.wait_for(sock.close_code(), 10) for sock in socks))
+    assert codes == [1001] * 20
+    await eventually(lambda: not server.app[REGISTRY].sessions)  # every session ended, none answered

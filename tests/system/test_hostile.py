@@ -159,7 +159,7 @@ async def test_a_socket_closed_for_abuse_is_not_read_any_further(aiohttp_server,
     """Today's 4429 for a text flood waited for the client's close frame, reading (and parsing) what it had
     sent meanwhile, and stalled the room: now what the client sends after the close stays unread in the
     kernel, and our end of the stream (FIN) follows the close frame."""
-    monkeypatch.setattr("gateway.ws.socket.ABUSE_CLOSE_S", 30.0, raising=False)  # no cut-off during the look
+    monkeypatch.setattr("gateway.ws.socket.CUT_OFF_S", 30.0)  # no cut-off during the look
     server = await gateway(aiohttp_server, gateway_settings, msg_rate_per_s=5.0, msg_burst=5, frame_burst=10**6,
                            bytes_burst=10**9)
     sock = await raw(server, token, "texter")
