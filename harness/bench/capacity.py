@@ -1,9 +1,11 @@
 """Capacity of one gateway process, and a restart storm its sessions must all come back from."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import re
 import signal
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -12,7 +14,7 @@ import aiohttp
 import psutil
 
 from harness.bench.clients import GatewayListener
-from harness.bench.kit import EXPERIENCE, connect_many, cpu_quiet, cpu_seconds, publish_broadcasts
+from harness.bench.kit import EXPERIENCE, Run, connect_many, cpu_quiet, cpu_seconds, publish_broadcasts
 from harness.report import Phase
 from harness.system.local import LocalSystem
 from harness.system.procs import ADMIN_HEADERS
@@ -125,7 +127,12 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
     results = await asyncio.gather(*rejoins, return_exceptions=True)
     resumed = [r for r in results if isinstance(r, float)]
     last = max(resumed, default=float("nan"))
-    client_share = (cpu_seconds(me) - client_before) / max(last - down, 1e-9)
+    client_cpu = cpu_seconds(me) - client_before
+    client_share = client_cpu / max(last - down, 1e-9)
+    # The new process's whole CPU so far (its start included): with the client's, what 10,000 resumes cost
+    # this machine's cores, against the time they took.
+    assert system.gateway.proc is not None
+    gateway_cpu = cpu_seconds(psutil.Process(system.gateway.proc.pid))
     await asyncio.sleep(1.0)
     lost = sum(1 for l in listeners for v in missed if v not in l.arrivals.by_version)
     resyncs = sum(l.resyncs for l in listeners)
@@ -149,6 +156,8 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
         f"| SIGTERM to the harness seeing the port open (its loop busy with the clients) (s) | {up - killed:.1f} |",
         f"| SIGTERM to the last session resumed (s) | {figures['restart_resumed_s']:.1f} |",
         f"| client process CPU from the exit to the last resume | {client_share * 100:.0f}% of a core |",
+        f"| CPU per resume: the new gateway process (its start included) / the client (ms) | "
+        f"{gateway_cpu / max(len(resumed), 1) * 1000:.2f} / {client_cpu / max(len(resumed), 1) * 1000:.2f} |",
         f"| catch-ups in the new process / through a consumer / direct gets sent | {catchups['catchups']:.0f} / "
         f"{catchups['catchup_consumers']:.0f} / {catchups['direct_reads']:.0f} |",
         f"| catch-up consumers left afterwards | {consumers} |"]
@@ -156,5 +165,53 @@ async def bench_restart(http: aiohttp.ClientSession, system: LocalSystem, listen
     phase.rows += [f"| slowest session {i + 1} (rejoin time: each attempt, what it waited for) | {note} |"
                    for i, note in enumerate(reversed(slowest))]
     print(f"  restart, round {round_no + 1}: {len(resumed)}/{len(listeners)} resumed {figures['restart_resumed_s']:.1f} s after SIGTERM "
-          f"(exited after {down - killed:.1f} s, listening again after {listen_s:.1f} s), lost {lost}, resyncs {resyncs}, consumers left {consumers}")
+          f"(exited after {down - killed:.1f} s, listening again after {listen_s:.1f} s; CPU per resume gateway "
+          f"{gateway_cpu / max(len(resumed), 1) * 1000:.2f} ms, client {client_cpu / max(len(resumed), 1) * 1000:.2f} ms), "
+          f"lost {lost}, resyncs {resyncs}, consumers left {consumers}")
     print("    slowest: " + "\n    slowest: ".join(reversed(slowest)))
+
+
+async def bench_capacity_and_restart(sessions: int, run: Run, rounds: int = 3) -> None:
+    """Idle sessions in one gateway process, then a gateway restart they must all resume from."""
+    system = await LocalSystem(presence_announce="0").start()
+    phase = run.phase(f"Capacity and restart: {sessions} idle sessions (no roster), {rounds} restarts", system,
+                      "presence announcements off, so snapshots carry no roster: 10,000 joins announced to 10,000 "
+                      "sessions are 50M frames (the connect phase measures snapshots with the roster, as shipped)")
+    try:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+            listeners = await bench_capacity(http, system, sessions, run.figures, phase)
+            lost = 0.0
+            for r in range(rounds):
+                local: dict[str, float] = {}
+                await bench_restart(http, system, listeners, local, run.failures, phase, r)
+                run.rounds.add("restart_resumed_s", local["restart_resumed_s"])
+                run.rounds.add("restart_exit_s", local["restart_exit_s"])
+                run.rounds.add("restart_listen_s", local["restart_listen_s"])
+                lost += local["restart_lost"]
+            run.figures["restart_lost"] = lost
+            phase.rows += ["", f"Over the {rounds} restarts, from the SIGTERM: the old process gone after "
+                               f"{run.rounds.spread('restart_exit_s', 1)} s, the new one listening after "
+                               f"{run.rounds.spread('restart_listen_s', 1)} s, the last session resumed after "
+                               f"**{run.rounds.spread('restart_resumed_s', 1)}** s."]
+            await asyncio.gather(*(l.close() for l in listeners))
+    finally:
+        system.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.bench.capacity`: this phase alone (its table printed; the page is `make bench`'s)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    run = Run()
+    asyncio.run(bench_capacity_and_restart(args.sessions, run, args.rounds))
+    for phase in run.phases:
+        print(f"## {phase.name}\n\nSettings: {phase.settings}\n\n" + "\n".join(phase.rows))
+    for failure in run.failures:
+        print(f"FAILED: {failure}")
+    return 1 if run.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import nats
 
-from harness.bench.capacity import bench_capacity, bench_restart
+from harness.bench.capacity import bench_capacity_and_restart
 from harness.bench.chat import bench_chat
 from harness.bench.clients import SseListener
 from harness.bench.cluster import bench_cluster_restart
@@ -230,7 +230,7 @@ async def run_bench(quick: bool = False, write: bool = True) -> int:
     await bench_connect(sizes["connects"], run)
     phase = run.phase("Where a connect's CPU goes: one gateway process under cProfile", None)
     phase.rows += await profile_connects(300 if quick else 2000)
-    await bench_capacity_and_restart(sizes["idle"], run)
+    await bench_capacity_and_restart(sizes["idle"], run, ROUNDS)
     phase = run.phase(f"Gateway restart on a 3-node NATS cluster: {sizes['idle']} idle sessions, {ROUNDS} restarts",
                       None, "harness/system/cluster.py: 3 nats-server nodes (R3 stream, fsync on every node), one kb, "
                       "one gateway")
@@ -301,33 +301,6 @@ async def bench_connect(per_round: int, run: Run) -> None:
                        f"included on this machine): gateway {run.rounds.spread('gateway_connects_per_s', 0)}, floor "
                        f"{run.rounds.spread('floor_connects_per_s', 0)}."]
     print(f"  connect CPU gateway/floor: {run.rounds.spread('connect_cpu_vs_floor')}")
-
-
-async def bench_capacity_and_restart(sessions: int, run: Run) -> None:
-    """Idle sessions in one gateway process, then a gateway restart they must all resume from."""
-    system = await LocalSystem(presence_announce="0").start()
-    phase = run.phase(f"Capacity and restart: {sessions} idle sessions (no roster), {ROUNDS} restarts", system,
-                      "presence announcements off, so snapshots carry no roster: 10,000 joins announced to 10,000 "
-                      "sessions are 50M frames (the connect phase measures snapshots with the roster, as shipped)")
-    try:
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
-            listeners = await bench_capacity(http, system, sessions, run.figures, phase)
-            lost = 0.0
-            for r in range(ROUNDS):
-                local: dict[str, float] = {}
-                await bench_restart(http, system, listeners, local, run.failures, phase, r)
-                run.rounds.add("restart_resumed_s", local["restart_resumed_s"])
-                run.rounds.add("restart_exit_s", local["restart_exit_s"])
-                run.rounds.add("restart_listen_s", local["restart_listen_s"])
-                lost += local["restart_lost"]
-            run.figures["restart_lost"] = lost
-            phase.rows += ["", f"Over the {ROUNDS} restarts, from the SIGTERM: the old process gone after "
-                               f"{run.rounds.spread('restart_exit_s', 1)} s, the new one listening after "
-                               f"{run.rounds.spread('restart_listen_s', 1)} s, the last session resumed after "
-                               f"**{run.rounds.spread('restart_resumed_s', 1)}** s."]
-            await asyncio.gather(*(l.close() for l in listeners))
-    finally:
-        system.stop()
 
 
 if __name__ == "__main__":
