@@ -198,6 +198,7 @@ async def close_all_sessions(app: web.Application) -> None:
     """on_shutdown: every session is told 1001 so clients reconnect elsewhere, SHUTDOWN_BATCH at a time
     (each batch's close frames leave before the next is written: the first clients hear it at once)."""
     sessions = list(app[REGISTRY].sessions.values())
+    app[STREAMS].stopping = True
     if sessions:
         log.info("closing %d sessions for shutdown", len(sessions))
     started = time.perf_counter()
@@ -226,8 +227,9 @@ def create_app(settings: Settings, gateway_id: str | None = None) -> web.Applica
     app[GATEWAY_ID] = gateway_id or settings.gateway_id or f"gw{uuid.uuid4().hex[:6]}"
     app[EDGE] = Edge(settings, TokenVerifier(settings), lambda: app[KB].experiences(),  # KB: set once started
                      lambda: app[KB].reserved_user_ids())
+    # Closed, not drained, at the end: the gateway only reads (and asks direct gets), nothing to flush.
     app.cleanup_ctx.append(nats_cleanup_ctx(SETTINGS, NATS, f"gateway-{app[GATEWAY_ID]}", manage_stream=False,
-                                            new_client=nats_client(settings)))
+                                            new_client=nats_client(settings), drain=False))
     app.cleanup_ctx.append(_kb_ctx)
     app.cleanup_ctx.append(_sessions_ctx)
     app.cleanup_ctx.append(_chat_ctx)

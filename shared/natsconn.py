@@ -94,10 +94,11 @@ class NatsLink:
     """
 
     def __init__(self, settings: Settings, name: str, manage_stream: bool = True,
-                 new_client: Callable[[], NATS] = NATS) -> None:
+                 new_client: Callable[[], NATS] = NATS, drain: bool = True) -> None:
         self.settings = settings
         self.name = name
         self.manage_stream = manage_stream
+        self.drain = drain  # on close: a publisher drains (what it sent is flushed); a reader just closes
         self.new_client = new_client  # the gateway's hands its copy-reading parser in here
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
@@ -282,6 +283,9 @@ class NatsLink:
             await stop_tasks([t for t in (self._task, self._watch) if t is not None], timeout=2.0)
         if self.nc is None or self.nc.is_closed:
             return
+        if not self.drain:  # the server drops this connection's subscriptions with it
+            await bounded(self.nc.close(), 2.0, f"nats close ({self.name})")
+            return
         timeout = self.settings.shutdown_timeout_s / 2
         if not await bounded(self.nc.drain(), timeout, f"nats drain ({self.name})"):
             # Cannot drain (e.g. mid-reconnect): close without it; the connection is gone either way.
@@ -304,12 +308,12 @@ async def connect_tool(url: str, **options: Any) -> NATS:
 
 def nats_cleanup_ctx(
     settings_key: web.AppKey[Settings], link_key: web.AppKey[NatsLink], name: str, manage_stream: bool = True,
-    new_client: Callable[[], NATS] = NATS,
+    new_client: Callable[[], NATS] = NATS, drain: bool = True,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
     """A cleanup_ctx generator that owns a NatsLink stored under link_key."""
 
     async def ctx(app: web.Application) -> AsyncIterator[None]:
-        link = NatsLink(app[settings_key], name, manage_stream, new_client)
+        link = NatsLink(app[settings_key], name, manage_stream, new_client, drain)
         app[link_key] = link
         link.start()
         yield

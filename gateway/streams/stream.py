@@ -405,13 +405,15 @@ class ConnectionStream:
             self._go_live_at(last)
             self._finish_replay()  # a resume whose open failed missed nothing: `resumed` now
 
-    async def close(self) -> None:
-        """Stop for good: no subscription and no consumer left behind."""
+    async def close(self, unsubscribe: bool = True) -> None:
+        """Stop for good: no subscription and no consumer left behind (without `unsubscribe`, the
+        subscription is left to the connection's close: the gateway is stopping)."""
         self._closed = True
         if self._catchup is not None:
             self._catchup.cancel()
             await asyncio.gather(self._catchup, return_exceptions=True)
-        await self._unsubscribe()
+        if unsubscribe:
+            await self._unsubscribe()
 
     async def _unsubscribe(self) -> None:
         sub, self._sub = self._sub, None

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,20 @@ import aiohttp
 from harness.system.privatefiles import write_private
 from shared.natsauth import authorization_block, new_passwords, url_with
 
+# Ports handed out by this process lately. The kernel may give the same free port to two binds in a row,
+# and a nats-server node once got its cluster port equal to its client port (it exits: address in use).
+_GIVEN: deque[int] = deque(maxlen=1024)
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that nothing listens on right now, and not one handed out here lately."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.append(port)
+            return port
 
 
 def nats_server_binary() -> str:

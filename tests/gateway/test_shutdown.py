@@ -73,13 +73,15 @@ async def test_sigterm_with_a_session_exits_promptly_every_time(tmp_path) -> Non
 
 
 async def test_shutdown_tells_every_session_1001_without_waiting_for_their_answers(
-        aiohttp_server, gateway_settings, token, monkeypatch) -> None:
+        aiohttp_server, gateway_settings, token, monkeypatch, nats_server) -> None:
     """At shutdown each session's close frame is written and its connection let go, batch after batch: no
     session waits for its client's close frame. With any wait for an answer this would hang: the clients
-    here never answer, and that wait is made endless."""
+    here never answer, and that wait is made endless. No session sends an UNSUB of its own either: the
+    subscriptions end with the connection, closed at the end."""
     from gateway.app import close_all_sessions, create_app
     from gateway.keys import NATS, REGISTRY
     from harness.client.rawws import TEXT, RawSocket
+    from shared.subjects import experience_updates, live_subject
     from tests.helpers import EXPERIENCE, eventually
 
     monkeypatch.setattr("gateway.ws.writer.CLOSE_TIMEOUT_S", 600.0)
@@ -96,3 +98,12 @@ async def test_shutdown_tells_every_session_1001_without_waiting_for_their_answe
     codes = await asyncio.gather(*(asyncio.wait_for(sock.close_code(), 10) for sock in socks))
     assert codes == [1001] * 20
     await eventually(lambda: not server.app[REGISTRY].sessions)  # every session ended, none answered
+    live = live_subject(experience_updates(EXPERIENCE))
+    assert server.app[NATS].nc is not None
+    await server.app[NATS].nc.flush()  # whatever the gateway sent (an UNSUB) the server has read
+    assert sum(s == live for s in await nats_server.subscriptions()) == 20, "no UNSUB per session when stopping"
+    await server.close()
+
+    async def gone() -> bool:  # the server drops them once it has seen the connection close
+        return not any(s == live for s in await nats_server.subscriptions())
+    await eventually(gone)
