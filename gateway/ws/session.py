@@ -270,8 +270,10 @@ class Session(StreamClient[bytes]):
         self.writer.close_soon(CloseCode.TOO_MANY_SESSIONS, reason, flush=True)
 
     async def shutdown(self, code: int, reason: str) -> None:
-        """Server-initiated close (shutdown: 1001), written at once; the read loop ends now."""
-        self.writer.shutdown(code, reason)
+        """The gateway stops (1001): closed unread, written at once, no wait for the client's close frame;
+        the read loop ends now. The client resumes with `last_seq` elsewhere, so what is still queued may
+        go unsent."""
+        self.writer.close_unread(code, reason)
 
     async def _cleanup(self, clean: bool) -> None:
         """Unsubscribe, deregister, report presence, close the socket: always, exactly once."""

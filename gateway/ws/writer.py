@@ -194,12 +194,6 @@ class SocketWriter:
             if not closed and self._transport is not None:
                 self._transport.abort()
 
-    def shutdown(self, code: int, reason: str) -> None:
-        """The gateway stops (1001): closed unread, without waiting for the client's close frame. A client
-        resumes with `last_seq` elsewhere, so what is still queued may go unsent; 10,000 sessions
-        closed this way take one pass, where waiting for each client's answer took seconds."""
-        self.close_unread(code, reason)
-
     async def finish(self) -> None:
         """Stop the writing task, let a close under way end, and close the socket if it is still open."""
         task = self._task
